@@ -31,6 +31,8 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
   if not hasattr(module, 'get_config'):
     raise AttributeError(f'config file {path!r} defines no get_config()')
   config = module.get_config(arg) if arg else module.get_config()
+  # Locked like the launchers' --config: a misspelt field is an error, not a new field.
+  config.lock()
   return apply_overrides(config, overrides or {})
 
 
@@ -47,18 +49,8 @@ def apply_overrides(config: ml_collections.ConfigDict,
       node = node[name]
     if leaf not in node:
       raise KeyError(f'config has no field {dotted!r}; fields here: {sorted(node.keys())}')
-    with node.unlocked() if hasattr(node, 'unlocked') else _nullcontext():
-      node[leaf] = value
+    node[leaf] = value
   return config
-
-
-class _nullcontext:
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

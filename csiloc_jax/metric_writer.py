@@ -25,6 +25,38 @@ def _to_python(value: Any) -> Any:
   return value
 
 
+class _DropOrbaxInfo:
+  """Orbax logs several INFO lines per checkpoint; keep its warnings, drop the chatter."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or 'orbax' not in record.pathname
+
+
+def quiet_orbax() -> None:
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
+    logger.addFilter(_DropOrbaxInfo())
+
+
+def log_to_file(workdir: str, filename: str = 'log.txt') -> str:
+  """Also sends absl log lines to ``workdir/filename`` (once per path), so a run's
+  progress is kept next to its metrics whether it was started from a shell or a
+  notebook."""
+  import logging as std_logging
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.abspath(os.path.join(workdir, filename))
+  logger = logging.get_absl_logger()
+  if not any(getattr(h, 'baseFilename', None) == path for h in logger.handlers):
+    handler = std_logging.FileHandler(path)
+    handler.setFormatter(std_logging.Formatter(
+        '%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S'))
+    logger.addHandler(handler)
+  quiet_orbax()
+  if logging.get_verbosity() < logging.INFO:
+    logging.set_verbosity(logging.INFO)
+  return path
+
+
 class MetricWriter:
   """Writes scalars to the absl log and to a JSONL file in ``workdir``."""
 

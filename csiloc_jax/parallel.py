@@ -55,14 +55,16 @@ class DataParallel:
   def replicate(self, tree: Any) -> Any:
     """Puts a host pytree (e.g. a TrainState) on every device."""
     if self.backend == 'pmap':
-      return jax.device_put_replicated(tree, self.devices)
+      # pmap wants one copy per device stacked on a leading axis, laid out one per device.
+      stacked = jax.tree.map(
+          lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)), tree)
+      return jax.device_put(stacked, NamedSharding(self.mesh, P(self.axis_name)))
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree: Any) -> Any:
     """One host copy of a replicated pytree (state or metrics)."""
     if self.backend == 'pmap':
-      return jax.tree.map(lambda x: np.asarray(x[0]) if hasattr(x, 'shape') and x.ndim
-                          else x, jax.device_get(jax.tree.map(lambda x: x[0], tree)))
+      return jax.device_get(jax.tree.map(lambda x: x[0], tree))
     return jax.device_get(tree)
 
   def shard(self, batch: Any) -> Any:

@@ -1,0 +1,133 @@
+"""Shared defaults for the CTW-2020 experiments (the paper's protocol, Section IV).
+
+Not a model on its own: ``ctw_model{1..4}.py`` start from ``get_config`` here and set
+the model fields. ``get_config('quick')`` shrinks data and epochs for a smoke run.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Seed of model initialisation (data splits have their own seed below).
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  # Folder holding CTW2020_labelled_data/ and CTW2020_unlabelled_data/. Empty: use
+  # WORKDIR/data (generated there if generate_if_missing).
+  config.data.root = ''
+  # Generate the built-in synthetic CTW-layout set when the root has no labelled folder.
+  config.data.generate_if_missing = True
+  # Feature map fed to the models: 'real' (the paper: real part of the measurement-
+  # averaged CSI, 1 channel), 'real_imag' (2 channels) or 'magnitude' (1 channel).
+  config.data.feature = 'real'
+  # Averaging over the 5 measurements: 'mean' (the paper) or 'valid_mean' (skips failed
+  # estimates, stored as exact zeros; 0 where all failed).
+  config.data.average = 'mean'
+  # Input normalisation, fit on the training split: 'per_feature' (z-score per antenna x
+  # subcarrier x channel), 'global' (one mean/std) or 'none'. The paper is silent.
+  config.data.normalization = 'per_feature'
+  # Position targets: 'standardize' (per-axis z-score, undone before metrics) or 'none'
+  # (raw metres). The paper is silent; raw metres of O(100) slow Adam at lr 1e-3.
+  config.data.label_scaling = 'standardize'
+  # Labelled split fractions train/validation/test (paper: 90/5/5).
+  config.data.labelled_split = (0.9, 0.05, 0.05)
+  # Unlabelled split fractions train/validation for pretraining (paper: 80/20).
+  config.data.unlabelled_split = (0.8, 0.2)
+  # Seed of the random splits (fixed, so every model sees the same splits).
+  config.data.split_seed = 0
+  # Labelled training samples to use (a prefix of the random train split; -1 = all).
+  # The label-efficiency sweep varies this; validation and test splits stay fixed.
+  config.data.num_train_labels = -1
+  # Feature cache folder. Empty: ROOT/.csiloc_cache.
+  config.data.cache_dir = ''
+  # Samples read per HDF5 slice while preprocessing (bounds memory: chunk x 2 x A x S x M
+  # x 4 bytes, ~240 MB at 56 x 924 x 5 and 256).
+  config.data.chunk_size = 256
+  # The synthetic set generated when the root is missing (see csiloc_jax.ctw_synth).
+  config.data.synthetic = ml_collections.ConfigDict()
+  # Labelled / unlabelled sample counts (the real set: 4,979 / 36,192).
+  config.data.synthetic.num_labelled = 600
+  config.data.synthetic.num_unlabelled = 2400
+  # Working antennas (56 of an 8x8 array), used subcarriers (924), measurements (5).
+  config.data.synthetic.num_antennas = 56
+  config.data.synthetic.num_subcarriers = 924
+  config.data.synthetic.num_measurements = 5
+  # Seed of the synthetic environment and samples.
+  config.data.synthetic.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  # Display name of the model (set by ctw_model{1..4}.py).
+  config.model.name = 'model'
+  # Encoder before the position head: 'flatten' (Model 1), 'cnn' (Models 2, 4) or 'mlp'
+  # (Model 3).
+  config.model.encoder = 'flatten'
+  # Pretrain the encoder as an autoencoder on unlabelled CSI first (Models 3, 4).
+  config.model.pretrain = False
+  # Reuse the finished pretraining of another run's workdir instead of pretraining here
+  # (the label-efficiency sweep pretrains once per autoencoder). Empty: pretrain here.
+  config.model.pretrained_dir = ''
+  # Freeze the pretrained encoder during fine-tuning. The paper fine-tunes the model
+  # parameters, so it stays trainable by default.
+  config.model.freeze_encoder = False
+  # Position head widths before the 3-D output (paper: 128 -> 64 -> 3, ReLU).
+  config.model.head_features = (128, 64)
+  # MLP encoder widths (paper Model 3: 256 -> 128 -> 64 -> 32, ReLU); the decoder mirrors
+  # them back to the input size.
+  config.model.mlp_encoder_features = (256, 128, 64, 32)
+  # Activation of the MLP encoder's last (latent) layer; the paper applies ReLU.
+  config.model.latent_activation = 'relu'
+  # CNN encoder channels and square kernel sizes (paper: 32 ch k3, 64 ch k2).
+  config.model.cnn_features = (32, 64)
+  config.model.cnn_kernel_sizes = (3, 2)
+  # Max-pooling window = stride after each conv (paper: unspecified). 'SAME' padding.
+  config.model.pool_size = (2, 2)
+  # CNN decoder: transposed convs of these widths, then one to the input channels, each
+  # with stride = pool size (paper: 32 ch then 1 ch, kernel 3).
+  config.model.cnn_decoder_features = (32,)
+  config.model.cnn_decoder_kernel_size = 3
+  # Activation of the decoder output. The paper writes ReLU after the transposed convs,
+  # but the normalised CSI it reconstructs is signed, so the last one is linear here.
+  config.model.decoder_output_activation = 'linear'
+
+  def phase(num_epochs):
+    pc = ml_collections.ConfigDict()
+    # Global batch size (paper: 64); split across devices.
+    pc.batch_size = 64
+    # Adam learning rate (paper: 1e-3).
+    pc.learning_rate = 1e-3
+    # Maximum epochs (paper: 100) with early stopping on validation loss.
+    pc.num_epochs = num_epochs
+    # Early stopping: epochs without a validation improvement before stopping (paper:
+    # unspecified).
+    pc.patience = 10
+    # Minimum decrease of the validation loss that counts as an improvement.
+    pc.min_delta = 0.0
+    # Seed of the per-epoch shuffling (order depends only on (seed, epoch)).
+    pc.seed = 0
+    # Log loss, steps/s and ETA every this many steps.
+    pc.log_every_steps = 50
+    return pc
+
+  # Autoencoder pretraining on unlabelled data (Models 3, 4).
+  config.pretrain = phase(100)
+  # Position-model training / fine-tuning on labelled data.
+  config.finetune = phase(100)
+
+  config.parallel = ml_collections.ConfigDict()
+  # How the train step is spread over devices: 'pmap' or 'shard_map' (jit(shard_map)).
+  config.parallel.backend = 'pmap'
+
+  if arg == 'quick':
+    # Smoke run: a small synthetic set at a reduced shape and a few epochs.
+    config.data.synthetic.num_labelled = 400
+    config.data.synthetic.num_unlabelled = 800
+    config.data.synthetic.num_subcarriers = 64
+    config.pretrain.num_epochs = 3
+    config.finetune.num_epochs = 5
+    config.pretrain.log_every_steps = 10
+    config.finetune.log_every_steps = 10
+  elif arg:
+    raise ValueError(f'unknown config argument {arg!r}; use "" or "quick"')
+  return config

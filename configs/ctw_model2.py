@@ -1,0 +1,18 @@
+"""Model 2: supervised CNN (conv 32 k3, conv 64 k2, ReLU + max pool -> 128 -> 64 -> 3).
+
+Usage: `python launch/train.py --config=configs/ctw_model2.py --workdir=W`; append
+`:quick` for a smoke run. Every other field is the paper's protocol (configs/ctw_base.py).
+"""
+
+import os
+
+from csiloc_jax import config_utils
+
+
+def get_config(arg: str = ''):
+  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py')
+  config = config_utils.load_config(base + (':' + arg if arg else ''))
+  config.model.name = 'model2'
+  config.model.encoder = 'cnn'
+  config.model.pretrain = False
+  return config

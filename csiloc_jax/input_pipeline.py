@@ -1,0 +1,162 @@
+"""Splits, normalisation statistics and batches over the cached CTW feature memmaps.
+
+Sits between :mod:`csiloc_jax.ctw_data` (which produces read-only feature memmaps) and
+the training loop. Everything is deterministic from seeds: a split is a fixed random
+permutation, an epoch's batch order depends only on ``(seed, epoch)`` — which is what
+lets an interrupted run resume and end bit-for-bit where an uninterrupted one would.
+
+Batches always have the configured size: the last, partial one is padded and carries a
+``mask`` (1 = real example, 0 = padding) that the losses weight by, so no example is
+dropped and no recompilation happens for a ragged batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+def split_indices(num: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+  """Random split of ``range(num)`` by ``fractions`` (which must sum to 1)."""
+  fractions = np.asarray(fractions, np.float64)
+  if np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+    raise ValueError(f'split fractions {tuple(fractions)} must be >= 0 and sum to 1')
+  perm = np.random.default_rng(seed).permutation(num)
+  bounds = np.round(np.cumsum(fractions) * num).astype(int)
+  parts = np.split(perm, bounds[:-1])
+  for frac, part in zip(fractions, parts):
+    if frac > 0 and len(part) == 0:
+      raise ValueError(f'a split of {num} samples by {tuple(fractions)} leaves an empty '
+                       'part; more samples are needed')
+  return parts
+
+
+@dataclasses.dataclass
+class Normalizer:
+  """Affine map ``(x - mean) * inv_std`` with statistics from the training split."""
+  mean: np.ndarray
+  inv_std: np.ndarray
+
+  def __call__(self, x):
+    return (x - self.mean) * self.inv_std
+
+
+def feature_statistics(features: np.ndarray, indices: np.ndarray, mode: str,
+                       chunk_size: int = 512) -> Normalizer:
+  """Mean/std over ``features[indices]``, accumulated chunk by chunk in float64.
+
+  ``mode``: ``per_feature`` (one statistic per antenna × subcarrier × channel entry),
+  ``global`` (one scalar pair), or ``none``. A constant entry (e.g. an antenna whose
+  estimates all failed) gets ``inv_std = 1`` rather than a division by zero.
+  """
+  shape = features.shape[1:]
+  if mode == 'none':
+    return Normalizer(np.zeros(shape, np.float32), np.ones(shape, np.float32))
+  if mode not in ('per_feature', 'global'):
+    raise ValueError(f'config.data.normalization must be per_feature, global or none; '
+                     f'got {mode!r}')
+  indices = np.sort(np.asarray(indices))
+  total = np.zeros(shape, np.float64)
+  total_sq = np.zeros(shape, np.float64)
+  for start in range(0, len(indices), chunk_size):
+    block = np.asarray(features[indices[start:start + chunk_size]], np.float64)
+    total += block.sum(0)
+    total_sq += (block ** 2).sum(0)
+  n = max(len(indices), 1)
+  if mode == 'global':
+    count = n * np.prod(shape)
+    mean = np.full(shape, total.sum() / count)
+    var = np.full(shape, total_sq.sum() / count) - mean ** 2
+  else:
+    mean = total / n
+    var = total_sq / n - mean ** 2
+  std = np.sqrt(np.maximum(var, 0.0))
+  tiny = 1e-12 * max(float(np.abs(mean).max()), float(std.max()), 1e-30)
+  inv_std = np.where(std > tiny, 1.0 / np.maximum(std, tiny), 1.0)
+  return Normalizer(mean.astype(np.float32), inv_std.astype(np.float32))
+
+
+@dataclasses.dataclass
+class LabelScaler:
+  """Per-axis standardisation of positions (fit on training labels)."""
+  mean: np.ndarray
+  std: np.ndarray
+
+  @classmethod
+  def fit(cls, positions: np.ndarray, mode: str) -> 'LabelScaler':
+    if mode == 'none':
+      return cls(np.zeros(positions.shape[1]), np.ones(positions.shape[1]))
+    if mode != 'standardize':
+      raise ValueError(f'config.data.label_scaling must be standardize or none; got {mode!r}')
+    std = positions.std(0)
+    return cls(positions.mean(0), np.where(std > 0, std, 1.0))
+
+  def transform(self, positions: np.ndarray) -> np.ndarray:
+    return ((positions - self.mean) / self.std).astype(np.float32)
+
+  def inverse(self, scaled: np.ndarray) -> np.ndarray:
+    return np.asarray(scaled, np.float64) * self.std + self.mean
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+  return -(-num_examples // batch_size)
+
+
+def batches(features: np.ndarray, targets: np.ndarray | None, indices: np.ndarray,
+            batch_size: int, *, shuffle_seed: tuple[int, ...] | None = None
+            ) -> Iterator[dict[str, np.ndarray]]:
+  """Yields ``{'x', 'y', 'mask'}`` batches over ``indices``.
+
+  With ``shuffle_seed`` the order is a permutation drawn from that seed (e.g.
+  ``(seed, epoch)``); without, the order is ``indices``' own (evaluation). For an
+  autoencoder ``targets`` is None and ``y`` is omitted (the target is ``x``).
+  """
+  indices = np.asarray(indices)
+  if shuffle_seed is not None:
+    indices = indices[np.random.default_rng(shuffle_seed).permutation(len(indices))]
+  for start in range(0, len(indices), batch_size):
+    chunk = indices[start:start + batch_size]
+    real = len(chunk)
+    # Sorted reads are sequential on the memmap; order inside a batch is irrelevant.
+    order = np.argsort(chunk)
+    chunk = chunk[order]
+    pad = batch_size - real
+    if pad:
+      chunk = np.concatenate([chunk, np.full(pad, chunk[0])])
+    batch = {'x': np.asarray(features[chunk], np.float32),
+             'mask': np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])}
+    if targets is not None:
+      batch['y'] = np.asarray(targets[chunk], np.float32)
+    yield batch
+
+
+def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+  """Runs ``iterator`` in a background thread, ``depth`` items ahead (disk reads overlap
+  with compute)."""
+  if depth <= 0:
+    yield from iterator
+    return
+  q: queue.Queue = queue.Queue(maxsize=depth)
+  sentinel = object()
+
+  def worker():
+    try:
+      for item in iterator:
+        q.put(item)
+    except BaseException as e:  # Re-raised in the consumer.
+      q.put(e)
+    finally:
+      q.put(sentinel)
+
+  threading.Thread(target=worker, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is sentinel:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item

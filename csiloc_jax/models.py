@@ -1,0 +1,215 @@
+"""The paper's four CSI localization models (Table I) as flax.linen modules.
+
+Inputs are CSI feature maps ``[batch, antennas, subcarriers, channels]`` (channels = 1
+for the paper's real-part feature; see ``ctw_data``). Every position model is an
+``encoder`` followed by an MLP ``head``; every autoencoder is the same ``encoder``
+followed by a ``decoder``. Because the encoder submodule has the same name and class in
+both, a pretrained autoencoder's ``params['encoder']`` drops straight into the position
+model (Models 3 and 4) — see :func:`transplant_encoder`.
+
+| model | encoder (pretrained?) | head |
+|---|---|---|
+| 1 | flatten (none) | MLP 128 → 64 → 3 |
+| 2 | CNN: conv 32 k3, conv 64 k2, ReLU + max pool (no) | MLP 128 → 64 → 3 |
+| 3 | MLP 256 → 128 → 64 → 32 (yes, MLP autoencoder) | MLP 128 → 64 → 3 |
+| 4 | CNN as Model 2 (yes, CNN autoencoder) | MLP 128 → 64 → 3 |
+
+Layer sizes come from the config (``config.model``) so they can be varied, but the
+defaults are exactly the paper's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+ACTIVATIONS: dict[str, Callable] = {
+    'relu': nn.relu, 'linear': lambda x: x, 'tanh': jnp.tanh, 'gelu': nn.gelu}
+
+
+def _activation(name: str) -> Callable:
+  if name not in ACTIVATIONS:
+    raise ValueError(f'unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}')
+  return ACTIVATIONS[name]
+
+
+class FlattenEncoder(nn.Module):
+  """Model 1's 'encoder': the raw features, flattened."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x.reshape((x.shape[0], -1))
+
+
+class MLPEncoder(nn.Module):
+  """Model 3's encoder: linear layers with ReLU (paper: 256 → 128 → 64 → 32)."""
+  features: Sequence[int] = (256, 128, 64, 32)
+  latent_activation: str = 'relu'
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], -1))
+    for i, width in enumerate(self.features):
+      x = nn.Dense(width, name=f'dense_{i}')(x)
+      last = i == len(self.features) - 1
+      x = _activation(self.latent_activation)(x) if last else nn.relu(x)
+    return x
+
+
+class MLPDecoder(nn.Module):
+  """Mirror of :class:`MLPEncoder`, ending in a linear layer to the input size."""
+  features: Sequence[int] = (64, 128, 256)
+  output_shape: Sequence[int] = ()
+  output_activation: str = 'linear'
+
+  @nn.compact
+  def __call__(self, z):
+    for i, width in enumerate(self.features):
+      z = nn.relu(nn.Dense(width, name=f'dense_{i}')(z))
+    z = nn.Dense(int(np.prod(self.output_shape)), name='dense_out')(z)
+    z = _activation(self.output_activation)(z)
+    return z.reshape((z.shape[0],) + tuple(self.output_shape))
+
+
+class CNNEncoder(nn.Module):
+  """Models 2/4's encoder: (conv → ReLU → max pool) per entry of ``features``.
+
+  Output is the feature map ``[batch, H/4, W/4, 64]`` for the defaults; 'SAME' padding
+  and ceil-mode pooling keep every input size valid (the decoder crops back).
+  """
+  features: Sequence[int] = (32, 64)
+  kernel_sizes: Sequence[int] = (3, 2)
+  pool_size: Sequence[int] = (2, 2)
+
+  @nn.compact
+  def __call__(self, x):
+    for i, (width, k) in enumerate(zip(self.features, self.kernel_sizes)):
+      x = nn.Conv(width, (k, k), padding='SAME', name=f'conv_{i}')(x)
+      x = nn.relu(x)
+      x = nn.max_pool(x, tuple(self.pool_size), strides=tuple(self.pool_size),
+                      padding='SAME')
+    return x
+
+
+class CNNDecoder(nn.Module):
+  """Model 4's decoder: transposed convolutions (paper: 32 ch then C ch, kernel 3).
+
+  Each transposed conv upsamples by the encoder's pool stride, undoing one pooling; the
+  result is cropped to the input's spatial size (pooling rounded up).
+  """
+  features: Sequence[int] = (32,)
+  kernel_size: int = 3
+  pool_size: Sequence[int] = (2, 2)
+  output_shape: Sequence[int] = ()
+  output_activation: str = 'linear'
+
+  @nn.compact
+  def __call__(self, z):
+    height, width, channels = self.output_shape
+    widths = tuple(self.features) + (channels,)
+    for i, w in enumerate(widths):
+      z = nn.ConvTranspose(w, (self.kernel_size, self.kernel_size),
+                           strides=tuple(self.pool_size), padding='SAME',
+                           name=f'deconv_{i}')(z)
+      last = i == len(widths) - 1
+      z = _activation(self.output_activation)(z) if last else nn.relu(z)
+    return z[:, :height, :width, :]
+
+
+class MLPHead(nn.Module):
+  """Position estimation head: linear layers with ReLU between (paper: 128 → 64 → 3)."""
+  features: Sequence[int] = (128, 64)
+  num_outputs: int = 3
+
+  @nn.compact
+  def __call__(self, z):
+    z = z.reshape((z.shape[0], -1))
+    for i, width in enumerate(self.features):
+      z = nn.relu(nn.Dense(width, name=f'dense_{i}')(z))
+    return nn.Dense(self.num_outputs, name='dense_out')(z)
+
+
+class PositionModel(nn.Module):
+  """encoder → head. ``stop_encoder_gradient`` freezes a pretrained encoder."""
+  encoder: nn.Module
+  head: nn.Module
+  stop_encoder_gradient: bool = False
+
+  def __call__(self, x):
+    z = self.encoder(x)
+    if self.stop_encoder_gradient:
+      z = jax.lax.stop_gradient(z)
+    return self.head(z)
+
+
+class AutoEncoder(nn.Module):
+  """encoder → decoder, trained on the reconstruction MSE (paper eq. 1)."""
+  encoder: nn.Module
+  decoder: nn.Module
+
+  def __call__(self, x):
+    return self.decoder(self.encoder(x))
+
+
+# --------------------------------------------------------------------------------------
+# Construction from a config.
+
+def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
+  kind = model_config.encoder
+  if kind == 'flatten':
+    return FlattenEncoder()
+  if kind == 'mlp':
+    return MLPEncoder(features=tuple(model_config.mlp_encoder_features),
+                      latent_activation=model_config.latent_activation)
+  if kind == 'cnn':
+    return CNNEncoder(features=tuple(model_config.cnn_features),
+                      kernel_sizes=tuple(model_config.cnn_kernel_sizes),
+                      pool_size=tuple(model_config.pool_size))
+  raise ValueError(f'config.model.encoder must be flatten, mlp or cnn; got {kind!r}')
+
+
+def build_position_model(model_config: ml_collections.ConfigDict,
+                         num_outputs: int = 3) -> PositionModel:
+  head = MLPHead(features=tuple(model_config.head_features), num_outputs=num_outputs)
+  return PositionModel(encoder=_encoder(model_config), head=head,
+                       stop_encoder_gradient=bool(model_config.freeze_encoder))
+
+
+def build_autoencoder(model_config: ml_collections.ConfigDict,
+                      input_shape: Sequence[int]) -> AutoEncoder:
+  """The autoencoder whose encoder matches :func:`build_position_model`'s."""
+  kind = model_config.encoder
+  if kind == 'mlp':
+    decoder = MLPDecoder(features=tuple(reversed(model_config.mlp_encoder_features[:-1])),
+                         output_shape=tuple(input_shape),
+                         output_activation=model_config.decoder_output_activation)
+  elif kind == 'cnn':
+    decoder = CNNDecoder(features=tuple(model_config.cnn_decoder_features),
+                         kernel_size=model_config.cnn_decoder_kernel_size,
+                         pool_size=tuple(model_config.pool_size),
+                         output_shape=tuple(input_shape),
+                         output_activation=model_config.decoder_output_activation)
+  else:
+    raise ValueError(f'only the mlp and cnn encoders can be pretrained, got {kind!r}')
+  return AutoEncoder(encoder=_encoder(model_config), decoder=decoder)
+
+
+def transplant_encoder(position_params: Any, autoencoder_params: Any) -> Any:
+  """Position-model params with the encoder replaced by a pretrained one."""
+  enc_new = autoencoder_params['encoder']
+  enc_old = position_params['encoder']
+  shapes_new = jax.tree.map(np.shape, enc_new)
+  shapes_old = jax.tree.map(np.shape, enc_old)
+  if shapes_new != shapes_old:
+    raise ValueError('pretrained encoder does not match the position model: '
+                     f'{shapes_new} vs {shapes_old}')
+  return {**position_params, 'encoder': enc_new}
+
+
+def count_params(params: Any) -> int:
+  return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))

@@ -1,0 +1,90 @@
+"""PNG plots of CSI localization runs: learning curves, error CDFs, positions on the XY
+plane (like the paper's Fig. 1) and the label-efficiency curve.
+
+Called at the end of ``train.train_and_evaluate`` and ``compare``; uses matplotlib's
+Agg backend so it works on headless machines and in CI.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: str) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None:
+  """Train and validation loss per epoch, one panel per phase (pretrain, finetune)."""
+  phases = [p for p in ('pretrain', 'finetune') if any(r.get('phase') == p for r in records)]
+  fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5.5 * max(len(phases), 1), 4),
+                           squeeze=False)
+  for ax, phase in zip(axes[0], phases):
+    rows = sorted((r for r in records if r.get('phase') == phase), key=lambda r: r['epoch'])
+    # A resumed run may have logged an epoch twice; keep the last record per epoch.
+    by_epoch = {r['epoch']: r for r in rows}
+    epochs = sorted(by_epoch)
+    ax.plot(epochs, [by_epoch[e]['train_loss'] for e in epochs], label='train')
+    ax.plot(epochs, [by_epoch[e]['val_loss'] for e in epochs], label='validation')
+    best = min(epochs, key=lambda e: by_epoch[e]['val_loss'])
+    ax.axvline(best, color='grey', ls=':', label=f'best (epoch {best})')
+    ax.set_yscale('log')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('reconstruction MSE' if phase == 'pretrain' else 'position MSE (scaled)')
+    ax.set_title(f'{title} {phase}'.strip())
+    ax.legend()
+  _save(fig, path)
+
+
+def error_cdf(errors: Mapping[str, np.ndarray], path: str,
+              xlabel: str = '3-D position error (m)') -> None:
+  """Empirical CDF of Euclidean errors, one line per method."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, err in errors.items():
+    err = np.sort(np.asarray(err))
+    ax.plot(err, np.arange(1, len(err) + 1) / len(err), label=name)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('fraction of test samples')
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  _save(fig, path)
+
+
+def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '') -> None:
+  """True vs predicted positions on the XY plane, base station at the origin."""
+  fig, ax = plt.subplots(figsize=(6, 6))
+  for t, p in zip(true, pred):
+    ax.plot([t[0], p[0]], [t[1], p[1]], color='grey', lw=0.5, alpha=0.6)
+  ax.scatter(true[:, 0], true[:, 1], s=10, label='true', color='tab:blue')
+  ax.scatter(pred[:, 0], pred[:, 1], s=10, label='predicted', color='tab:orange')
+  ax.scatter([0], [0], marker='^', s=80, color='k', label='base station')
+  ax.set_xlabel('x (m)')
+  ax.set_ylabel('y (m)')
+  ax.set_aspect('equal', adjustable='datalim')
+  ax.set_title(title)
+  ax.legend()
+  _save(fig, path)
+
+
+def label_efficiency(results: Mapping[str, Mapping[int, float]], path: str,
+                     ylabel: str = 'test MAE average (m)') -> None:
+  """Metric vs number of labelled training samples, one line per model."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, by_n in results.items():
+    ns = sorted(by_n)
+    ax.plot(ns, [by_n[n] for n in ns], marker='o', label=name)
+  ax.set_xscale('log')
+  ax.set_xlabel('labelled training samples')
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3, which='both')
+  ax.legend()
+  _save(fig, path)

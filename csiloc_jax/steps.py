@@ -1,0 +1,78 @@
+"""Pure train/eval step functions and the two losses of the paper.
+
+``train_step`` is written once, for any number of devices: every reduction over the
+batch goes through ``lax.psum`` over the named axis, and :mod:`csiloc_jax.parallel` is
+the only place that transforms it (pmap or jit(shard_map)). The losses are weighted by
+the batch ``mask`` so padded examples count for nothing, and the global mean is formed
+as (sum over devices of masked sums) / (sum over devices of mask counts) — equal to the
+single-device mean whatever the device count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+import optax
+
+AXIS = 'batch'
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState; the step counter doubles as the global training step."""
+
+
+def reconstruction_error(pred: jnp.ndarray, x: jnp.ndarray, y: Any = None) -> jnp.ndarray:
+  """Paper eq. 1 per example: squared error of the reconstruction (mean over entries)."""
+  del y
+  return jnp.mean(jnp.square(pred - x).reshape(pred.shape[0], -1), axis=1)
+
+
+def position_error(pred: jnp.ndarray, x: Any, y: jnp.ndarray) -> jnp.ndarray:
+  """Paper eq. 3 per example: squared Euclidean error of the (scaled) position."""
+  del x
+  return jnp.sum(jnp.square(pred - y), axis=-1)
+
+
+LOSSES: dict[str, Callable] = {'reconstruction': reconstruction_error,
+                               'position': position_error}
+
+
+def create_train_state(apply_fn: Callable, params: Any, learning_rate: float
+                       ) -> TrainState:
+  """Adam, as in the paper (learning rate from the config)."""
+  return TrainState.create(apply_fn=apply_fn, params=params,
+                           tx=optax.adam(learning_rate))
+
+
+def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
+               axis_name: str = AXIS) -> tuple[TrainState, dict]:
+  """One optimiser step on a (device-local shard of a) batch."""
+  per_example = LOSSES[loss]
+  x = normalize(batch['x'])
+  target_x = x
+  mask = batch['mask']
+  count = jax.lax.psum(jnp.sum(mask), axis_name)
+
+  def loss_fn(params):
+    pred = state.apply_fn({'params': params}, x)
+    return jnp.sum(mask * per_example(pred, target_x, batch.get('y'))) / count
+
+  local_loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  # Each device's loss is its share of the global mean, so the sum is the mean.
+  grads = jax.lax.psum(grads, axis_name)
+  loss_value = jax.lax.psum(local_loss, axis_name)
+  new_state = state.apply_gradients(grads=grads)
+  metrics = {'loss': loss_value, 'grad_norm': optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch: dict, *, apply_fn: Callable, loss: str,
+              normalize: Callable) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Predictions and masked per-example loss for one batch (single device, jit)."""
+  x = normalize(batch['x'])
+  pred = apply_fn({'params': params}, x)
+  per_example = LOSSES[loss](pred, x, batch.get('y')) * batch['mask']
+  return pred, per_example

@@ -1,0 +1,210 @@
+"""``train_and_evaluate``: one CSI localization run, from CTW files to ``metrics.json``.
+
+The library function behind ``launch/train.py`` (and notebooks, tests, ``compare``):
+
+1. resolve the data root (generate the built-in synthetic CTW-layout set if asked);
+2. stream-preprocess the labelled (and unlabelled) sets into the feature cache;
+3. split labelled 90/5/5 and unlabelled 80/20 with a fixed seed;
+4. for Models 3/4: pretrain the autoencoder on unlabelled CSI (or load one already
+   pretrained by another run), transplant its encoder into the position model;
+5. fine-tune / train the position model with early stopping on validation loss;
+6. evaluate the best weights on the test split; write metrics, predictions and plots.
+
+Every stage checkpoints, so running it again on the same workdir resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from csiloc_jax import checkpointing
+from csiloc_jax import config_utils
+from csiloc_jax import ctw_data
+from csiloc_jax import input_pipeline
+from csiloc_jax import metric_writer
+from csiloc_jax import metrics as metrics_lib
+from csiloc_jax import models
+from csiloc_jax import plots
+from csiloc_jax import steps
+from csiloc_jax import trainer
+
+
+def write_json(path: str, payload: Any) -> None:
+  """Atomic JSON write (a crash never leaves a half-written metrics file)."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """``config.data.root``, or ``workdir/data`` generated on first use if allowed."""
+  data = config.data
+  root = os.path.abspath(data.root or os.path.join(workdir, 'data'))
+  labelled = os.path.join(root, ctw_data.LABELLED_DIR)
+  if not os.path.isdir(labelled) and data.generate_if_missing:
+    from csiloc_jax import ctw_synth  # Only needed when generating.
+    g = data.synthetic
+    logging.info('No CTW data at %s: generating the synthetic set (%d labelled, %d '
+                 'unlabelled, %dx%dx%d)', root, g.num_labelled, g.num_unlabelled,
+                 g.num_antennas, g.num_subcarriers, g.num_measurements)
+    ctw_synth.generate_ctw_dataset(
+        root, num_labelled=g.num_labelled, num_unlabelled=g.num_unlabelled,
+        num_antennas=g.num_antennas, num_subcarriers=g.num_subcarriers,
+        num_measurements=g.num_measurements, seed=g.seed, progress=True)
+  return root
+
+
+def labelled_splits(num: int, data: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """train/val/test indices; ``num_train_labels`` keeps a prefix of the random train
+  split, so smaller label budgets are nested subsets of larger ones."""
+  train, val, test = input_pipeline.split_indices(num, data.labelled_split, data.split_seed)
+  if data.num_train_labels > 0:
+    if data.num_train_labels > len(train):
+      raise ValueError(f'config.data.num_train_labels={data.num_train_labels} exceeds the '
+                       f'{len(train)} samples of the labelled training split')
+    train = train[:data.num_train_labels]
+  return {'train': train, 'val': val, 'test': test}
+
+
+def _save_normalizer(path: str, normalizer: input_pipeline.Normalizer) -> None:
+  np.savez(path, mean=normalizer.mean, inv_std=normalizer.inv_std)
+
+
+def _load_normalizer(path: str) -> input_pipeline.Normalizer:
+  with np.load(path) as z:
+    return input_pipeline.Normalizer(z['mean'], z['inv_std'])
+
+
+def _load_pretrained(run_dir: str, autoencoder, input_shape):
+  """Best autoencoder params + normaliser of another run's finished pretraining."""
+  ckpt_dir = os.path.join(run_dir, 'pretrain', 'checkpoints', 'best')
+  norm_path = os.path.join(run_dir, 'pretrain', 'normalizer.npz')
+  if not os.path.isdir(ckpt_dir) or not os.path.exists(norm_path):
+    raise FileNotFoundError(f'config.model.pretrained_dir={run_dir!r} holds no finished '
+                            f'pretraining (expected {ckpt_dir} and {norm_path})')
+  params = autoencoder.init(jax.random.key(0), jnp.zeros((1,) + input_shape))['params']
+  state = steps.create_train_state(autoencoder.apply, params, 1e-3)
+  ckpt = checkpointing.Checkpointer(ckpt_dir)
+  restored, _ = ckpt.restore(jax.eval_shape(lambda: state))
+  ckpt.close()
+  return restored.params, _load_normalizer(norm_path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the configured model end to end and returns the ``metrics.json`` contents."""
+  t_start = time.perf_counter()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  config_utils.write_config(config, workdir)
+  metric_writer.log_to_file(workdir)
+  logging.info('Config:\n%s', config)
+  writer = metric_writer.MetricWriter(workdir)
+  mc = config.model
+
+  root = resolve_data_root(config, workdir)
+  need_unlabelled = bool(mc.pretrain) and not mc.pretrained_dir
+  sets = ctw_data.load_ctw(config.data, root, need_unlabelled=need_unlabelled)
+  labelled = sets['labelled']
+  input_shape = labelled.feature_shape
+  positions = labelled.positions
+  splits = labelled_splits(len(labelled), config.data)
+  scaler = input_pipeline.LabelScaler.fit(positions[splits['train']],
+                                          config.data.label_scaling)
+  targets = scaler.transform(positions)
+
+  rng_pretrain, rng_model = jax.random.split(jax.random.key(config.seed))
+  position_model = models.build_position_model(mc)
+  params = position_model.init(rng_model, jnp.zeros((1,) + input_shape))['params']
+  summary: dict[str, Any] = {'model': {
+      'name': mc.name, 'input_shape': list(input_shape),
+      'position_model_params': models.count_params(params)}}
+  logging.info('%s: position model has %d parameters on input %s', mc.name,
+               summary['model']['position_model_params'], input_shape)
+
+  if mc.pretrain:
+    autoencoder = models.build_autoencoder(mc, input_shape)
+    if mc.pretrained_dir:
+      ae_params, normalizer = _load_pretrained(mc.pretrained_dir, autoencoder, input_shape)
+      summary['pretrain'] = {'loaded_from': os.path.abspath(mc.pretrained_dir)}
+    else:
+      unlabelled = sets['unlabelled']
+      u_train, u_val = input_pipeline.split_indices(
+          len(unlabelled), config.data.unlabelled_split, config.data.split_seed)
+      # The encoder sees unlabelled-statistics inputs while pretraining, and must keep
+      # seeing the same input distribution when fine-tuned on labelled data.
+      normalizer = input_pipeline.feature_statistics(
+          unlabelled.features, u_train, config.data.normalization)
+      os.makedirs(os.path.join(workdir, 'pretrain'), exist_ok=True)
+      _save_normalizer(os.path.join(workdir, 'pretrain', 'normalizer.npz'), normalizer)
+      ae_init = autoencoder.init(rng_pretrain, jnp.zeros((1,) + input_shape))['params']
+      logging.info('Autoencoder has %d parameters', models.count_params(ae_init))
+      result = trainer.fit(
+          phase='pretrain', model=autoencoder, init_params=ae_init, loss='reconstruction',
+          data=trainer.PhaseData(unlabelled.features, None, u_train, u_val, normalizer),
+          train_config=config.pretrain, parallel_config=config.parallel,
+          workdir=workdir, writer=writer)
+      ae_params = result.params
+      summary['pretrain'] = _phase_summary(result, len(u_train), len(u_val))
+      summary['model']['autoencoder_params'] = models.count_params(ae_init)
+    params = models.transplant_encoder(params, ae_params)
+  else:
+    normalizer = input_pipeline.feature_statistics(
+        labelled.features, splits['train'], config.data.normalization)
+
+  phase_data = trainer.PhaseData(labelled.features, targets, splits['train'],
+                                 splits['val'], normalizer)
+  result = trainer.fit(
+      phase='finetune', model=position_model, init_params=params, loss='position',
+      data=phase_data, train_config=config.finetune, parallel_config=config.parallel,
+      workdir=workdir, writer=writer)
+  summary['finetune'] = _phase_summary(result, len(splits['train']), len(splits['val']))
+
+  ranges = positions.max(0) - positions.min(0)
+  for split in ('val', 'test'):
+    _, pred_scaled = trainer.evaluate(result.params, position_model.apply, 'position',
+                                      phase_data, splits[split], config.finetune.batch_size)
+    pred = scaler.inverse(pred_scaled)
+    true = positions[np.sort(splits[split])]
+    summary['test' if split == 'test' else 'validation'] = (
+        metrics_lib.localization_metrics(pred, true, ranges))
+    if split == 'test':
+      np.savez(os.path.join(workdir, 'test_predictions.npz'), pred=pred, true=true,
+               index=np.sort(splits[split]))
+      test_pred, test_true = pred, true
+  summary['data'] = {'root': root, 'num_labelled': len(labelled),
+                     'num_train_labels': int(len(splits['train'])),
+                     'num_val': int(len(splits['val'])), 'num_test': int(len(splits['test'])),
+                     'num_unlabelled': (len(sets['unlabelled'])
+                                        if sets['unlabelled'] is not None else None),
+                     'feature': config.data.feature, 'average': config.data.average}
+  summary['wall_seconds'] = time.perf_counter() - t_start
+  write_json(os.path.join(workdir, 'metrics.json'), summary)
+
+  plots.learning_curves(writer.read(), os.path.join(workdir, 'learning_curves.png'),
+                        title=mc.name)
+  plots.error_cdf({mc.name: np.linalg.norm(test_pred - test_true, axis=1)},
+                  os.path.join(workdir, 'error_cdf.png'))
+  plots.positions_xy(test_true, test_pred, os.path.join(workdir, 'positions_xy.png'),
+                     title=f'{mc.name}: test positions (XY plane)')
+  t = summary['test']
+  logging.info('%s test: MAE avg %.3f m, RMSE avg %.3f m, median distance %.3f m',
+               mc.name, t['mae']['average'], t['rmse']['average'],
+               t['distance_m']['median'])
+  return summary
+
+
+def _phase_summary(result: trainer.FitResult, num_train: int, num_val: int) -> dict:
+  return {'best_val_loss': result.best_val_loss, 'best_epoch': result.best_epoch,
+          'epochs_run': result.epochs_run, 'stopped_early': result.stopped_early,
+          'num_train': num_train, 'num_val': num_val,
+          'train_seconds': result.train_seconds, 'steps_per_sec': result.steps_per_sec}
