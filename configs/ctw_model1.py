@@ -7,12 +7,10 @@ Usage: `python launch/train.py --config=configs/ctw_model1.py --workdir=W`; appe
 import os
 
 from csiloc_jax import config_utils
+from csiloc_jax import models
 
 
 def get_config(arg: str = ''):
   base = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py')
   config = config_utils.load_config(base + (':' + arg if arg else ''))
-  config.model.name = 'model1'
-  config.model.encoder = 'flatten'
-  config.model.pretrain = False
-  return config
+  return models.apply_paper_model(config, 'model1')

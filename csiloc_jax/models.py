@@ -159,6 +159,25 @@ class AutoEncoder(nn.Module):
 # --------------------------------------------------------------------------------------
 # Construction from a config.
 
+# The paper's four models as settings of ``config.model`` (Table I).
+PAPER_MODELS: dict[str, dict] = {
+    'model1': {'encoder': 'flatten', 'pretrain': False},
+    'model2': {'encoder': 'cnn', 'pretrain': False},
+    'model3': {'encoder': 'mlp', 'pretrain': True},
+    'model4': {'encoder': 'cnn', 'pretrain': True},
+}
+
+
+def apply_paper_model(config: ml_collections.ConfigDict, name: str
+                      ) -> ml_collections.ConfigDict:
+  """Sets ``config.model`` to one of the paper's models (in place; returns config)."""
+  if name not in PAPER_MODELS:
+    raise ValueError(f'unknown model {name!r}; the paper has {sorted(PAPER_MODELS)}')
+  config.model.name = name
+  for key, value in PAPER_MODELS[name].items():
+    config.model[key] = value
+  return config
+
 def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
   kind = model_config.encoder
   if kind == 'flatten':

@@ -59,7 +59,9 @@ class DataParallel:
       stacked = jax.tree.map(
           lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)), tree)
       return jax.device_put(stacked, NamedSharding(self.mesh, P(self.axis_name)))
-    return jax.device_put(tree, NamedSharding(self.mesh, P()))
+    # From a host copy, never an alias: the compiled step donates its state argument,
+    # which must not invalidate the caller's arrays.
+    return jax.device_put(jax.device_get(tree), NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree: Any) -> Any:
     """One host copy of a replicated pytree (state or metrics)."""

@@ -65,7 +65,7 @@ def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable
   grads = jax.lax.psum(grads, axis_name)
   loss_value = jax.lax.psum(local_loss, axis_name)
   new_state = state.apply_gradients(grads=grads)
-  metrics = {'loss': loss_value, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss_value, 'grad_norm': optax.tree.norm(grads)}
   return new_state, metrics
 
 

@@ -1,0 +1,152 @@
+"""The paper's comparison: all four models on the same data and splits (Table I), and a
+label-efficiency sweep (test MAE vs number of labelled training samples).
+
+``run_comparison(config, workdir)`` is what ``launch/compare.py`` calls. Layout:
+
+    workdir/data/                 generated CTW-layout set (unless config.data.root)
+    workdir/model{1..4}/          one full train_and_evaluate run per model
+    workdir/sweep/<model>/n<N>/   fine-tuning runs with N labels (pretraining reused)
+    workdir/table1.md             Table I-shaped markdown (MAE, NMAE, RMSE, NRMSE)
+    workdir/label_efficiency.md   MAE average per model and label budget
+    workdir/label_efficiency.png, error_cdf.png
+    workdir/metrics.json          everything above as JSON
+
+The sweep answers the paper's central claim: pretraining on unlabelled CSI helps when
+labels are scarce. Pretraining does not depend on labels, so each autoencoder is trained
+once (in ``model3``/``model4``) and every sweep point only fine-tunes from it. Label
+budgets are nested prefixes of one random training split; validation and test splits
+are the same for every run. Every run resumes from its checkpoints, and a finished run
+(metrics.json present for the same config) is not repeated.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from csiloc_jax import config_utils
+from csiloc_jax import models
+from csiloc_jax import plots
+from csiloc_jax import train
+
+AXES = ('x', 'y', 'z', 'average')
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """train_and_evaluate, skipped when ``workdir`` already finished this exact config."""
+  metrics_path = os.path.join(workdir, 'metrics.json')
+  config_path = os.path.join(workdir, 'config.json')
+  if os.path.exists(metrics_path) and os.path.exists(config_path):
+    with open(config_path) as f:
+      if json.load(f) == config_utils.config_to_dict(config):
+        logging.info('%s already finished; reusing its metrics', workdir)
+        with open(metrics_path) as g:
+          return json.load(g)
+  return train.train_and_evaluate(config, workdir)
+
+
+def model_config(config: ml_collections.ConfigDict, name: str, root: str,
+                 **data_overrides: Any) -> ml_collections.ConfigDict:
+  """The comparison's base config turned into one paper model on the shared data."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    del cfg['compare']
+  models.apply_paper_model(cfg, name)
+  cfg.data.root = root
+  for key, value in data_overrides.items():
+    cfg.data[key] = value
+  return cfg
+
+
+def table_one(results: dict[str, dict]) -> str:
+  """Markdown shaped like the paper's Table I (test split, metres)."""
+  lines = []
+  for metrics in (('mae', 'nmae'), ('rmse', 'nrmse')):
+    head = ['Model', 'Pretraining', 'Finetuning']
+    for m in metrics:
+      head += [f'{m.upper()} {a}' for a in AXES]
+    lines.append('| ' + ' | '.join(head) + ' |')
+    lines.append('|' + '---|' * len(head))
+    for name, res in results.items():
+      enc = models.PAPER_MODELS[name]
+      kind = 'CNN' if res['config_encoder'] == 'cnn' else 'MLP'
+      row = [name, kind if enc['pretrain'] else '', 'MLP' if enc['pretrain'] else kind]
+      for m in metrics:
+        digits = 2 if m in ('mae', 'rmse') else 4
+        row += [f'{res["test"][m][a]:.{digits}f}' for a in AXES]
+      lines.append('| ' + ' | '.join(row) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def efficiency_table(sweep: dict[str, dict[int, float]], budgets: list[int]) -> str:
+  head = ['labelled train samples'] + list(sweep)
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for n in budgets:
+    lines.append('| ' + ' | '.join([str(n)] + [
+        f'{sweep[m][n]:.2f}' if n in sweep[m] else '' for m in sweep]) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the configured models, then the label sweep; returns the summary."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  config_utils.write_config(config, workdir)
+  from csiloc_jax import metric_writer  # For the shared log file.
+  metric_writer.log_to_file(workdir)
+  root = train.resolve_data_root(config, workdir)
+  names = [n.strip() for n in config.compare.models.split(',') if n.strip()]
+
+  results: dict[str, dict] = {}
+  for name in names:
+    logging.info('=== %s ===', name)
+    res = _run(model_config(config, name, root), os.path.join(workdir, name))
+    res['config_encoder'] = models.PAPER_MODELS[name]['encoder']
+    results[name] = res
+  table = table_one(results)
+  with open(os.path.join(workdir, 'table1.md'), 'w') as f:
+    f.write(table)
+  logging.info('Table I (test split):\n%s', table)
+
+  sweep: dict[str, dict[int, float]] = {}
+  sweep_names = [n.strip() for n in config.compare.sweep_models.split(',') if n.strip()]
+  num_train_all = next(iter(results.values()))['data']['num_train_labels'] if results else 0
+  budgets = sorted({int(n) for n in config.compare.label_budgets
+                    if 0 < n < num_train_all})
+  for name in sweep_names:
+    sweep[name] = {}
+    if name in results:
+      sweep[name][num_train_all] = results[name]['test']['mae']['average']
+    for n in budgets:
+      pretrained = os.path.join(workdir, name) if models.PAPER_MODELS[name]['pretrain'] else ''
+      cfg = model_config(config, name, root, num_train_labels=n)
+      cfg.model.pretrained_dir = pretrained
+      res = _run(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
+      sweep[name][n] = res['test']['mae']['average']
+  all_budgets = budgets + ([num_train_all] if num_train_all else [])
+  eff = efficiency_table(sweep, all_budgets)
+  with open(os.path.join(workdir, 'label_efficiency.md'), 'w') as f:
+    f.write(eff)
+  logging.info('Label efficiency (test MAE average, m):\n%s', eff)
+  if sweep:
+    plots.label_efficiency(sweep, os.path.join(workdir, 'label_efficiency.png'))
+  errors = {}
+  for name in results:
+    with np.load(os.path.join(workdir, name, 'test_predictions.npz')) as z:
+      errors[name] = np.linalg.norm(z['pred'] - z['true'], axis=1)
+  if errors:
+    plots.error_cdf(errors, os.path.join(workdir, 'error_cdf.png'))
+  summary = {'models': {n: {k: r[k] for k in ('test', 'model', 'data')}
+                        for n, r in results.items()},
+             'label_efficiency': {m: {str(n): v for n, v in d.items()}
+                                  for m, d in sweep.items()},
+             'table1_markdown': table}
+  train.write_json(os.path.join(workdir, 'metrics.json'), summary)
+  return summary

@@ -1,0 +1,245 @@
+"""The streaming CTW-2020 reader: layout checks with clear errors, chunk-independent
+preprocessing, the feature cache, and exact zeros."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import ctw_files
+from csiloc_jax import ctw_data
+from csiloc_jax import input_pipeline
+
+LAB = ctw_data.LABELLED_DIR
+
+
+def _folder(tmp_path, name=LAB):
+  path = tmp_path / name
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def _build(folder, tmp_path, **kw):
+  return ctw_data.build_cache(str(folder), str(tmp_path / 'cache'),
+                              require_positions=kw.pop('require_positions', True), **kw)
+
+
+def test_reads_files_in_numeric_order_and_averages_measurements(tmp_path):
+  folder = _folder(tmp_path)
+  parts = [ctw_files.write_file(folder / f'file_{k}.hdf5', n, seed=k)
+           for k, n in ((1, 5), (2, 7), (10, 4))]
+  arrays = _build(folder, tmp_path, chunk_size=3)
+  expected = np.concatenate([p['H_Re'].mean(-1) for p in parts])[..., None]
+  np.testing.assert_allclose(arrays.features, expected, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(arrays.positions,
+                             np.concatenate([p['Pos'] for p in parts]), rtol=1e-6)
+  assert arrays.meta['files'] == ['file_1.hdf5', 'file_2.hdf5', 'file_10.hdf5']
+
+
+@pytest.mark.parametrize('feature, channels', [('real', 1), ('real_imag', 2),
+                                               ('magnitude', 1)])
+def test_feature_variants_and_chunk_independence(tmp_path, feature, channels):
+  folder = _folder(tmp_path)
+  data = ctw_files.write_file(folder / 'file_1.hdf5', 11, dtype=np.float64)
+  a = _build(folder, tmp_path / 'a', feature=feature, chunk_size=2)
+  b = _build(folder, tmp_path / 'b', feature=feature, chunk_size=256)
+  assert a.features.shape == (11, 8, 12, channels)
+  np.testing.assert_array_equal(a.features, b.features)
+  h = (data['H_Re'] + 1j * data['H_Im']).mean(-1)
+  ref = {'real': h.real[..., None], 'magnitude': np.abs(h)[..., None],
+         'real_imag': np.stack([h.real, h.imag], -1)}[feature]
+  np.testing.assert_allclose(a.features, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_zeros_never_produce_nan(tmp_path):
+  folder = _folder(tmp_path)
+  data = ctw_files.write_file(folder / 'file_1.hdf5', 6)
+  h_re, h_im = data['H_Re'].copy(), data['H_Im'].copy()
+  h_re[:, 3] = 0.0  # Antenna 3 failed in every measurement.
+  h_im[:, 3] = 0.0
+  h_re[0, 1, 2, :2] = 0.0  # Two failed measurements of one entry.
+  h_im[0, 1, 2, :2] = 0.0
+  ctw_files.write_file(folder / 'file_1.hdf5', 6, extra={'H_Re': h_re, 'H_Im': h_im})
+  for average in ('mean', 'valid_mean'):
+    arrays = _build(folder, tmp_path / average, average=average, feature='magnitude')
+    assert np.all(np.isfinite(arrays.features))
+    assert np.all(arrays.features[:, 3] == 0)
+    norm = input_pipeline.feature_statistics(arrays.features, np.arange(6), 'per_feature')
+    assert np.all(np.isfinite(norm(np.asarray(arrays.features))))
+  valid = _build(folder, tmp_path / 'v2', average='valid_mean')
+  expected = h_re[0, 1, 2, 2:].mean()
+  assert valid.features[0, 1, 2, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_cache_is_reused_and_invalidated(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 5)
+  first = _build(folder, tmp_path)
+  path = os.path.dirname(first.features.filename)
+  mtime = os.path.getmtime(os.path.join(path, 'features.npy'))
+  again = _build(folder, tmp_path)
+  assert os.path.dirname(again.features.filename) == path
+  assert os.path.getmtime(os.path.join(path, 'features.npy')) == mtime
+  other_feature = _build(folder, tmp_path, feature='magnitude')
+  assert os.path.dirname(other_feature.features.filename) != path
+  ctw_files.write_file(folder / 'file_1.hdf5', 5, seed=9)  # Source changed.
+  os.utime(folder / 'file_1.hdf5', ns=(1, 10**18))
+  changed = _build(folder, tmp_path)
+  assert os.path.dirname(changed.features.filename) != path
+  assert not np.allclose(changed.features, first.features)
+
+
+def test_interrupted_cache_build_is_not_reused(tmp_path, monkeypatch):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 5)
+  calls = []
+
+  def boom(*args, **kwargs):
+    calls.append(1)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(ctw_data, 'extract_features', boom)
+  with pytest.raises(KeyboardInterrupt):
+    _build(folder, tmp_path)
+  monkeypatch.undo()
+  assert not any(n.startswith('.building') for n in os.listdir(tmp_path / 'cache'))
+  arrays = _build(folder, tmp_path)
+  assert arrays.features.shape[0] == 5
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: one clear error per case, naming the file, the dataset and the expectation.
+
+def test_missing_folder(tmp_path):
+  with pytest.raises(ctw_data.CTWFormatError, match='does not exist'):
+    _build(tmp_path / 'nowhere', tmp_path)
+
+
+def test_folder_without_files(tmp_path):
+  folder = _folder(tmp_path)
+  (folder / 'readme.txt').write_text('x')
+  with pytest.raises(ctw_data.CTWFormatError, match=r'no file_<k>\.hdf5'):
+    _build(folder, tmp_path)
+
+
+@pytest.mark.parametrize('key', ['H_Re', 'H_Im'])
+def test_missing_dataset(tmp_path, key):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, drop=(key,))
+  with pytest.raises(ctw_data.CTWFormatError, match=rf"file_1\.hdf5: missing dataset '{key}'"):
+    _build(folder, tmp_path)
+
+
+def test_wrong_rank(tmp_path):
+  folder = _folder(tmp_path)
+  bad = np.zeros((4, 8, 12), np.float32)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'H_Re': bad, 'H_Im': bad})
+  with pytest.raises(ctw_data.CTWFormatError, match=r'H_Re has shape \(4, 8, 12\), expected rank 4'):
+    _build(folder, tmp_path)
+
+
+def test_mismatched_re_im_shapes(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'H_Im': np.zeros((4, 8, 11, 3))})
+  with pytest.raises(ctw_data.CTWFormatError, match='H_Im has shape'):
+    _build(folder, tmp_path)
+
+
+def test_antenna_count_differs_between_files(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, shape=(8, 12, 3))
+  ctw_files.write_file(folder / 'file_2.hdf5', 4, shape=(7, 12, 3))
+  with pytest.raises(ctw_data.CTWFormatError, match=r'file_2\.hdf5.*antennas = 7.*has 8'):
+    _build(folder, tmp_path)
+
+
+def test_subcarrier_count_differs_between_files(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, shape=(8, 12, 3))
+  ctw_files.write_file(folder / 'file_2.hdf5', 4, shape=(8, 10, 3))
+  with pytest.raises(ctw_data.CTWFormatError, match='subcarriers = 10'):
+    _build(folder, tmp_path)
+
+
+def test_truncated_file(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4)
+  raw = (folder / 'file_1.hdf5').read_bytes()
+  (folder / 'file_1.hdf5').write_bytes(raw[:len(raw) // 3])
+  with pytest.raises(ctw_data.CTWFormatError, match=r'file_1\.hdf5: not a readable HDF5'):
+    _build(folder, tmp_path)
+
+
+def test_non_hdf5_file(tmp_path):
+  folder = _folder(tmp_path)
+  (folder / 'file_1.hdf5').write_text('this is a CSV, not HDF5\n1,2,3\n')
+  with pytest.raises(ctw_data.CTWFormatError, match='not a readable HDF5'):
+    _build(folder, tmp_path)
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf])
+def test_non_finite_values(tmp_path, value):
+  folder = _folder(tmp_path)
+  data = ctw_files.write_file(folder / 'file_1.hdf5', 6)
+  h_im = data['H_Im'].copy()
+  h_im[4, 2, 5, 1] = value
+  ctw_files.write_file(folder / 'file_1.hdf5', 6, extra={'H_Im': h_im})
+  with pytest.raises(ctw_data.CTWFormatError,
+                     match=r"file_1\.hdf5: dataset 'H_Im' holds a non-finite value .* at index \(4, 2, 5, 1\)"):
+    _build(folder, tmp_path, chunk_size=3)
+
+
+def test_non_finite_position(tmp_path):
+  folder = _folder(tmp_path)
+  data = ctw_files.write_file(folder / 'file_1.hdf5', 6)
+  pos = data['Pos'].copy()
+  pos[2, 1] = np.nan
+  ctw_files.write_file(folder / 'file_1.hdf5', 6, extra={'Pos': pos})
+  with pytest.raises(ctw_data.CTWFormatError, match="dataset 'Pos' holds a non-finite"):
+    _build(folder, tmp_path)
+
+
+def test_labelled_file_without_positions(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, with_pos=False)
+  with pytest.raises(ctw_data.CTWFormatError, match=r"file_1\.hdf5: labelled file has no dataset 'Pos'"):
+    _build(folder, tmp_path)
+
+
+def test_positions_of_wrong_shape(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'Pos': np.zeros((4, 2))})
+  with pytest.raises(ctw_data.CTWFormatError, match=r'Pos has shape \(4, 2\), expected \(4, 3\)'):
+    _build(folder, tmp_path)
+
+
+def test_snr_of_wrong_shape(tmp_path):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'SNR': np.zeros((4, 8))})
+  with pytest.raises(ctw_data.CTWFormatError, match='SNR has shape'):
+    _build(folder, tmp_path)
+
+
+def test_unlabelled_and_labelled_shapes_must_match(tmp_path):
+  root = tmp_path / 'root'
+  _folder(root, LAB)
+  _folder(root, ctw_data.UNLABELLED_DIR)
+  ctw_files.write_file(root / LAB / 'file_1.hdf5', 4, shape=(8, 12, 3))
+  ctw_files.write_file(root / ctw_data.UNLABELLED_DIR / 'file_1.hdf5', 4, shape=(8, 10, 3),
+                       with_pos=False)
+  from csiloc_jax import config_utils
+  cfg = config_utils.load_config('configs/ctw_model4.py').data
+  with pytest.raises(ctw_data.CTWFormatError, match='both sets must match'):
+    ctw_data.load_ctw(cfg, str(root), need_unlabelled=True)
+
+
+def test_splits_are_deterministic_disjoint_and_complete():
+  a = input_pipeline.split_indices(101, (0.9, 0.05, 0.05), seed=3)
+  b = input_pipeline.split_indices(101, (0.9, 0.05, 0.05), seed=3)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  assert sorted(np.concatenate(a).tolist()) == list(range(101))
+  assert [len(p) for p in a] == [91, 5, 5]
+  with pytest.raises(ValueError, match='sum to 1'):
+    input_pipeline.split_indices(10, (0.5, 0.2), seed=0)

@@ -1,0 +1,128 @@
+"""End to end: train_and_evaluate on a tiny CTW-layout set writes every artefact,
+learns something, and resumes after an interruption to the same result."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ctw_files
+from csiloc_jax import checkpointing
+from csiloc_jax import config_utils
+from csiloc_jax import train
+
+
+def _config(k, root, **overrides):
+  base = {'data.root': root, 'pretrain.num_epochs': 3, 'finetune.num_epochs': 4,
+          'pretrain.batch_size': 16, 'finetune.batch_size': 16,
+          'pretrain.log_every_steps': 2, 'finetune.log_every_steps': 2,
+          'finetune.learning_rate': 3e-3}
+  base.update(overrides)
+  return config_utils.load_config(f'configs/ctw_model{k}.py', base)
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+  return ctw_files.write_dataset(tmp_path_factory.mktemp('ctw'), num_labelled=160,
+                                 num_unlabelled=128, shape=(8, 12, 3), per_file=50)
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_model4_end_to_end_writes_all_artefacts(root, tmp_path):
+  workdir = str(tmp_path / 'run')
+  metrics = train.train_and_evaluate(_config(4, root), workdir)
+  for name in ('config.json', 'metrics.json', 'metrics.jsonl', 'log.txt',
+               'learning_curves.png', 'error_cdf.png', 'positions_xy.png',
+               'test_predictions.npz'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  for sub in ('pretrain/checkpoints/latest', 'pretrain/checkpoints/best',
+              'finetune/checkpoints/latest', 'finetune/checkpoints/best'):
+    assert checkpointing.Checkpointer(os.path.join(workdir, sub)).latest_step() >= 1
+  with open(os.path.join(workdir, 'metrics.json')) as f:
+    on_disk = json.load(f)
+  test = on_disk['test']
+  for metric in ('mae', 'nmae', 'rmse', 'nrmse'):
+    assert set(test[metric]) == {'x', 'y', 'z', 'average'}
+  assert set(test['distance_m']) == {'mean', 'median', 'p90', 'p95'}
+  assert test['num_samples'] == 8  # 5 % of 160.
+  assert on_disk['data']['num_train_labels'] == 144
+  # Pretraining lowered the reconstruction loss; fine-tuning lowered the position loss.
+  rec = _records(workdir)
+  pre = [r['val_loss'] for r in rec if r['phase'] == 'pretrain']
+  fine = [r['train_loss'] for r in rec if r['phase'] == 'finetune']
+  assert len(pre) == 3 and pre[-1] < pre[0]
+  assert len(fine) == 4 and fine[-1] < fine[0]
+  assert all('steps_per_sec' in r and 'eta_s' in r for r in rec)
+  # Better than predicting the mean training position.
+  z = np.load(os.path.join(workdir, 'test_predictions.npz'))
+  baseline = np.abs(z['true'] - z['true'].mean(0)).mean()
+  assert metrics['test']['mae']['average'] < baseline
+  with open(os.path.join(workdir, 'log.txt')) as f:
+    log = f.read()
+  assert 'steps/s' in log and 'ETA' in log
+
+
+class _Interrupt(Exception):
+  pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch):
+  reference = train.train_and_evaluate(_config(3, root), str(tmp_path / 'ref'))
+
+  workdir = str(tmp_path / 'resumed')
+  original = checkpointing.Checkpointer.save
+
+  def crash_after(phase, epoch):
+    def save(self, step, state, meta):
+      original(self, step, state, meta)
+      if f'{phase}/checkpoints/latest' in self.directory and step == epoch:
+        self.wait()
+        raise _Interrupt(f'{phase} {epoch}')
+    return save
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', crash_after('pretrain', 2))
+  with pytest.raises(_Interrupt):
+    train.train_and_evaluate(_config(3, root), workdir)
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', crash_after('finetune', 2))
+  with pytest.raises(_Interrupt):
+    train.train_and_evaluate(_config(3, root), workdir)
+  assert not os.path.exists(os.path.join(workdir, 'metrics.json'))
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', original)
+  resumed = train.train_and_evaluate(_config(3, root), workdir)
+
+  # Each epoch was trained exactly once across the three invocations.
+  seen = [(r['phase'], r['epoch']) for r in _records(workdir)]
+  assert sorted(seen) == sorted(set(seen))
+  assert len(seen) == 3 + 4
+  for metric in ('mae', 'rmse'):
+    assert resumed['test'][metric]['average'] == pytest.approx(
+        reference['test'][metric]['average'], rel=1e-6)
+  ref_pred = np.load(tmp_path / 'ref' / 'test_predictions.npz')['pred']
+  res_pred = np.load(os.path.join(workdir, 'test_predictions.npz'))['pred']
+  np.testing.assert_allclose(res_pred, ref_pred, rtol=1e-6, atol=1e-6)
+
+
+def test_label_budget_and_reused_pretraining(root, tmp_path):
+  first = str(tmp_path / 'm4')
+  train.train_and_evaluate(_config(4, root, **{'finetune.num_epochs': 1}), first)
+  cfg = _config(4, root, **{'data.num_train_labels': 20, 'model.pretrained_dir': first,
+                            'finetune.num_epochs': 2})
+  out = train.train_and_evaluate(cfg, str(tmp_path / 'n20'))
+  assert out['data']['num_train_labels'] == 20
+  assert out['pretrain'] == {'loaded_from': first}
+  assert not os.path.exists(tmp_path / 'n20' / 'pretrain')
+  with pytest.raises(ValueError, match='num_train_labels=500 exceeds'):
+    train.train_and_evaluate(_config(1, root, **{'data.num_train_labels': 500}),
+                             str(tmp_path / 'too_many'))
+
+
+def test_unknown_config_field_is_an_error(root):
+  with pytest.raises(KeyError, match="no field 'data.rooot'"):
+    _config(1, root, **{'data.rooot': 'x'})
+  with pytest.raises(KeyError, match="no field 'modle'"):
+    _config(1, root, **{'modle.encoder': 'cnn'})
