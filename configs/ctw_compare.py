@@ -23,15 +23,16 @@ def get_config(arg: str = ''):
     raise ValueError(f'unknown config argument {arg!r}; use "", "paper" or "quick"')
   base = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py')
   config = config_utils.load_config(base + (':quick' if arg == 'quick' else ''))
-  with config.unlocked():
-    config.compare = ml_collections.ConfigDict()
+  compare = ml_collections.ConfigDict()
   # Models of Table I to train, comma-separated (model1 ... model4).
-  config.compare.models = 'model1,model2,model3,model4'
+  compare.models = 'model1,model2,model3,model4'
   # Models of the label-efficiency sweep, comma-separated.
-  config.compare.sweep_models = 'model1,model2,model3,model4'
+  compare.sweep_models = 'model1,model2,model3,model4'
   # Labelled training-set sizes of the sweep (sizes >= the full split are skipped; the
   # full split's result comes from the main run).
-  config.compare.label_budgets = (50, 100, 200, 400)
+  compare.label_budgets = (50, 100, 200, 400)
+  with config.unlocked():
+    config.compare = compare
 
   if arg == 'paper':
     config.compare.label_budgets = (100, 200, 500, 1000, 2000)
