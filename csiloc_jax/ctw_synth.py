@@ -66,9 +66,11 @@ from absl import logging
 import h5py
 import numpy as np
 
+from csiloc_jax import ctw_data
+
 SPEED_OF_LIGHT = 299_792_458.0
-LABELLED_DIR = 'CTW2020_labelled_data'
-UNLABELLED_DIR = 'CTW2020_unlabelled_data'
+LABELLED_DIR = ctw_data.LABELLED_DIR
+UNLABELLED_DIR = ctw_data.UNLABELLED_DIR
 # Root attribute marking files written here, so a rerun may replace its own files but
 # never silently overwrite (or mix with) real CTW data in the same folder.
 GENERATOR_TAG = 'csiloc_jax.ctw_synth'
