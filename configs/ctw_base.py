@@ -104,6 +104,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     pc.patience = 10
     # Minimum decrease of the validation loss that counts as an improvement.
     pc.min_delta = 0.0
+    # Minimum optimiser steps per epoch: smaller training sets are cycled (reshuffled)
+    # until an epoch has this many batches. 1 = one pass, the paper's epoch. The label
+    # sweep raises it so every label budget gets the full-label run's step budget.
+    pc.min_steps_per_epoch = 1
     # Seed of the per-epoch shuffling (order depends only on (seed, epoch)).
     pc.seed = 0
     # Log loss, steps/s and ETA every this many steps.

@@ -15,7 +15,8 @@ The sweep answers the paper's central claim: pretraining on unlabelled CSI helps
 labels are scarce. Pretraining does not depend on labels, so each autoencoder is trained
 once (in ``model3``/``model4``) and every sweep point only fine-tunes from it. Label
 budgets are nested prefixes of one random training split; validation and test splits
-are the same for every run. Every run resumes from its checkpoints, and a finished run
+are the same for every run, and every sweep run gets at least the full-label run's
+optimiser steps per epoch (``finetune.min_steps_per_epoch``). Every run resumes from its checkpoints, and a finished run
 (metrics.json present for the same config) is not repeated.
 """
 
@@ -31,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from csiloc_jax import config_utils
+from csiloc_jax import input_pipeline
 from csiloc_jax import models
 from csiloc_jax import plots
 from csiloc_jax import train
@@ -128,6 +130,11 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pretrained = os.path.join(workdir, name) if models.PAPER_MODELS[name]['pretrain'] else ''
       cfg = model_config(config, name, root, num_train_labels=n)
       cfg.model.pretrained_dir = pretrained
+      # Same optimiser budget as the full-label run: fewer labels must not also mean
+      # fewer steps (with 50 labels an epoch is a single step).
+      cfg.finetune.min_steps_per_epoch = max(
+          cfg.finetune.min_steps_per_epoch,
+          input_pipeline.num_batches(num_train_all, cfg.finetune.batch_size))
       res = _run(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
       sweep[name][n] = res['test']['mae']['average']
   all_budgets = budgets + ([num_train_all] if num_train_all else [])

@@ -106,18 +106,32 @@ def num_batches(num_examples: int, batch_size: int) -> int:
   return -(-num_examples // batch_size)
 
 
+def epoch_steps(num_examples: int, batch_size: int, min_steps: int = 1) -> int:
+  """Steps in one epoch: one pass over the data, or ``min_steps`` if that is more."""
+  return max(num_batches(num_examples, batch_size), min_steps)
+
+
 def batches(features: np.ndarray, targets: np.ndarray | None, indices: np.ndarray,
-            batch_size: int, *, shuffle_seed: tuple[int, ...] | None = None
-            ) -> Iterator[dict[str, np.ndarray]]:
+            batch_size: int, *, shuffle_seed: tuple[int, ...] | None = None,
+            min_steps: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Yields ``{'x', 'y', 'mask'}`` batches over ``indices``.
 
   With ``shuffle_seed`` the order is a permutation drawn from that seed (e.g.
   ``(seed, epoch)``); without, the order is ``indices``' own (evaluation). For an
   autoencoder ``targets`` is None and ``y`` is omitted (the target is ``x``).
+  ``min_steps`` (training only) cycles through further permutations until the epoch has
+  that many full batches, so a small labelled set still gets a fixed optimiser budget.
   """
   indices = np.asarray(indices)
   if shuffle_seed is not None:
-    indices = indices[np.random.default_rng(shuffle_seed).permutation(len(indices))]
+    rng = np.random.default_rng(shuffle_seed)
+    steps = epoch_steps(len(indices), batch_size, min_steps)
+    if steps > num_batches(len(indices), batch_size):
+      reps = -(-steps * batch_size // len(indices))
+      indices = np.concatenate([indices[rng.permutation(len(indices))]
+                                for _ in range(reps)])[:steps * batch_size]
+    else:
+      indices = indices[rng.permutation(len(indices))]
   for start in range(0, len(indices), batch_size):
     chunk = indices[start:start + batch_size]
     real = len(chunk)

@@ -129,7 +129,8 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
                      meta['epoch'], meta['bad_epochs'] >= tc.patience,
                      meta['train_seconds'], float('nan'))
 
-  steps_per_epoch = input_pipeline.num_batches(len(data.train_idx), tc.batch_size)
+  steps_per_epoch = input_pipeline.epoch_steps(len(data.train_idx), tc.batch_size,
+                                               tc.min_steps_per_epoch)
   progress = metric_writer.Progress(total_steps=steps_per_epoch * tc.num_epochs,
                                     batch_size=tc.batch_size,
                                     start_step=steps_per_epoch * meta['epoch'])
@@ -147,7 +148,7 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     t_epoch = time.perf_counter()
     for i, batch in enumerate(input_pipeline.prefetch(input_pipeline.batches(
         data.features, data.targets, data.train_idx, tc.batch_size,
-        shuffle_seed=(tc.seed, epoch)))):
+        shuffle_seed=(tc.seed, epoch), min_steps=tc.min_steps_per_epoch))):
       p_state, metrics = p_step(p_state, dp.shard(batch))
       epoch_losses.append(metrics['loss'])
       if (i + 1) % tc.log_every_steps == 0:

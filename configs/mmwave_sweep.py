@@ -1,0 +1,37 @@
+"""Robustness sweep: AoA noise x NIS switching threshold (launch/mmwave_sweep.py).
+
+Every field of configs/mmwave_tiny.py is here too (same meaning); ``sweep`` adds the
+grid. For each noise level a scenario is generated (same seed, same floor) and the method
+is fitted once; all thresholds and switching variants then run as one vmapped tracker.
+``quick`` uses the quick method settings and a 2 x 3 grid.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _base_config(arg):
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mmwave_tiny.py')
+  spec = importlib.util.spec_from_file_location('_mmwave_tiny_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = _base_config(arg)
+  # The checkpoints of a sweep point would be overwritten by the next one: always train.
+  config.resume = False
+  # The sweep draws its own summary plots; per-point floor/trajectory plots are skipped.
+  config.plots = False
+  config.sweep = ml_collections.ConfigDict()
+  # AoA noise standard deviations to generate scenarios at, degrees.
+  config.sweep.noise_deg = (1.0, 2.0, 5.0, 10.0)
+  # Switching thresholds on the current net's NIS.
+  config.sweep.thresholds = (0.5, 1.0, 2.0, 4.0, 8.0)
+  if arg == 'quick':
+    config.sweep.noise_deg = (2.0, 10.0)
+    config.sweep.thresholds = (1.0, 2.0, 8.0)
+  return config

@@ -1,0 +1,147 @@
+"""mmWave localization with self-supervised tiny networks (PRODUCT.md Part B).
+
+JADE labels the survey from its ADoAs, one tiny MLP per region learns those labels, and a
+Kalman filter with NIS-based switching tracks the trajectory. Usage:
+
+  python launch/mmwave.py --config=configs/mmwave_tiny.py --workdir=/tmp/mmwave
+  python launch/mmwave.py --config=configs/mmwave_tiny.py:quick --workdir=/tmp/q
+  python launch/mmwave.py --config=configs/mmwave_tiny.py --workdir=W \
+      --config.data.survey=S.h5 --config.data.trajectory=T.h5
+
+``quick`` shrinks the generated scenario and the optimisation so a run takes well under
+a minute on a CPU (for tests and smoke checks, not for the reported numbers).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Seed of everything random in the method: JADE restarts, net init, minibatches.
+  config.seed = 0
+  # Re-use trained nets saved in workdir/checkpoints when their inputs are unchanged.
+  config.resume = True
+  # Write floor / trajectory / error-CDF PNGs into the workdir.
+  config.plots = True
+
+  config.data = ml_collections.ConfigDict()
+  # Survey HDF5 file in the B.2 schema; '' = generate the default scenario into
+  # workdir/data (with the scenario fields below).
+  config.data.survey = ''
+  # Trajectory HDF5 file in the B.2 schema (needs time_s); '' = generated with the survey.
+  config.data.trajectory = ''
+  # Generated scenario: seed of the simulator (positions, headings, noise, anchor order).
+  config.data.scenario_seed = 0
+  # Generated scenario: AoA noise standard deviation, degrees.
+  config.data.aoa_noise_deg = 5.0
+  # Generated scenario: survey samples per room (region).
+  config.data.num_survey = 300
+  # Generated scenario: steps of the walk through every room.
+  config.data.num_trajectory_steps = 388
+  # Generated scenario: floor plan JSON file; '' = the default six-room plan.
+  config.data.floorplan = ''
+  # Survey without a "region" dataset: cluster it into this many regions by received
+  # paths; unset = treat the whole survey as one region (see csiloc_jax/mmwave/regions.py).
+  config.data.num_regions_if_missing = config_dict.placeholder(int)
+
+  config.features = ml_collections.ConfigDict()
+  # Reference direction of the ADoA features: 'mean' (circular mean of the received
+  # AoAs) or 'anchor' (the received anchor the survey saw most often).
+  config.features.reference = 'mean'
+
+  config.jade = ml_collections.ConfigDict()
+  # Random starts per region (vmapped; the lowest-cost one wins).
+  config.jade.num_restarts = 8
+  # Levenberg-Marquardt iterations (fixed count inside one lax.scan).
+  config.jade.num_iters = 60
+  # Cauchy scale of the chord residual 2 sin(r/2), radians; 0.0 = plain least squares.
+  config.jade.robust_scale = 0.3
+  # An anchor joins a region's problem when seen in at least this fraction of the
+  # region's samples (rarely seen anchors, e.g. through a doorway, are poorly placed and
+  # distort the whole layout)...
+  config.jade.min_anchor_fraction = 0.4
+  # ... and in at least this many samples.
+  config.jade.min_anchor_samples = 8
+  # Samples seeing fewer of their region's anchors get no label (4 = the minimum that
+  # over-determines position + heading).
+  config.jade.min_paths = 4
+  # Regions with fewer usable samples are left out.
+  config.jade.min_samples = 10
+  # 'never': AoAs are counter-clockwise as in the schema, so the gauge is a proper
+  # similarity; 'auto': also try a mirrored alignment (unknown angle convention).
+  config.jade.gauge_reflection = 'never'
+
+  config.nets = ml_collections.ConfigDict()
+  # Hidden layer widths of every tiny net (the letter: 48, 48, 24; output is 2-D).
+  config.nets.hidden_sizes = (48, 48, 24)
+  # Hidden activation: 'relu', 'tanh', 'gelu' or 'silu'.
+  config.nets.activation = 'relu'
+  # Peak AdamW learning rate (warm-up then cosine decay).
+  config.nets.learning_rate = 3e-3
+  # AdamW weight decay.
+  config.nets.weight_decay = 1e-4
+  # Minibatch size per net.
+  config.nets.batch_size = 64
+  # Optimisation steps (all nets step together).
+  config.nets.num_train_steps = 3000
+  # Steps between validation checks (the best-on-validation parameters are kept).
+  config.nets.eval_every = 250
+  # Fraction of each region's labelled samples held out for validation.
+  config.nets.validation_fraction = 0.1
+  # Probability of dropping each received path in a training input (augmentation).
+  config.nets.path_dropout = 0.05
+
+  config.big_nn = ml_collections.ConfigDict()
+  # The single-NN baseline over the whole floor: hidden layer widths.
+  config.big_nn.hidden_sizes = (256, 256, 128)
+  # Hidden activation.
+  config.big_nn.activation = 'relu'
+  # Peak AdamW learning rate.
+  config.big_nn.learning_rate = 2e-3
+  # AdamW weight decay.
+  config.big_nn.weight_decay = 1e-4
+  # Minibatch size.
+  config.big_nn.batch_size = 128
+  # Optimisation steps.
+  config.big_nn.num_train_steps = 3000
+  # Steps between validation checks.
+  config.big_nn.eval_every = 250
+  # Fraction of labelled samples held out for validation.
+  config.big_nn.validation_fraction = 0.1
+  # Path dropout probability (augmentation).
+  config.big_nn.path_dropout = 0.05
+
+  config.tracker = ml_collections.ConfigDict()
+  # Candidate selection: 'nis' or 'mahalanobis_euclidean' (PRODUCT.md B.6).
+  config.tracker.scheme = 'nis'
+  # Keep the current net while its NIS is at or under this (slides: 2).
+  config.tracker.threshold = 2.0
+  # Only nets whose training inputs make this step's received-path pattern at most this
+  # many nats less likely than the best net's may be kept or chosen; 0.0 = off (the
+  # letter's rule as written, which can lock onto a wrong net).
+  config.tracker.visibility_gate_nats = 10.0
+  # Constant-velocity model: white-acceleration spectral density, m^2/s^3.
+  config.tracker.process_noise = 0.5
+  # Standard deviation of a net's position estimate, metres (R = r^2 I).
+  config.tracker.measurement_noise_m = 0.3
+  # Velocity standard deviation of the initial state, m/s.
+  config.tracker.initial_speed_mps = 1.0
+  # Steps with fewer received paths are predict-only (3 = two ADoAs).
+  config.tracker.min_paths = 3
+  # Mahalanobis + Euclidean scheme: weight of the distance from the previous estimate,
+  # per metre.
+  config.tracker.euclidean_weight = 1.0
+
+  if arg == 'quick':
+    config.data.num_survey = 100
+    config.jade.num_restarts = 2
+    config.jade.num_iters = 30
+    config.nets.num_train_steps = 600
+    config.nets.eval_every = 200
+    config.big_nn.hidden_sizes = (64, 64, 32)
+    config.big_nn.num_train_steps = 400
+    config.big_nn.eval_every = 200
+  elif arg:
+    raise ValueError(f'unknown config argument {arg!r} (expected "quick" or nothing)')
+  return config

@@ -1,0 +1,603 @@
+"""JADE: joint estimation of client and anchor positions from ADoAs alone (vectorized).
+
+Data flow: survey :class:`~csiloc_jax.mmwave.measurements.Measurements` + region labels
+-> :func:`build_problems` (one padded problem per region) -> :func:`solve_problems`
+(one jit-compiled Levenberg-Marquardt program, vmapped over regions and random restarts)
+-> :func:`run_jade` fixes the gauge from ``ap_position`` -> survey labels for the tiny
+networks, anchor estimates for the plots and for :func:`localize` (the "JADE alone"
+baseline on a trajectory).
+
+The model. A measured AoA is ``theta_tm = wrap(atan2(a_m - p_t) - psi_t + eps)``. The
+unknowns of a region are its anchors ``a_m`` (physical and virtual alike: a virtual
+anchor is an unknown point like any other; nothing about walls is assumed), the client
+positions ``p_t`` and the headings ``psi_t``. Including ``psi_t`` as an unknown is the
+same as fitting all ADoAs ``theta_tm - theta_tn``: the heading is a per-sample offset
+that absorbs the common rotation, so only angle differences carry information. The
+residual is the chord ``2 sin(r / 2)`` of the wrapped angle error ``r`` (smooth, equal to
+``r`` for small errors, bounded for wrap-around) with a Cauchy robust weight.
+
+The solver is bundle adjustment: the normal equations have one 3x3 block per sample
+(position + heading) and 2x2 blocks per anchor, so each LM step eliminates the samples
+(Schur complement) and solves a dense ``2K x 2K`` system in the anchors. Restarts begin
+from an angles-only guess (anchor directions by circular synchronisation, random
+ranges, clients near the origin) and the lowest-cost restart wins.
+
+The gauge. ADoAs are unchanged by translating, rotating or scaling the whole layout, so
+the solution is only defined up to a similarity: 4 degrees of freedom per region. They
+are fixed by the only positions a deployment really knows, ``ap_position``: the
+estimated physical anchors (``anchor_kind == 0``) of a region are aligned to their APs'
+mounting positions by a least-squares similarity (Umeyama), which is then applied to
+every client and anchor of that region. Reflection is *not* a gauge freedom: AoAs are
+measured counter-clockwise in the client's frame (the B.1 formula), so a mirrored layout
+negates every ADoA and does not fit; ``gauge_reflection='auto'`` allows a mirrored
+alignment (chosen when it fits the APs better and the APs are not collinear) for data
+whose angle convention might be clockwise.
+
+What a region needs (otherwise it is reported with a status and gets no labels):
+at least 4 anchors (``too_few_anchors``); at least 2 physical anchors of distinct APs
+(``no_gauge``: scale cannot be fixed); enough observations to over-determine the
+unknowns, ``sum_t (n_t - 3) >= 2K - 4`` over samples seeing ``n_t >= min_paths``
+anchors (``too_few_observations``); and after solving, an anchor information matrix
+that is regular once the 4 gauge directions are projected out (``under_determined``,
+e.g. every survey sample taken at the same spot, so no anchor range is observable).
+A survey walked along one straight line is *not* degenerate when the anchors are off
+that line: each anchor is seen from changing directions (tested).
+
+Which anchors a region uses: those seen in at least ``min_anchor_fraction`` of its
+samples. Anchors glimpsed rarely (an AP seen through a doorway from a small part of the
+room) are placed from a narrow bundle of rays; keeping them added nearly flat
+directions that, with 5 deg noise, bent the whole layout (AP fit residuals of ~1 m
+instead of ~1 cm on the default floor). Regions are solved independently, as in the
+letter: an anchor used by two regions is estimated once per region, and
+``anchor_map`` keeps the estimate of the region that saw it most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from csiloc_jax.mmwave import geometry
+
+OK = 'ok'
+
+
+@dataclasses.dataclass(frozen=True)
+class JadeOptions:
+  """Solver settings (mirrors ``config.jade``)."""
+  num_restarts: int = 8
+  num_iters: int = 100
+  # Cauchy scale of the chord residual, radians; 0 = plain least squares.
+  robust_scale: float = 0.3
+  # An anchor joins a region's problem when seen in this fraction of its samples...
+  min_anchor_fraction: float = 0.4
+  # ... and in at least this many of them.
+  min_anchor_samples: int = 8
+  # Samples seeing fewer of the region's anchors are left out (and get no label).
+  min_paths: int = 4
+  min_samples: int = 10
+  # 'never' or 'auto' (see the module docstring).
+  gauge_reflection: str = 'never'
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, config) -> 'JadeOptions':
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
+
+
+@dataclasses.dataclass
+class JadeProblems:
+  """Padded per-region problems, ready for the vmapped solver (numpy)."""
+  region_ids: np.ndarray        # [R] region label of each problem.
+  theta: np.ndarray             # [R, N, K] AoAs (0 where missing).
+  mask: np.ndarray              # [R, N, K] path seen and used.
+  sample_index: np.ndarray      # [R, N] survey row, -1 = padding / left out.
+  anchor_index: np.ndarray      # [R, K] anchor column, -1 = padding.
+  status: dict                  # region id -> status string.
+
+
+def _ranks(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+  """Rank of each element within its group, ordered by ``key`` (vectorised)."""
+  order = np.lexsort((key, group))
+  sorted_group = group[order]
+  first = np.searchsorted(sorted_group, sorted_group, side='left')
+  ranks = np.empty(len(group), np.int64)
+  ranks[order] = np.arange(len(group)) - first
+  return ranks
+
+
+def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
+                   anchor_kind: np.ndarray, ap_position: np.ndarray,
+                   options: JadeOptions) -> JadeProblems:
+  """Chooses each region's anchors and samples and pads them into one batch.
+
+  Vectorised over regions, samples and anchors (one-hot region matrices, ranks within
+  groups); the only per-region Python is the status dict for reporting.
+  """
+  visible = np.isfinite(aoa)
+  ids, ridx = np.unique(np.asarray(region), return_inverse=True)
+  onehot = (ridx[None, :] == np.arange(len(ids))[:, None])                 # [R, T]
+  n_region = onehot.sum(1)
+  counts = onehot.astype(np.int64) @ visible.astype(np.int64)              # [R, M]
+  need = np.maximum(options.min_anchor_samples, options.min_anchor_fraction * n_region)
+  include = counts >= need[:, None]                                        # [R, M]
+  n_seen = np.sum(visible & include[ridx], 1)                              # [T]
+  usable = n_seen >= options.min_paths
+  num_anchors = include.sum(1)
+  num_samples = (onehot & usable[None]).sum(1)
+  observations = onehot.astype(np.int64) @ np.where(usable, n_seen - 3, 0)
+  # Physical APs a region can anchor its gauge on (APs sharing a position count once).
+  _, ap_group = np.unique(np.round(ap_position, 6), axis=0, return_inverse=True)
+  group_of_anchor = np.eye(ap_group.max() + 1, dtype=np.int64)[ap_group.ravel()[anchor_ap]]
+  distinct_aps = ((include & (anchor_kind == 0)[None]).astype(np.int64) @ group_of_anchor
+                  > 0).sum(1)
+  codes = np.select(
+      [num_anchors < 4, distinct_aps < 2, num_samples < options.min_samples,
+       observations < 2 * num_anchors - 4],
+      ['too_few_anchors', 'no_gauge', 'too_few_samples', 'too_few_observations'], OK)
+  status = dict(zip(ids.astype(int).tolist(), codes.tolist()))
+  for r, code, k, a, n in zip(ids, codes, num_anchors, distinct_aps, num_samples):
+    if code != OK:  # Logging only.
+      logging.warning('JADE: region %d left out (%s): %d anchors, %d physical APs, %d '
+                      'usable samples', r, code, k, a, n)
+
+  ok = codes == OK
+  ok_pos = np.cumsum(ok) - 1                                               # region -> slot
+  k_max = max(int(num_anchors[ok].max(initial=0)), 1)
+  n_max = max(int(num_samples[ok].max(initial=0)), 1)
+  # Anchors of a region in (AP, kind) order: only for readable output; nothing depends
+  # on the file's anchor order.
+  order = np.lexsort((anchor_kind, anchor_ap))
+  slot_r, slot_j = np.nonzero(include[ok][:, order])
+  anchor_index = -np.ones((int(ok.sum()), k_max), np.int64)
+  anchor_index[slot_r, _ranks(slot_r, slot_j)] = order[slot_j]
+  rows = np.flatnonzero(usable & ok[ridx])
+  slots = ok_pos[ridx[rows]]
+  sample_index = -np.ones((int(ok.sum()), n_max), np.int64)
+  sample_index[slots, _ranks(slots, rows)] = rows
+  valid = (sample_index[:, :, None] >= 0) & (anchor_index[:, None, :] >= 0)
+  block = aoa[np.maximum(sample_index, 0)[:, :, None], np.maximum(anchor_index, 0)[:, None, :]]
+  mask = valid & np.isfinite(block)
+  theta = np.where(mask, block, 0.0).astype(np.float32)
+  return JadeProblems(ids[ok].astype(np.int32), theta, mask, sample_index, anchor_index,
+                      status)
+
+
+# ----------------------------------------------------------------------------------------
+# The solver (pure JAX).
+
+
+def _parts(anchors, clients, heading, theta, mask):
+  """Chord residuals and their Jacobians for one region: f [N,K], J_a [N,K,2], J_x [N,K,3]."""
+  d = anchors[None, :, :] - clients[:, None, :]
+  q = jnp.maximum(jnp.sum(d * d, -1), 1e-12)
+  beta = jnp.arctan2(d[..., 1], d[..., 0])
+  r = geometry.wrap(theta + heading[:, None] - beta)
+  f = jnp.where(mask, 2.0 * jnp.sin(0.5 * r), 0.0)
+  c = jnp.cos(0.5 * r)
+  g = jnp.stack([-d[..., 1], d[..., 0]], -1) / q[..., None]   # d beta / d anchor.
+  j_a = -c[..., None] * g
+  j_x = jnp.concatenate([c[..., None] * g, c[..., None]], -1)
+  return f, j_a, j_x
+
+
+def _robust(f, scale: float):
+  """(cost, IRLS weight) of chord residuals under a Cauchy loss (plain LS if scale 0)."""
+  if scale > 0:
+    z = (f / scale) ** 2
+    return 0.5 * scale ** 2 * jnp.log1p(z), 1.0 / (1.0 + z)
+  return 0.5 * f ** 2, jnp.ones_like(f)
+
+
+def _cost(anchors, clients, heading, theta, mask, scale):
+  f, _, _ = _parts(anchors, clients, heading, theta, mask)
+  rho, _ = _robust(f, scale)
+  return jnp.sum(jnp.where(mask, rho, 0.0))
+
+
+def _normal_equations(anchors, clients, heading, theta, mask, scale):
+  f, j_a, j_x = _parts(anchors, clients, heading, theta, mask)
+  _, w = _robust(f, scale)
+  w = jnp.where(mask, w, 0.0)
+  u = jnp.einsum('nki,nkj,nk->nij', j_x, j_x, w)
+  b_x = jnp.einsum('nki,nk->ni', j_x, w * f)
+  v = jnp.einsum('nka,nkb,nk->kab', j_a, j_a, w)
+  b_a = jnp.einsum('nka,nk->ka', j_a, w * f)
+  cross = jnp.einsum('nki,nka,nk->nika', j_x, j_a, w)
+  n, k = f.shape
+  return u, b_x, v, b_a, cross.reshape(n, 3, 2 * k)
+
+
+def _block_diag(v):
+  k = v.shape[0]
+  eye = jnp.eye(k, dtype=v.dtype)
+  return jnp.einsum('kab,kl->kalb', v, eye).reshape(2 * k, 2 * k)
+
+
+def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
+               num_iters: int, scale: float):
+  """Levenberg-Marquardt with Schur elimination of the samples, for one region."""
+  eye3, eye2 = jnp.eye(3), jnp.eye(2)
+
+  def normalise(a, p):
+    # Angles are blind to translation and scale; keeping the layout centred with unit
+    # spread keeps the damping meaningful and float32 well conditioned.
+    wa = anchor_ok[:, None]
+    centre = jnp.sum(a * wa, 0) / jnp.maximum(wa.sum(), 1)
+    spread = jnp.sqrt(jnp.sum(((a - centre) ** 2) * wa) / jnp.maximum(wa.sum(), 1))
+    spread = jnp.maximum(spread, 1e-6)
+    return (a - centre) / spread, (p - centre) / spread
+
+  def body(carry, _):
+    a, p, psi, lam, cost = carry
+    u, b_x, v, b_a, cross = _normal_equations(a, p, psi, theta, mask, scale)
+    u = jnp.where(sample_ok[:, None, None], u, eye3)
+    v = jnp.where(anchor_ok[:, None, None], v, eye2)
+    du = jnp.diagonal(u, axis1=1, axis2=2)
+    dv = jnp.diagonal(v, axis1=1, axis2=2)
+    u_d = u + lam * jax.vmap(jnp.diag)(du + 1e-6)
+    v_d = v + lam * jax.vmap(jnp.diag)(dv + 1e-6)
+    u_inv = jnp.linalg.inv(u_d)
+    z = u_inv @ cross                                   # [N, 3, 2K]
+    s = _block_diag(v_d) - jnp.einsum('nia,nib->ab', cross, z)
+    rhs = -b_a.reshape(-1) + jnp.einsum('nia,ni->a', cross, jnp.einsum('nij,nj->ni', u_inv, b_x))
+    da = jnp.linalg.solve(s, rhs)
+    dx = -jnp.einsum('nij,nj->ni', u_inv, b_x + cross @ da)
+    a_new = a + jnp.where(anchor_ok[:, None], da.reshape(-1, 2), 0.0)
+    dx = jnp.where(sample_ok[:, None], dx, 0.0)
+    p_new, psi_new = p + dx[:, :2], geometry.wrap(psi + dx[:, 2])
+    a_new, p_new = normalise(a_new, p_new)
+    new_cost = _cost(a_new, p_new, psi_new, theta, mask, scale)
+    accept = jnp.isfinite(new_cost) & (new_cost < cost)
+    a, p, psi = jax.tree.map(lambda n, o: jnp.where(accept, n, o), (a_new, p_new, psi_new),
+                             (a, p, psi))
+    lam = jnp.clip(jnp.where(accept, lam / 3.0, lam * 4.0), 1e-9, 1e9)
+    return (a, p, psi, lam, jnp.where(accept, new_cost, cost)), None
+
+  anchors, clients = normalise(anchors, clients)
+  cost0 = _cost(anchors, clients, heading, theta, mask, scale)
+  (a, p, psi, _, cost), _ = jax.lax.scan(
+      body, (anchors, clients, heading, jnp.asarray(1e-2), cost0), None, length=num_iters)
+  return a, p, psi, cost
+
+
+def _initial_guess(key, theta, mask, anchor_ok):
+  """Angles-only start: anchor directions by circular synchronisation, random ranges.
+
+  Pretending every client stands at one point, each anchor has one direction phi_m and
+  each sample one heading psi_t with theta_tm ~ phi_m - psi_t; alternating circular
+  means recover them. Ranges and client spread are random: they differ per restart.
+  """
+  counts = mask.sum(0)
+  ref = jnp.argmax(counts)
+  has_ref = mask[:, ref]
+  psi = jnp.where(has_ref, -theta[:, ref], 0.0)
+
+  def sync(carry, i):
+    psi = carry
+    weight = jnp.where(i == 0, mask & has_ref[:, None], mask)
+    sum_t = theta + psi[:, None]
+    phi = jnp.arctan2(jnp.sum(jnp.where(weight, jnp.sin(sum_t), 0.0), 0),
+                      jnp.sum(jnp.where(weight, jnp.cos(sum_t), 0.0), 0))
+    psi = geometry.best_heading(theta, mask, phi[None])
+    return psi, phi
+
+  psi, phis = jax.lax.scan(sync, psi, jnp.arange(20))
+  phi = phis[-1]
+  k_r, k_p, k_phi = jax.random.split(key, 3)
+  n, k = theta.shape
+  radius = jax.random.uniform(k_r, (k,), minval=0.5, maxval=2.0)
+  phi = phi + 0.1 * jax.random.normal(k_phi, (k,))
+  anchors = radius[:, None] * jnp.stack([jnp.cos(phi), jnp.sin(phi)], -1)
+  anchors = jnp.where(anchor_ok[:, None], anchors, 0.0)
+  clients = 0.2 * jax.random.normal(k_p, (n, 2))
+  beta = geometry.bearing(anchors[None], clients[:, None])
+  heading = geometry.best_heading(theta, mask, beta)
+  return anchors, clients, heading
+
+
+@functools.partial(jax.jit, static_argnames=('num_restarts', 'num_iters', 'scale'))
+def solve_problems(key: jax.Array, theta: jax.Array, mask: jax.Array, *, num_restarts: int,
+                   num_iters: int, scale: float) -> dict:
+  """Solves every padded region problem with ``num_restarts`` random starts, all at once.
+
+  Args:
+    key: PRNG key.
+    theta: ``[R, N, K]`` AoAs, mask: ``[R, N, K]`` which ones are used.
+
+  Returns:
+    dict of the best restart per region (``anchors [R,K,2]``, ``clients [R,N,2]``,
+    ``heading [R,N]``, ``cost [R]``) in the solver's own (un-gauged) frame, plus
+    ``restart_costs [R, S]``.
+  """
+  sample_ok = mask.any(-1)
+  anchor_ok = mask.any(-2)
+
+  def one_start(key, theta, mask, sample_ok, anchor_ok):
+    init = _initial_guess(key, theta, mask, anchor_ok)
+    return _lm_region(*init, theta, mask, sample_ok, anchor_ok, num_iters=num_iters,
+                      scale=scale)
+
+  def one_region(key, theta, mask, sample_ok, anchor_ok):
+    keys = jax.random.split(key, num_restarts)
+    a, p, psi, cost = jax.vmap(one_start, (0, None, None, None, None))(
+        keys, theta, mask, sample_ok, anchor_ok)
+    cost = jnp.where(jnp.isfinite(cost), cost, jnp.inf)
+    best = jnp.argmin(cost)
+    return {'anchors': a[best], 'clients': p[best], 'heading': psi[best], 'cost': cost[best],
+            'restart_costs': cost}
+
+  keys = jax.random.split(key, theta.shape[0])
+  return jax.vmap(one_region)(keys, theta, mask, sample_ok, anchor_ok)
+
+
+def anchor_information(anchors: np.ndarray, clients: np.ndarray, heading: np.ndarray,
+                       theta: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+  """Schur-reduced ``2K x 2K`` Gauss-Newton information of the anchors (batched).
+
+  Shapes ``[..., K, 2]``, ``[..., N, 2]``, ``[..., N]``, ``[..., N, K]`` x2. Host-side
+  float64 numpy on purpose: the reduced matrix is a difference of large, nearly
+  cancelling sums along the gauge directions, which float32 cannot resolve; it is
+  computed once, after the solve. Anchors with no observation get zero rows.
+  """
+  d = anchors[..., None, :, :] - clients[..., :, None, :]                  # [..., N, K, 2]
+  used = mask.any(-2)                                                      # [..., K]
+  centre = (np.sum(anchors * used[..., None], -2, keepdims=True) /
+            np.maximum(used.sum(-1), 1)[..., None, None])
+  spread = np.sqrt(np.sum(((anchors - centre) ** 2).sum(-1) * used, -1) /
+                   np.maximum(used.sum(-1), 1))
+  # A client the solver placed on top of an anchor would make 1/distance explode; floor
+  # distances at 1 % of the layout's spread (the bearing there is meaningless anyway).
+  q = np.maximum(np.sum(d * d, -1), (0.01 * spread[..., None, None]) ** 2)
+  beta = np.arctan2(d[..., 1], d[..., 0])
+  r = np.pi - np.mod(np.pi - (theta + heading[..., None] - beta), 2 * np.pi)
+  f = 2.0 * np.sin(0.5 * r)
+  c = np.cos(0.5 * r)
+  g = np.stack([-d[..., 1], d[..., 0]], -1) / q[..., None]
+  j_a = -c[..., None] * g
+  j_x = np.concatenate([c[..., None] * g, c[..., None]], -1)
+  w = np.where(mask, 1.0 / (1.0 + (f / scale) ** 2) if scale > 0 else 1.0, 0.0)
+  u = np.einsum('...nki,...nkj,...nk->...nij', j_x, j_x, w)
+  v = np.einsum('...nka,...nkb,...nk->...kab', j_a, j_a, w)
+  k = f.shape[-1]
+  cross = np.einsum('...nki,...nka,...nk->...nika', j_x, j_a, w)
+  cross = cross.reshape(cross.shape[:-2] + (2 * k,))
+  z = np.linalg.pinv(u, hermitian=True) @ cross
+  s = np.einsum('...kab,kl->...kalb', v, np.eye(k)).reshape(v.shape[:-3] + (2 * k, 2 * k))
+  s = s - np.einsum('...nia,...nib->...ab', cross, z)
+  return 0.5 * (s + np.swapaxes(s, -1, -2))
+
+
+def gauge_free_conditioning(info: np.ndarray, anchors: np.ndarray,
+                            used: np.ndarray | None = None) -> np.ndarray:
+  """Smallest over largest eigenvalue of the anchor information off the gauge (batched).
+
+  The similarity gauge (2 translations, rotation, scale) is always flat; projecting its
+  4 generators out leaves a matrix that is singular only when the data truly cannot
+  place the anchors (all samples at one spot, an anchor seen from a single point).
+  ``used [..., K]`` marks real (not padding) anchors; padding is excluded.
+  """
+  used = np.ones(anchors.shape[:-1], bool) if used is None else used
+  k = anchors.shape[-2]
+  centre = (np.sum(anchors * used[..., None], -2, keepdims=True) /
+            np.maximum(used.sum(-1), 1)[..., None, None])
+  c = (anchors - centre) * used[..., None]
+  flat = anchors.shape[:-2] + (2 * k,)
+  u = used[..., None].astype(np.float64)
+  gens = np.stack([(u * np.array([1.0, 0.0])).reshape(flat),      # Translation x.
+                   (u * np.array([0.0, 1.0])).reshape(flat),      # Translation y.
+                   np.stack([-c[..., 1], c[..., 0]], -1).reshape(flat),   # Rotation.
+                   c.reshape(flat)], -1)                           # Scale. [..., 2K, 4]
+  # Padding anchors: identity blocks scaled like the data, so they never look flat.
+  pad = np.repeat(~used, 2, -1)
+  scale = np.trace(info, axis1=-2, axis2=-1) / np.maximum(2 * used.sum(-1), 1)
+  info = info + pad[..., None, :] * np.eye(2 * k) * scale[..., None, None]
+  q, _ = np.linalg.qr(gens, mode='complete')
+  basis = q[..., 4:]                              # Orthonormal complement of the gauge.
+  eig = np.linalg.eigvalsh(np.swapaxes(basis, -1, -2) @ info @ basis)
+  return np.maximum(eig[..., 0], 0.0) / np.maximum(eig[..., -1], 1e-300)
+
+
+# ----------------------------------------------------------------------------------------
+# Gauge fixing and the result.
+
+
+@dataclasses.dataclass
+class JadeResult:
+  """JADE's output, in the ``ap_position`` frame."""
+  labels: np.ndarray            # [T, 2] estimated survey positions, NaN = no label.
+  label_region: np.ndarray      # [T] region whose problem labelled the sample, -1 = none.
+  region_ids: np.ndarray        # [R] solved regions.
+  anchor_index: list            # per solved region: anchor columns.
+  anchor_estimates: list        # per solved region: [K_r, 2] estimates.
+  anchor_map: np.ndarray        # [M, 2] one estimate per anchor (NaN if never estimated).
+  status: dict                  # region id -> status.
+  diagnostics: dict             # per region: cost per path, gauge residual, scale, ...
+
+
+def _collinear(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  """Whether the weighted points of each set lie (nearly) on one line: ``[...]``."""
+  w = weights / np.maximum(weights.sum(-1, keepdims=True), 1e-300)
+  centred = points - np.einsum('...k,...ki->...i', w, points)[..., None, :]
+  cov = np.einsum('...k,...ki,...kj->...ij', w, centred, centred)
+  ev = np.linalg.eigvalsh(cov)
+  return (np.sum(weights > 0, -1) < 3) | (ev[..., 0] < 0.0025 * ev[..., 1])
+
+
+def fix_gauge(anchors: np.ndarray, weights: np.ndarray, ap_xy: np.ndarray,
+              gauge_reflection: str = 'never') -> tuple[tuple, np.ndarray, np.ndarray]:
+  """Similarity taking estimated physical anchors onto their APs' positions (batched).
+
+  Args:
+    anchors: ``[..., K, 2]`` estimates in the solver's frame.
+    weights: ``[..., K]``; zero for anchors that are not physical APs (and padding),
+      positive for APs, larger for better-placed ones.
+    ap_xy: ``[..., K, 2]`` the mounting position of each anchor's AP.
+    gauge_reflection: ``'never'`` or ``'auto'`` (see the module docstring).
+
+  Returns:
+    ``((scale, R, t), weighted rms residual in metres, reflected)``, batched.
+  """
+  if gauge_reflection not in ('never', 'auto'):
+    raise ValueError(f"gauge_reflection must be 'never' or 'auto', got {gauge_reflection!r}")
+  w = weights / np.maximum(weights.sum(-1, keepdims=True), 1e-300)
+
+  def rms(sim):
+    err = np.sum((geometry.apply_similarity(anchors, *sim) - ap_xy) ** 2, -1)
+    return np.sqrt(np.sum(w * err, -1))
+
+  proper = geometry.umeyama(anchors, ap_xy, weights)
+  res = rms(proper)
+  reflected = np.zeros(res.shape, bool)
+  if gauge_reflection == 'auto':
+    mirrored = geometry.umeyama(anchors, ap_xy, weights, allow_reflection=True)
+    res_m = rms(mirrored)
+    reflected = ((np.linalg.det(mirrored[1]) < 0) & (res_m < res) &
+                 ~_collinear(ap_xy, weights))
+    pick = lambda m, p: np.where(  # noqa: E731
+        reflected.reshape(reflected.shape + (1,) * (np.ndim(p) - reflected.ndim)), m, p)
+    proper = tuple(pick(m, p) for m, p in zip(mirrored, proper))
+    res = np.where(reflected, res_m, res)
+  return proper, res, reflected
+
+
+def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
+             anchor_kind: np.ndarray, ap_position: np.ndarray,
+             options: JadeOptions = JadeOptions()) -> JadeResult:
+  """Runs JADE on a survey and returns labels and anchors in the ``ap_position`` frame."""
+  aoa = np.asarray(aoa, np.float32)
+  num_samples, num_anchors = aoa.shape
+  problems = build_problems(aoa, np.asarray(region), anchor_ap, anchor_kind, ap_position,
+                            options)
+  status = dict(problems.status)
+  result = JadeResult(np.full((num_samples, 2), np.nan), -np.ones(num_samples, np.int32),
+                      np.zeros(0, np.int32), [], [], np.full((num_anchors, 2), np.nan),
+                      status, {})
+  if len(problems.region_ids) == 0:
+    return result
+  logging.info('JADE: solving %d region(s) at once (%d restarts, %d LM iterations, '
+               'padded to %d samples x %d anchors)', len(problems.region_ids),
+               options.num_restarts, options.num_iters, problems.theta.shape[1],
+               problems.theta.shape[2])
+  sol = solve_problems(jax.random.PRNGKey(options.seed), problems.theta, problems.mask,
+                       num_restarts=options.num_restarts, num_iters=options.num_iters,
+                       scale=float(options.robust_scale))
+  sol = jax.tree.map(lambda x: np.asarray(x, np.float64), sol)
+  a, p = sol['anchors'], sol['clients']                                    # [R, K|N, 2]
+  anchor_ok = problems.anchor_index >= 0
+  sample_ok = problems.sample_index >= 0
+  counts = problems.mask.sum(1)                                            # [R, K]
+  info = anchor_information(a, p, sol['heading'], problems.theta.astype(np.float64),
+                            problems.mask, float(options.robust_scale))
+  conditioning = gauge_free_conditioning(info, a, anchor_ok)
+  finite = (np.all(np.isfinite(a) | ~anchor_ok[..., None], (-1, -2)) &
+            np.all(np.isfinite(p) | ~sample_ok[..., None], (-1, -2)))
+  solved = finite & (conditioning >= 1e-9)
+  # Weight each AP by how often it was seen: a rarely seen AP is less well placed.
+  kind = np.where(anchor_ok, anchor_kind[np.maximum(problems.anchor_index, 0)], -1)
+  ap_xy = ap_position[anchor_ap[np.maximum(problems.anchor_index, 0)]]
+  weights = np.where(kind == 0, counts, 0).astype(np.float64)
+  (scale, rot, t), residual, reflected = fix_gauge(
+      np.where(np.isfinite(a), a, 0.0), weights, ap_xy, options.gauge_reflection)
+  a_g = geometry.apply_similarity(a, scale, rot, t)
+  p_g = geometry.apply_similarity(p, scale, rot, t)
+
+  take = sample_ok & solved[:, None]
+  result.labels[problems.sample_index[take]] = p_g[take]
+  result.label_region[problems.sample_index[take]] = np.broadcast_to(
+      problems.region_ids[:, None], take.shape)[take]
+  # One map entry per anchor: the estimate of the (solved) region that saw it most.
+  seen = np.zeros((len(solved), num_anchors))
+  hit = anchor_ok & solved[:, None]
+  slot_r, slot_k = np.nonzero(hit)
+  seen[slot_r, problems.anchor_index[slot_r, slot_k]] = counts[slot_r, slot_k] + 1
+  estimate = np.full((len(solved), num_anchors, 2), np.nan)
+  estimate[slot_r, problems.anchor_index[slot_r, slot_k]] = a_g[slot_r, slot_k]
+  best = np.argmax(seen, 0)
+  mapped = seen.max(0) > 0
+  result.anchor_map[mapped] = estimate[best[mapped], np.flatnonzero(mapped)]
+
+  n_paths = problems.mask.sum((1, 2))
+  restarts_near = np.sum(sol['restart_costs'] <= sol['cost'][:, None] * 1.01 + 1e-9, 1)
+  for i, r in enumerate(problems.region_ids.tolist()):  # Packing results for reporting.
+    diag = {'num_samples': int(sample_ok[i].sum()), 'num_anchors': int(anchor_ok[i].sum()),
+            'num_paths': int(n_paths[i]),
+            'cost_per_path': float(sol['cost'][i] / max(n_paths[i], 1)),
+            'restarts_near_best': int(restarts_near[i]),
+            'conditioning': float(conditioning[i])}
+    if not solved[i]:
+      status[r] = 'solver_failed' if not finite[i] else 'under_determined'
+      logging.warning('JADE: region %d: %s (%s)', r, status[r], diag)
+    else:
+      diag.update(gauge_residual_m=float(residual[i]), gauge_scale=float(scale[i]),
+                  reflected=bool(reflected[i]))
+      result.anchor_index.append(problems.anchor_index[i][anchor_ok[i]])
+      result.anchor_estimates.append(a_g[i][anchor_ok[i]])
+      logging.info('JADE: region %d: %d samples, %d anchors, cost/path %.4g, AP fit %.3f m',
+                   r, diag['num_samples'], diag['num_anchors'], diag['cost_per_path'],
+                   diag['gauge_residual_m'])
+    result.diagnostics[r] = diag
+  result.region_ids = problems.region_ids[solved]
+  return result
+
+
+# ----------------------------------------------------------------------------------------
+# Localising single samples against known anchors ("JADE alone" on a trajectory).
+
+
+@functools.partial(jax.jit, static_argnames=('num_iters', 'scale'))
+def localize(theta: jax.Array, mask: jax.Array, anchors: jax.Array, starts: jax.Array, *,
+             num_iters: int = 30, scale: float = 0.3) -> tuple[jax.Array, jax.Array]:
+  """Per-sample ADoA fit of the position against fixed anchors, vectorised over samples.
+
+  Args:
+    theta: ``[T, M]`` AoAs; mask: ``[T, M]`` usable paths (seen and anchor known).
+    anchors: ``[M, 2]`` anchor positions (any finite value where unknown; masked out).
+    starts: ``[S, 2]`` starting positions tried for every sample.
+
+  Returns:
+    ``(position [T, 2], cost_per_path [T])`` of the best start; NaN position where fewer
+    than 3 paths are usable (two ADoAs are needed for a 2-D fix).
+  """
+  anchors = jnp.where(jnp.isfinite(anchors), anchors, 0.0)
+
+  def one(theta, mask, p0):
+    beta = geometry.bearing(anchors, p0)
+    psi = geometry.best_heading(theta, mask, beta)
+
+    def body(carry, _):
+      p, psi, lam, cost = carry
+      f, _, j_x = _parts(anchors, p[None], psi[None], theta[None], mask[None])
+      f, j_x = f[0], j_x[0]
+      _, w = _robust(f, scale)
+      w = jnp.where(mask, w, 0.0)
+      h = jnp.einsum('ki,kj,k->ij', j_x, j_x, w)
+      b = jnp.einsum('ki,k->i', j_x, w * f)
+      dx = -jnp.linalg.solve(h + lam * jnp.diag(jnp.diagonal(h) + 1e-6), b)
+      p_new, psi_new = p + dx[:2], geometry.wrap(psi + dx[2])
+      new_cost = _cost(anchors, p_new[None], psi_new[None], theta[None], mask[None], scale)
+      accept = jnp.isfinite(new_cost) & (new_cost < cost)
+      p = jnp.where(accept, p_new, p)
+      psi = jnp.where(accept, psi_new, psi)
+      lam = jnp.clip(jnp.where(accept, lam / 3.0, lam * 4.0), 1e-9, 1e9)
+      return (p, psi, lam, jnp.where(accept, new_cost, cost)), None
+
+    cost0 = _cost(anchors, p0[None], psi[None], theta[None], mask[None], scale)
+    (p, _, _, cost), _ = jax.lax.scan(body, (p0, psi, jnp.asarray(1e-2), cost0), None,
+                                      length=num_iters)
+    return p, cost
+
+  def per_sample(theta, mask):
+    p, cost = jax.vmap(one, (None, None, 0))(theta, mask, starts)
+    best = jnp.argmin(jnp.where(jnp.isfinite(cost), cost, jnp.inf))
+    n = mask.sum()
+    ok = n >= 3
+    return (jnp.where(ok, p[best], jnp.nan),
+            jnp.where(ok, cost[best] / jnp.maximum(n, 1), jnp.nan))
+
+  return jax.vmap(per_sample)(jnp.where(mask, theta, 0.0), mask)

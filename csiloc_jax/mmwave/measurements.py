@@ -1,0 +1,207 @@
+"""Reading and validating measurement files (the HDF5 schema of PRODUCT.md B.2).
+
+Data flow: ``survey.h5`` / ``trajectory.h5`` (from :mod:`simulator` or any other source)
+-> :func:`read_measurements` -> :class:`Measurements` -> features, JADE, nets, tracker.
+
+The method and the evaluation read files through different switches on purpose:
+``read_measurements(path, ground_truth=False)`` never opens the ``position``, ``heading``
+or ``anchor_position`` datasets, and that is the only way the training path reads a
+survey; :func:`read_ground_truth` is called by the evaluation code alone.
+
+Every problem with a file raises :class:`MeasurementError` naming the file, the dataset
+and what was expected. Defined behaviours for imperfect but valid input:
+
+* AoAs are wrapped to (-pi, pi] on read (a value of exactly ``-pi``, or a float32 value
+  just past ``pi``, is the same angle); finite values beyond ``4 pi`` in magnitude are
+  rejected as not being radians.
+* ``region`` is optional; ``time_s`` is required for trajectories only and must increase.
+* ``aoa`` may contain any pattern of NaN (paths not received), including all-NaN rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import h5py
+import numpy as np
+
+REQUIRED = ('aoa', 'anchor_ap', 'anchor_kind', 'ap_position')
+GROUND_TRUTH = ('position', 'heading', 'anchor_position')
+
+
+class MeasurementError(ValueError):
+  """A measurement file does not follow the B.2 schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurements:
+  """One survey or trajectory; ground-truth fields stay ``None`` unless asked for."""
+  path: str
+  aoa: np.ndarray                  # [T, M] float32, NaN = path not received.
+  anchor_ap: np.ndarray            # [M] int32.
+  anchor_kind: np.ndarray          # [M] int8, 0 direct, 1 reflection.
+  ap_position: np.ndarray          # [A, 2] float64.
+  region: np.ndarray | None = None   # [T] int32.
+  time_s: np.ndarray | None = None   # [T] float64.
+  attrs: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_samples(self) -> int:
+    return self.aoa.shape[0]
+
+  @property
+  def num_anchors(self) -> int:
+    return self.aoa.shape[1]
+
+  @property
+  def visible(self) -> np.ndarray:
+    return np.isfinite(self.aoa)
+
+  def floorplan_dict(self) -> dict | None:
+    """The simulator's floor plan if the file carries one (used for plots only)."""
+    raw = self.attrs.get('floorplan_json')
+    return json.loads(raw) if raw else None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+  """Evaluation-only datasets; any of them may be missing (``None``)."""
+  position: np.ndarray | None = None          # [T, 2].
+  heading: np.ndarray | None = None           # [T].
+  anchor_position: np.ndarray | None = None   # [M, 2].
+  region: np.ndarray | None = None            # [T].
+
+
+def _wrap(x: np.ndarray) -> np.ndarray:
+  return np.pi - np.mod(np.pi - x, 2 * np.pi)
+
+
+def _read(f: h5py.File, path: str, name: str, ndim: int, kind: str,
+          shape: tuple | None = None) -> np.ndarray:
+  """Reads dataset ``name`` checking rank, number kind and (partial) shape."""
+  if name not in f:
+    raise MeasurementError(f'{path}: required dataset {name!r} is missing (present: '
+                           f'{sorted(f.keys())})')
+  ds = f[name]
+  if not isinstance(ds, h5py.Dataset):
+    raise MeasurementError(f'{path}: {name!r} must be a dataset, found a group')
+  arr = ds[()]
+  arr = np.asarray(arr)
+  if arr.ndim != ndim:
+    raise MeasurementError(f'{path}: dataset {name!r} must have {ndim} dimension(s), got '
+                           f'shape {arr.shape}')
+  if kind == 'float' and not np.issubdtype(arr.dtype, np.number):
+    raise MeasurementError(f'{path}: dataset {name!r} must be numeric, got {arr.dtype}')
+  if kind == 'int':
+    if not np.issubdtype(arr.dtype, np.number):
+      raise MeasurementError(f'{path}: dataset {name!r} must be integer, got {arr.dtype}')
+    if not np.issubdtype(arr.dtype, np.integer):
+      if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+        raise MeasurementError(f'{path}: dataset {name!r} must hold integers')
+    arr = arr.astype(np.int64)
+  if shape is not None:
+    for axis, (want, got) in enumerate(zip(shape, arr.shape)):
+      if want is not None and want != got:
+        raise MeasurementError(
+            f'{path}: dataset {name!r} has shape {arr.shape}, expected axis {axis} of '
+            f'length {want} (shape {tuple("?" if s is None else s for s in shape)})')
+  return arr
+
+
+def read_measurements(path: str, *, ground_truth: bool = False,
+                      require_time: bool = False) -> Measurements | tuple[Measurements, GroundTruth]:
+  """Reads and validates one B.2 file.
+
+  Args:
+    path: the HDF5 file.
+    ground_truth: also return a :class:`GroundTruth` (evaluation code only).
+    require_time: demand a ``time_s`` dataset (trajectories).
+
+  Returns:
+    ``Measurements``, or ``(Measurements, GroundTruth)`` when ``ground_truth``.
+  """
+  if not os.path.isfile(path):
+    raise MeasurementError(f'{path}: no such measurement file')
+  try:
+    f = h5py.File(path, 'r')
+  except OSError as e:
+    raise MeasurementError(f'{path}: not a readable HDF5 file ({e})') from e
+  with f:
+    aoa = _read(f, path, 'aoa', 2, 'float').astype(np.float32)
+    t, m = aoa.shape
+    if m == 0:
+      raise MeasurementError(f'{path}: dataset "aoa" has no anchors (shape {aoa.shape})')
+    anchor_ap = _read(f, path, 'anchor_ap', 1, 'int', (m,))
+    anchor_kind = _read(f, path, 'anchor_kind', 1, 'int', (m,))
+    ap_position = _read(f, path, 'ap_position', 2, 'float', (None, 2)).astype(np.float64)
+    num_aps = len(ap_position)
+    if np.any(anchor_ap < 0) or np.any(anchor_ap >= num_aps):
+      raise MeasurementError(f'{path}: dataset "anchor_ap" must index the {num_aps} rows of '
+                             f'"ap_position"; got values in [{anchor_ap.min()}, '
+                             f'{anchor_ap.max()}]')
+    if not np.all(np.isin(anchor_kind, (0, 1))):
+      raise MeasurementError(f'{path}: dataset "anchor_kind" must be 0 (direct) or 1 '
+                             f'(reflection), got {sorted(set(anchor_kind.tolist()))}')
+    if not np.all(np.isfinite(ap_position)):
+      raise MeasurementError(f'{path}: dataset "ap_position" must be finite')
+    finite = np.isfinite(aoa)
+    if np.any(np.isinf(aoa)):
+      raise MeasurementError(f'{path}: dataset "aoa" holds +-inf; missing paths must be NaN')
+    if finite.any() and np.max(np.abs(aoa[finite])) > 4 * np.pi:
+      raise MeasurementError(f'{path}: dataset "aoa" must be radians in (-pi, pi]; found '
+                             f'|value| up to {np.max(np.abs(aoa[finite])):.4g}')
+    x = aoa.astype(np.float64)
+    # float32(pi) is a hair above pi; it means pi, not -pi + 1e-7.
+    x = np.where((x > np.pi) & (x <= np.pi + 1e-6), np.pi, x)
+    aoa = np.where(finite, _wrap(x), np.nan).astype(np.float32)
+
+    region = None
+    if 'region' in f:
+      region = _read(f, path, 'region', 1, 'int', (t,)).astype(np.int32)
+      if np.any(region < 0):
+        raise MeasurementError(f'{path}: dataset "region" must be >= 0')
+    time_s = None
+    if 'time_s' in f:
+      time_s = _read(f, path, 'time_s', 1, 'float', (t,)).astype(np.float64)
+      if not np.all(np.isfinite(time_s)) or np.any(np.diff(time_s) <= 0):
+        raise MeasurementError(f'{path}: dataset "time_s" must be finite and strictly '
+                               'increasing')
+    elif require_time:
+      raise MeasurementError(f'{path}: required dataset "time_s" is missing (a trajectory '
+                             f'needs timestamps; present: {sorted(f.keys())})')
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    meas = Measurements(path=path, aoa=aoa, anchor_ap=anchor_ap.astype(np.int32),
+                        anchor_kind=anchor_kind.astype(np.int8), ap_position=ap_position,
+                        region=region, time_s=time_s, attrs=attrs)
+    if not ground_truth:
+      return meas
+    truth = {}
+    for name, ndim, shape in (('position', 2, (t, 2)), ('heading', 1, (t,)),
+                              ('anchor_position', 2, (m, 2))):
+      if name in f:
+        truth[name] = _read(f, path, name, ndim, 'float', shape).astype(np.float64)
+    return meas, GroundTruth(region=region, **truth)
+
+
+def read_ground_truth(path: str) -> GroundTruth:
+  """Evaluation-only datasets of a file (``None`` for those it lacks)."""
+  return read_measurements(path, ground_truth=True)[1]
+
+
+def check_compatible(survey: Measurements, trajectory: Measurements) -> None:
+  """Survey and trajectory must describe the same anchors: same M, APs and kinds."""
+  where = f'survey {survey.path} vs trajectory {trajectory.path}'
+  if survey.num_anchors != trajectory.num_anchors:
+    raise MeasurementError(
+        f'{where}: dataset "aoa" has M={survey.num_anchors} anchors in the survey but '
+        f'M={trajectory.num_anchors} in the trajectory; both files must list the same '
+        'anchors in the same order')
+  if not np.array_equal(survey.anchor_ap, trajectory.anchor_ap):
+    raise MeasurementError(f'{where}: dataset "anchor_ap" differs between the files')
+  if not np.array_equal(survey.anchor_kind, trajectory.anchor_kind):
+    raise MeasurementError(f'{where}: dataset "anchor_kind" differs between the files')
+  if (survey.ap_position.shape != trajectory.ap_position.shape or
+      not np.allclose(survey.ap_position, trajectory.ap_position, atol=1e-4)):
+    raise MeasurementError(f'{where}: dataset "ap_position" differs between the files')

@@ -1,0 +1,141 @@
+"""PNG figures of an mmWave run (matplotlib, Agg backend; nothing is shown on screen).
+
+Data flow: the pipeline's results + ground truth -> ``floor.png`` (walls, APs, true and
+JADE-estimated anchors), ``trajectory.png`` (true walk and the stitched estimate coloured
+by the chosen net), ``error_cdf.png`` (every method), and the sweep's ``sweep.png``.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _walls(ax, floorplan: dict | None) -> None:
+  if not floorplan:
+    return
+  for x0, y0, x1, y1 in floorplan['walls']:
+    ax.plot([x0, x1], [y0, y1], color='0.2', lw=2, solid_capstyle='butt', zorder=1)
+
+
+def _limits(ax, floorplan: dict | None, pad: float = 1.0) -> None:
+  if not floorplan:
+    return
+  w = np.asarray(floorplan['walls'])
+  ax.set_xlim(min(w[:, 0].min(), w[:, 2].min()) - pad, max(w[:, 0].max(), w[:, 2].max()) + pad)
+  ax.set_ylim(min(w[:, 1].min(), w[:, 3].min()) - pad, max(w[:, 1].max(), w[:, 3].max()) + pad)
+
+
+def plot_floor(path: str, *, floorplan: dict | None, ap_position: np.ndarray,
+               anchor_truth: np.ndarray | None, anchor_kind: np.ndarray,
+               region_anchors: list[tuple[int, np.ndarray, np.ndarray]],
+               labels: np.ndarray | None = None, label_region: np.ndarray | None = None,
+               zoom: bool = False) -> None:
+  """Floor plan with true anchors and each region's JADE anchor estimates.
+
+  ``region_anchors``: ``(region id, anchor columns, estimates [K, 2])`` per region.
+  """
+  fig, ax = plt.subplots(figsize=(12, 7))
+  cmap = plt.get_cmap('tab10')
+  if labels is not None:
+    ok = np.all(np.isfinite(labels), -1)
+    ax.scatter(labels[ok, 0], labels[ok, 1], s=3, c=[cmap(r % 10) for r in label_region[ok]],
+               alpha=0.25, zorder=0, label='JADE survey labels')
+  _walls(ax, floorplan)
+  if anchor_truth is not None:
+    virt = anchor_kind == 1
+    ax.scatter(anchor_truth[virt, 0], anchor_truth[virt, 1], marker='o', s=40,
+               facecolors='none', edgecolors='0.4', label='true virtual anchors', zorder=2)
+  ax.scatter(ap_position[:, 0], ap_position[:, 1], marker='^', s=80, c='k',
+             label='APs (ap_position)', zorder=3)
+  for r, cols, est in region_anchors:
+    phys = anchor_kind[cols] == 0
+    ax.scatter(est[~phys, 0], est[~phys, 1], marker='x', s=25, color=cmap(r % 10), zorder=4,
+               label=f'region {r} JADE anchors')
+    ax.scatter(est[phys, 0], est[phys, 1], marker='+', s=60, color=cmap(r % 10), zorder=4)
+    if anchor_truth is not None:
+      for (x0, y0), (x1, y1) in zip(est, anchor_truth[cols]):
+        ax.plot([x0, x1], [y0, y1], color=cmap(r % 10), lw=0.6, alpha=0.7, zorder=2)
+  ax.set_aspect('equal')
+  if zoom:
+    _limits(ax, floorplan)
+  ax.set_xlabel('x (m)')
+  ax.set_ylabel('y (m)')
+  ax.set_title('JADE: estimated anchors (x virtual, + physical) vs truth (lines join them)')
+  ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | None,
+                    estimate: np.ndarray, net: np.ndarray, net_regions: np.ndarray,
+                    title: str) -> None:
+  """The true walk and the stitched estimates coloured by the chosen net."""
+  fig, ax = plt.subplots(figsize=(12, 6.5))
+  _walls(ax, floorplan)
+  if truth is not None:
+    ax.plot(truth[:, 0], truth[:, 1], color='k', lw=1.2, label='true trajectory', zorder=2)
+  cmap = plt.get_cmap('tab10')
+  ok = np.all(np.isfinite(estimate), -1) & (net >= 0)
+  for k in np.unique(net[ok]):
+    sel = ok & (net == k)
+    ax.scatter(estimate[sel, 0], estimate[sel, 1], s=10, color=cmap(int(net_regions[k]) % 10),
+               label=f'net of region {int(net_regions[k])}', zorder=3)
+  ax.set_aspect('equal')
+  _limits(ax, floorplan)
+  ax.set_xlabel('x (m)')
+  ax.set_ylabel('y (m)')
+  ax.set_title(title)
+  ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_error_cdf(path: str, errors: dict[str, np.ndarray], title: str = '') -> None:
+  """Empirical CDFs of the position error of every method (missing = beyond the axis)."""
+  fig, ax = plt.subplots(figsize=(7.5, 5))
+  for name, err in errors.items():
+    err = np.sort(np.asarray(err, np.float64))
+    y = np.arange(1, len(err) + 1) / len(err)
+    ax.step(np.where(np.isfinite(err), err, 1e9), y, where='post',
+            label=f'{name} ({np.mean(err < 1):.1%} < 1 m)')
+  ax.axvline(1.0, color='0.5', ls='--', lw=1)
+  ax.set_xscale('log')
+  ax.set_xlim(0.01, 30)
+  ax.set_ylim(0, 1)
+  ax.set_xlabel('position error (m)')
+  ax.set_ylabel('fraction of steps')
+  ax.set_title(title or 'Trajectory error CDF')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize=8, loc='upper left')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_sweep(path: str, noise_deg: list, thresholds: list, submeter: np.ndarray,
+               median: np.ndarray, title: str = '') -> None:
+  """Sub-metre fraction and median error vs AoA noise, one line per threshold.
+
+  ``submeter``/``median``: ``[len(noise_deg), len(thresholds)]``.
+  """
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+  for j, thr in enumerate(thresholds):
+    axes[0].plot(noise_deg, 100 * submeter[:, j], marker='o', label=f'threshold {thr:g}')
+    axes[1].plot(noise_deg, median[:, j], marker='o', label=f'threshold {thr:g}')
+  axes[0].set_ylabel('steps under 1 m (%)')
+  axes[0].axhline(92, color='0.5', ls='--', lw=1)
+  axes[1].set_ylabel('median error (m)')
+  for ax in axes:
+    ax.set_xlabel('AoA noise sigma (deg)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(title or 'Robustness sweep')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,329 @@
+"""Tiny per-region MLPs, stacked into one pytree and trained all at once with vmap.
+
+Data flow: survey AoAs + JADE labels (never ground truth) -> :func:`make_training_set`
+(one padded slot per region) -> :func:`train_bank` -> :class:`NetBank` (stacked params +
+label statistics) -> :func:`predict_all` evaluates every net on the same features in one
+vmapped call (the tracker's candidates). The one-big-NN baseline is the same trainer
+with a single, wider net over all regions' labels.
+
+Labels are normalised per net (mean and one scale) so that every net learns an O(1)
+target; the statistics travel with the parameters. Training draws a minibatch per net
+from that net's own region, optionally drops received paths at random (so nets stay
+sensible when a path disappears on the trajectory), and keeps per net the parameters
+with the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from csiloc_jax import metric_writer
+from csiloc_jax.mmwave import features as features_lib
+
+ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'gelu': nn.gelu, 'silu': nn.silu}
+
+
+class MLP(nn.Module):
+  """The letter's tiny net: Dense layers of ``hidden_sizes`` then a 2-D output."""
+  hidden_sizes: Sequence[int] = (48, 48, 24)
+  output_size: int = 2
+  activation: str = 'relu'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    act = ACTIVATIONS[self.activation]
+    for width in self.hidden_sizes:
+      x = act(nn.Dense(width)(x))
+    return nn.Dense(self.output_size)(x)
+
+
+@flax.struct.dataclass
+class NetBank:
+  """K nets with one architecture: params have a leading axis K, as do the statistics."""
+  params: Any
+  label_mean: jax.Array     # [K, 2] mean of each net's training labels (metres).
+  label_scale: jax.Array    # [K] label normalisation scale (metres).
+  label_cov: jax.Array      # [K, 2, 2] label covariance (the Mahalanobis score).
+  visibility_rate: jax.Array  # [K, M] how often each path was seen in net k's inputs.
+  region_ids: jax.Array     # [K] survey region each net was trained on.
+
+  @property
+  def num_nets(self) -> int:
+    return int(self.label_mean.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """Mirrors ``config.nets`` (or ``config.big_nn``)."""
+  hidden_sizes: tuple = (48, 48, 24)
+  activation: str = 'relu'
+  learning_rate: float = 3e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 64
+  num_train_steps: int = 4000
+  eval_every: int = 250
+  validation_fraction: float = 0.1
+  path_dropout: float = 0.05
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, config) -> 'TrainOptions':
+    kw = {f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config}
+    if 'hidden_sizes' in kw:
+      kw['hidden_sizes'] = tuple(int(h) for h in kw['hidden_sizes'])
+    return cls(**kw)
+
+
+@dataclasses.dataclass
+class TrainingSet:
+  """Per-net padded training data."""
+  aoa: np.ndarray          # [K, N, M] AoAs (NaN = missing path).
+  labels: np.ndarray       # [K, N, 2] JADE labels.
+  train_index: np.ndarray  # [K, N_tr] rows of the padded axis used for training.
+  num_train: np.ndarray    # [K].
+  val_mask: np.ndarray     # [K, N] rows held out for validation.
+  region_ids: np.ndarray   # [K].
+
+
+def _ranks(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+  """Rank of each element within its group, ordered by ``key`` (vectorised)."""
+  order = np.lexsort((key, group))
+  sorted_group = group[order]
+  first = np.searchsorted(sorted_group, sorted_group, side='left')
+  ranks = np.empty(len(group), np.int64)
+  ranks[order] = np.arange(len(group)) - first
+  return ranks
+
+
+def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                      group_ids: Sequence[int], validation_fraction: float,
+                      seed: int) -> TrainingSet:
+  """Splits labelled samples by group (region) into padded per-net slots.
+
+  Samples with NaN labels (JADE left them out) are not used. Each group with at least
+  10 samples holds out ``validation_fraction`` of them, drawn at random.
+  """
+  rng = np.random.default_rng(seed)
+  ids = np.asarray(group_ids)
+  match = np.asarray(groups)[:, None] == ids[None, :]
+  labelled = np.all(np.isfinite(labels), -1)
+  rows = np.flatnonzero(labelled & match.any(1))
+  net = match[rows].argmax(1)
+  counts = np.bincount(net, minlength=len(ids))
+  if np.any(counts < 2):
+    raise ValueError('every net needs at least 2 labelled samples; counts per group: '
+                     f'{dict(zip(ids.tolist(), counts.tolist()))}')
+  k, m = len(ids), aoa.shape[1]
+  slot = _ranks(net, rows)                                    # Position in the padding.
+  x = np.full((k, counts.max(), m), np.nan, np.float32)
+  y = np.zeros((k, counts.max(), 2), np.float32)
+  x[net, slot] = aoa[rows]
+  y[net, slot] = labels[rows]
+  n_val = np.where(counts >= 10, np.round(validation_fraction * counts), 0).astype(np.int64)
+  is_val = _ranks(net, rng.random(len(rows))) < n_val[net]    # A random subset per group.
+  val = np.zeros((k, counts.max()), bool)
+  val[net[is_val], slot[is_val]] = True
+  tr_net, tr_slot = net[~is_val], slot[~is_val]
+  num_train = counts - n_val
+  train_index = np.zeros((k, num_train.max()), np.int32)
+  train_index[tr_net, _ranks(tr_net, tr_slot)] = tr_slot
+  return TrainingSet(x, y, train_index, num_train, val, ids.astype(np.int32))
+
+
+def label_statistics(ts: TrainingSet) -> tuple[np.ndarray, ...]:
+  """Per net, over all its samples: label mean [K, 2], scale [K], covariance [K, 2, 2]
+  and the rate at which each path was received in its inputs [K, M] (Laplace-smoothed)."""
+  n = ts.num_train + ts.val_mask.sum(1)                                    # [K]
+  present = np.arange(ts.labels.shape[1])[None] < n[:, None]               # [K, N]
+  w = present / n[:, None]
+  y = ts.labels.astype(np.float64)
+  mean = np.einsum('kn,kni->ki', w, y)
+  centred = (y - mean[:, None]) * present[..., None]
+  cov = np.einsum('kni,knj->kij', centred, centred) / np.maximum(n - 1, 1)[:, None, None]
+  cov = np.where((n > 2)[:, None, None], cov, np.eye(2)) + 1e-6 * np.eye(2)
+  scale = np.maximum(np.sqrt(np.trace(cov, axis1=1, axis2=2) / 2), 1e-3)
+  seen = np.sum(np.isfinite(ts.aoa) & present[..., None], 1)
+  rate = (seen + 1.0) / (n[:, None] + 2.0)
+  return (mean.astype(np.float32), scale.astype(np.float32), cov.astype(np.float32),
+          rate.astype(np.float32))
+
+
+def init_bank(model: MLP, key: jax.Array, num_nets: int, num_anchors: int) -> Any:
+  """Stacked parameters of ``num_nets`` independently initialised nets."""
+  return _init_params(key, model=model, num_nets=num_nets, num_anchors=num_anchors)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'num_nets', 'num_anchors'))
+def _init_params(key, *, model: MLP, num_nets: int, num_anchors: int):
+  # Jitted: run eagerly, vmap(init) would compile every primitive on its own.
+  dummy = jnp.zeros((1, features_lib.num_features(num_anchors)), jnp.float32)
+  return jax.vmap(lambda k: model.init(k, dummy)['params'])(jax.random.split(key, num_nets))
+
+
+def predict_all(model: MLP, bank: NetBank, feats: jax.Array) -> jax.Array:
+  """Every net on the same features: ``[..., F] -> [K, ..., 2]`` metres, one vmapped call."""
+
+  def one(params, mean, scale):
+    return mean + scale * model.apply({'params': params}, feats)
+
+  extra = feats.ndim - 1
+  mean = bank.label_mean.reshape((-1,) + (1,) * extra + (2,))
+  scale = bank.label_scale.reshape((-1,) + (1,) * (extra + 1))
+  return jax.vmap(one)(bank.params, mean, scale)
+
+
+def predict_each(model: MLP, bank: NetBank, feats: jax.Array) -> jax.Array:
+  """Net k on its own inputs: ``[K, ..., F] -> [K, ..., 2]`` (training / evaluation)."""
+
+  def one(params, mean, scale, x):
+    return mean + scale * model.apply({'params': params}, x)
+
+  return jax.vmap(one)(bank.params, bank.label_mean, bank.label_scale, feats)
+
+
+def visibility_loglik(bank: NetBank, visible: jax.Array) -> jax.Array:
+  """Log-likelihood ``[K, ...]`` of a visibility pattern ``[..., M]`` under each net's
+  training inputs (independent Bernoulli paths): which net has seen inputs like this."""
+  rate = bank.visibility_rate.reshape(bank.visibility_rate.shape[:1] +
+                                      (1,) * (visible.ndim - 1) + bank.visibility_rate.shape[1:])
+  v = visible.astype(jnp.float32)
+  return jnp.sum(v * jnp.log(rate) + (1.0 - v) * jnp.log1p(-rate), -1)
+
+
+def _make_optimizer(opts: TrainOptions) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, opts.learning_rate, min(200, opts.num_train_steps // 10 + 1),
+      opts.num_train_steps, end_value=0.05 * opts.learning_rate)
+  return optax.adamw(schedule, weight_decay=opts.weight_decay)
+
+
+def _loss(model: MLP, params, x, y, w):
+  pred = model.apply({'params': params}, x)
+  return jnp.sum(w * jnp.sum((pred - y) ** 2, -1)) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: MLP,
+                 opts: TrainOptions, reference: str):
+  """``opts.eval_every`` steps of every net at once (one lax.scan), then validation.
+
+  Pure: all data arrives in ``data``; ``model``/``opts``/``reference`` are static, so
+  the compiled program is shared by every call with the same shapes.
+  """
+  tx = _make_optimizer(opts)
+  units, y_norm = data['units'], data['y_norm']
+  k = units.shape[0]
+  priority = data['priority'] if reference == 'anchor' else None
+  encode_units = functools.partial(features_lib.encode_units, reference=reference,
+                                   priority=priority)
+  loss_fn = functools.partial(_loss, model)
+
+  def train_step(carry, rng):
+    params, opt_state = carry
+    k_idx, k_drop = jax.random.split(rng)
+    num_train = data['num_train']
+    u = jax.random.uniform(k_idx, (k, opts.batch_size))
+    pick = jnp.minimum((u * num_train[:, None]).astype(jnp.int32), num_train[:, None] - 1)
+    rows = jnp.take_along_axis(data['train_index'], pick, 1)          # [K, B]
+    batch = jnp.take_along_axis(units, rows[..., None, None], 1)      # [K, B, M, 3]
+    vis = batch[..., 2]
+    if opts.path_dropout > 0:
+      vis = vis * (jax.random.uniform(k_drop, vis.shape) >= opts.path_dropout)
+    batch_feats = encode_units(batch[..., 0], batch[..., 1], vis)
+    batch_y = jnp.take_along_axis(y_norm, rows[..., None], 1)
+    ones = jnp.ones(rows.shape, jnp.float32)
+    loss, grads = jax.vmap(jax.value_and_grad(loss_fn))(params, batch_feats, batch_y, ones)
+    updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  rngs = jax.random.split(rng, opts.eval_every)
+  (params, opt_state), losses = jax.lax.scan(train_step, (params, opt_state), rngs)
+  val_feats = encode_units(units[..., 0], units[..., 1], units[..., 2])
+  val = jax.vmap(loss_fn)(params, val_feats, y_norm, data['val_mask'].astype(jnp.float32))
+  # Nets without a validation split keep their latest parameters.
+  val = jnp.where(data['has_val'], val, -jnp.inf)
+  better = val <= best_val
+  best_params = jax.tree.map(
+      lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+      params, best_params)
+  return params, opt_state, best_params, jnp.minimum(best_val, val), losses.mean(0), val
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_chunk(args: tuple, model: MLP, opts: TrainOptions, reference: str):
+  """Ahead-of-time compiled :func:`_train_chunk`, cached by settings and shapes."""
+  shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), args)
+  key = (model, opts, reference, str(jax.tree.structure(args)), str(shapes))
+  if key not in _COMPILED:
+    fn = jax.jit(functools.partial(_train_chunk, model=model, opts=opts, reference=reference))
+    _COMPILED[key] = fn.lower(*args).compile()
+  return _COMPILED[key]
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'opts', 'num_nets', 'num_anchors'))
+def _init_state(key, *, model: MLP, opts: TrainOptions, num_nets: int, num_anchors: int):
+  dummy = jnp.zeros((1, features_lib.num_features(num_anchors)), jnp.float32)
+  params = jax.vmap(lambda k: model.init(k, dummy)['params'])(jax.random.split(key, num_nets))
+  return params, jax.vmap(_make_optimizer(opts).init)(params)
+
+
+def train_bank(model: MLP, ts: TrainingSet, opts: TrainOptions, *,
+               writer: metric_writer.MetricWriter | None = None, name: str = 'nets',
+               reference: str = 'mean', priority: np.ndarray | None = None) -> NetBank:
+  """Trains all nets of ``ts`` at once and returns the best-on-validation parameters."""
+  k, _, m = ts.aoa.shape
+  mean, scale, cov, rate = label_statistics(ts)
+  params, opt_state = _init_state(jax.random.PRNGKey(opts.seed), model=model, opts=opts,
+                                  num_nets=k, num_anchors=m)
+  data = {
+      'units': jax.jit(lambda a: jnp.stack(features_lib.unit_vectors(a), -1))(ts.aoa),
+      'y_norm': jnp.asarray((ts.labels - mean[:, None]) / scale[:, None, None], jnp.float32),
+      'train_index': jnp.asarray(ts.train_index), 'num_train': jnp.asarray(ts.num_train),
+      'val_mask': jnp.asarray(ts.val_mask), 'has_val': jnp.asarray(ts.val_mask.any(1)),
+      'priority': jnp.asarray(np.zeros(m) if priority is None else priority, jnp.float32)}
+  num_chunks = max(1, -(-opts.num_train_steps // opts.eval_every))
+  progress = metric_writer.Progress(num_chunks * opts.eval_every, opts.batch_size * k)
+  best_params, best_val = params, jnp.full((k,), jnp.inf)
+  rng = jax.random.PRNGKey(opts.seed + 1)
+  logging.info('%s: training %d nets of %s at once (initial compilation...)', name, k,
+               tuple(opts.hidden_sizes))
+  # Compiled ahead (and cached) so the throughput figures measure training only.
+  t0 = time.perf_counter()
+  train_chunk = _compiled_chunk((params, opt_state, best_params, best_val, rng, data),
+                                model, opts, reference)
+  logging.info('%s: compiled in %.1f s', name, time.perf_counter() - t0)
+  for chunk in range(num_chunks):  # Steps run inside the compiled scan; this only logs.
+    rng, sub = jax.random.split(rng)
+    progress.start()
+    params, opt_state, best_params, best_val, loss, val = train_chunk(
+        params, opt_state, best_params, best_val, sub, data)
+    loss = np.asarray(loss)
+    progress.stop(opts.eval_every)
+    if not np.all(np.isfinite(loss)):
+      raise FloatingPointError(f'{name}: non-finite training loss {loss} at step '
+                               f'{progress.step}')
+    if writer is not None and (chunk % 4 == 3 or chunk == num_chunks - 1):
+      summary = progress.summary()
+      val = np.asarray(val)
+      writer.write(progress.step, {
+          f'{name}/train_loss': float(loss.mean()),
+          f'{name}/val_rmse_m': float(np.sqrt(np.mean(np.where(
+              np.isfinite(val) & (val >= 0), val, 0.0) * scale ** 2))),
+          f'{name}/steps_per_sec': summary['steps_per_sec'],
+          f'{name}/examples_per_sec': summary['examples_per_sec']},
+          eta=metric_writer.Progress.format_eta(summary['eta_s']))
+  return NetBank(params=best_params, label_mean=jnp.asarray(mean),
+                 label_scale=jnp.asarray(scale), label_cov=jnp.asarray(cov),
+                 visibility_rate=jnp.asarray(rate), region_ids=jnp.asarray(ts.region_ids))

@@ -1,0 +1,68 @@
+"""Batches: padding masks, deterministic shuffles, and cycling to a minimum step count."""
+
+import numpy as np
+
+from csiloc_jax import input_pipeline
+
+
+def _data(n):
+  features = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 1),
+                                                                          np.float32)
+  return features, np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+
+
+def test_last_batch_is_padded_and_masked():
+  features, targets = _data(10)
+  out = list(input_pipeline.batches(features, targets, np.arange(10), 4))
+  assert [b['x'].shape[0] for b in out] == [4, 4, 4]
+  np.testing.assert_array_equal(out[-1]['mask'], [1, 1, 0, 0])
+  seen = np.concatenate([b['x'][b['mask'] > 0, 0, 0, 0] for b in out])
+  np.testing.assert_array_equal(np.sort(seen), np.arange(10))
+  # Targets stay aligned with their features.
+  for b in out:
+    np.testing.assert_array_equal(b['x'][:, 0, 0, 0], b['y'][:, 0])
+
+
+def test_shuffle_depends_only_on_the_seed():
+  features, targets = _data(20)
+  a = [b['x'][:, 0, 0, 0] for b in input_pipeline.batches(
+      features, targets, np.arange(20), 5, shuffle_seed=(0, 3))]
+  b = [b['x'][:, 0, 0, 0] for b in input_pipeline.batches(
+      features, targets, np.arange(20), 5, shuffle_seed=(0, 3))]
+  c = [b['x'][:, 0, 0, 0] for b in input_pipeline.batches(
+      features, targets, np.arange(20), 5, shuffle_seed=(0, 4))]
+  np.testing.assert_array_equal(np.stack(a), np.stack(b))
+  assert not np.array_equal(np.stack(a), np.stack(c))
+
+
+def test_min_steps_cycles_a_small_set_into_full_batches():
+  features, targets = _data(6)
+  out = list(input_pipeline.batches(features, targets, np.arange(6), 4,
+                                    shuffle_seed=(1, 1), min_steps=5))
+  assert len(out) == 5 == input_pipeline.epoch_steps(6, 4, 5)
+  assert all(b['mask'].sum() == 4 for b in out)
+  counts = np.bincount(np.concatenate([b['x'][:, 0, 0, 0] for b in out]).astype(int),
+                       minlength=6)
+  # 20 draws from 6 examples, whole passes first: every example 3 or 4 times.
+  assert counts.min() >= 3 and counts.max() <= 4
+  # Without shuffling (evaluation) min_steps does not apply.
+  assert len(list(input_pipeline.batches(features, targets, np.arange(6), 4))) == 2
+
+
+def test_feature_statistics_per_feature_and_global():
+  rng = np.random.default_rng(0)
+  x = rng.normal(3.0, 2.0, size=(50, 2, 3, 1)).astype(np.float32)
+  x[:, 1, 2] = 5.0  # A constant entry.
+  norm = input_pipeline.feature_statistics(x, np.arange(50), 'per_feature', chunk_size=7)
+  z = norm(x)
+  assert np.allclose(z.mean(0)[0], 0, atol=1e-5) and np.allclose(z.std(0)[0], 1, atol=1e-4)
+  assert np.all(z[:, 1, 2] == 0)
+  g = input_pipeline.feature_statistics(x, np.arange(50), 'global')
+  assert np.unique(g.mean).size == 1 and abs(g(x).mean()) < 1e-5
+
+
+def test_label_scaler_round_trips():
+  pos = np.random.default_rng(1).uniform(-300, 900, size=(40, 3))
+  scaler = input_pipeline.LabelScaler.fit(pos, 'standardize')
+  np.testing.assert_allclose(scaler.inverse(scaler.transform(pos)), pos, rtol=1e-5)
+  assert np.allclose(scaler.transform(pos).mean(0), 0, atol=1e-5)
