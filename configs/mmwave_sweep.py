@@ -26,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.resume = False
   # The sweep draws its own summary plots; per-point floor/trajectory plots are skipped.
   config.plots = False
+  # The grid of the sweep.
   config.sweep = ml_collections.ConfigDict()
   # AoA noise standard deviations to generate scenarios at, degrees.
   config.sweep.noise_deg = (1.0, 2.0, 5.0, 10.0)

@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Write floor / trajectory / error-CDF PNGs into the workdir.
   config.plots = True
 
+  # Where the survey and trajectory come from.
   config.data = ml_collections.ConfigDict()
   # Survey HDF5 file in the B.2 schema; '' = generate the default scenario into
   # workdir/data (with the scenario fields below).
@@ -45,11 +46,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # paths; unset = treat the whole survey as one region (see csiloc_jax/mmwave/regions.py).
   config.data.num_regions_if_missing = config_dict.placeholder(int)
 
+  # The ADoA input features shared by every net.
   config.features = ml_collections.ConfigDict()
   # Reference direction of the ADoA features: 'mean' (circular mean of the received
   # AoAs) or 'anchor' (the received anchor the survey saw most often).
   config.features.reference = 'mean'
 
+  # JADE: labels and anchors from the survey's ADoAs (csiloc_jax/mmwave/jade.py).
   config.jade = ml_collections.ConfigDict()
   # Random starts per region (vmapped; the lowest-cost one wins).
   config.jade.num_restarts = 8
@@ -72,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # similarity; 'auto': also try a mirrored alignment (unknown angle convention).
   config.jade.gauge_reflection = 'never'
 
+  # The tiny per-region nets, trained all at once.
   config.nets = ml_collections.ConfigDict()
   # Hidden layer widths of every tiny net (the letter: 48, 48, 24; output is 2-D).
   config.nets.hidden_sizes = (48, 48, 24)
@@ -92,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Probability of dropping each received path in a training input (augmentation).
   config.nets.path_dropout = 0.05
 
+  # The one-big-NN baseline, trained on every region's JADE labels.
   config.big_nn = ml_collections.ConfigDict()
   # The single-NN baseline over the whole floor: hidden layer widths.
   config.big_nn.hidden_sizes = (256, 256, 128)
@@ -112,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Path dropout probability (augmentation).
   config.big_nn.path_dropout = 0.05
 
+  # Online tracking and net switching (csiloc_jax/mmwave/tracker.py).
   config.tracker = ml_collections.ConfigDict()
   # Candidate selection: 'nis' or 'mahalanobis_euclidean' (PRODUCT.md B.6).
   config.tracker.scheme = 'nis'
@@ -133,6 +139,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # per metre.
   config.tracker.euclidean_weight = 1.0
 
+  # quick: a smaller survey and shorter optimisation (about 30 s on a laptop CPU).
   if arg == 'quick':
     config.data.num_survey = 100
     config.jade.num_restarts = 2

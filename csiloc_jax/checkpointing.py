@@ -29,6 +29,10 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    # A run interrupted between saving 'best' and 'latest' redoes that epoch and saves
+    # the same step again; orbax refuses an existing step even with force=True.
+    if step in self._manager.all_steps():
+      self._manager.delete(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 

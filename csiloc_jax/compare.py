@@ -33,6 +33,7 @@ import numpy as np
 
 from csiloc_jax import config_utils
 from csiloc_jax import input_pipeline
+from csiloc_jax import metric_writer
 from csiloc_jax import models
 from csiloc_jax import plots
 from csiloc_jax import train
@@ -101,7 +102,6 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   config_utils.write_config(config, workdir)
-  from csiloc_jax import metric_writer  # For the shared log file.
   metric_writer.log_to_file(workdir)
   root = train.resolve_data_root(config, workdir)
   names = [n.strip() for n in config.compare.models.split(',') if n.strip()]
@@ -155,5 +155,5 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'label_efficiency': {m: {str(n): v for n, v in d.items()}
                                   for m, d in sweep.items()},
              'table1_markdown': table}
-  train.write_json(os.path.join(workdir, 'metrics.json'), summary)
+  metric_writer.write_json(os.path.join(workdir, 'metrics.json'), summary)
   return summary

@@ -25,6 +25,14 @@ def _to_python(value: Any) -> Any:
   return value
 
 
+def write_json(path: str, payload: Any) -> None:
+  """Atomic JSON write: a crash never leaves a half-written metrics file."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
 class _DropOrbaxInfo:
   """Orbax logs several INFO lines per checkpoint; keep its warnings, drop the chatter."""
 

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -37,6 +38,7 @@ def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None
     best = min(epochs, key=lambda e: by_epoch[e]['val_loss'])
     ax.axvline(best, color='grey', ls=':', label=f'best (epoch {best})')
     ax.set_yscale('log')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
     ax.set_ylabel('reconstruction MSE' if phase == 'pretrain' else 'position MSE (scaled)')
     ax.set_title(f'{title} {phase}'.strip())

@@ -15,7 +15,6 @@ Every stage checkpoints, so running it again on the same workdir resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -36,14 +35,6 @@ from csiloc_jax import models
 from csiloc_jax import plots
 from csiloc_jax import steps
 from csiloc_jax import trainer
-
-
-def write_json(path: str, payload: Any) -> None:
-  """Atomic JSON write (a crash never leaves a half-written metrics file)."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -188,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         if sets['unlabelled'] is not None else None),
                      'feature': config.data.feature, 'average': config.data.average}
   summary['wall_seconds'] = time.perf_counter() - t_start
-  write_json(os.path.join(workdir, 'metrics.json'), summary)
+  metric_writer.write_json(os.path.join(workdir, 'metrics.json'), summary)
 
   plots.learning_curves(writer.read(), os.path.join(workdir, 'learning_curves.png'),
                         title=mc.name)

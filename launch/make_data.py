@@ -25,7 +25,7 @@ flags.DEFINE_integer('samples_per_file', 512, 'ctw: samples per file_<k>.hdf5.')
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'ctw: dataset dtype.')
 # mmWave.
 flags.DEFINE_float('aoa_noise_deg', 5.0, 'mmwave: AoA noise standard deviation (degrees).')
-flags.DEFINE_integer('num_survey', None, 'mmwave: survey samples (default: simulator\'s).')
+flags.DEFINE_integer('num_survey', None, 'mmwave: survey samples per room (default: simulator\'s).')
 flags.DEFINE_integer('num_trajectory_steps', 388, 'mmwave: trajectory length.')
 flags.mark_flags_as_required(['out_dir'])
 

@@ -84,10 +84,23 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, 
   if data.survey:
     return data.survey, data.trajectory, {'generated': False}
   out_dir = os.path.join(workdir, 'data')
-  summary = simulator.write_scenario(
-      out_dir, seed=data.scenario_seed, aoa_noise_deg=data.aoa_noise_deg,
-      num_survey=data.num_survey, num_trajectory_steps=data.num_trajectory_steps,
-      floorplan=data.floorplan or None)
+  args = {'seed': data.scenario_seed, 'aoa_noise_deg': data.aoa_noise_deg,
+          'num_survey': data.num_survey, 'num_trajectory_steps': data.num_trajectory_steps,
+          'floorplan': data.floorplan or None}
+  record = os.path.join(out_dir, 'scenario.json')
+  if os.path.exists(record):
+    # Re-use the files of an earlier run with the same scenario settings, so that a
+    # resumed run finds the survey its checkpoint was trained on.
+    with open(record) as f:
+      previous = json.load(f)
+    if previous.get('args') == args and all(os.path.exists(previous['summary'][k])
+                                             for k in ('survey', 'trajectory')):
+      logging.info('re-using the scenario generated earlier in %s', out_dir)
+      summary = previous['summary']
+      return summary['survey'], summary['trajectory'], dict(summary, generated=True)
+  summary = simulator.write_scenario(out_dir, **args)
+  with open(record, 'w') as f:
+    json.dump({'args': args, 'summary': summary}, f, indent=2)
   logging.info('generated scenario in %s: %s', out_dir, summary)
   return summary['survey'], summary['trajectory'], dict(summary, generated=True)
 
@@ -367,6 +380,7 @@ def run_mmwave(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   config_utils.write_config(config, workdir)
+  metric_writer.log_to_file(workdir)
   logging.info('config:\n%s', config)
   writer = metric_writer.MetricWriter(workdir)
   t_start = time.perf_counter()
@@ -387,10 +401,7 @@ def run_mmwave(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.plots:
     metrics['plots'] = _plots(workdir, fit, trajectory, tracked, errs,
                               metrics['trajectory']['method'])
-  tmp = os.path.join(workdir, 'metrics.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, 'metrics.json'))
+  metric_writer.write_json(os.path.join(workdir, 'metrics.json'), metrics)
   summary = {k: (m['submeter_fraction'], m['median_m']) for k, m in metrics['methods'].items()}
   writer.write(0, {f'{k}/submeter_fraction': v[0] for k, v in summary.items()})
   logging.info('trajectory (%s): %.1f%% under 1 m, median %.3f m, p90 %s m',

@@ -98,7 +98,7 @@ def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | No
 
 def plot_error_cdf(path: str, errors: dict[str, np.ndarray], title: str = '') -> None:
   """Empirical CDFs of the position error of every method (missing = beyond the axis)."""
-  fig, ax = plt.subplots(figsize=(7.5, 5))
+  fig, ax = plt.subplots(figsize=(10.5, 5))
   for name, err in errors.items():
     err = np.sort(np.asarray(err, np.float64))
     y = np.arange(1, len(err) + 1) / len(err)
@@ -112,7 +112,7 @@ def plot_error_cdf(path: str, errors: dict[str, np.ndarray], title: str = '') ->
   ax.set_ylabel('fraction of steps')
   ax.set_title(title or 'Trajectory error CDF')
   ax.grid(alpha=0.3, which='both')
-  ax.legend(fontsize=8, loc='upper left')
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -125,9 +125,13 @@ def plot_sweep(path: str, noise_deg: list, thresholds: list, submeter: np.ndarra
   ``submeter``/``median``: ``[len(noise_deg), len(thresholds)]``.
   """
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+  markers, styles = 'osD^v<>', ('-', '--', ':', '-.')
   for j, thr in enumerate(thresholds):
-    axes[0].plot(noise_deg, 100 * submeter[:, j], marker='o', label=f'threshold {thr:g}')
-    axes[1].plot(noise_deg, median[:, j], marker='o', label=f'threshold {thr:g}')
+    # Distinct markers and dashes: curves of different thresholds often coincide.
+    style = dict(marker=markers[j % len(markers)], ls=styles[j % len(styles)], alpha=0.8,
+                 markersize=9 - j, label=f'threshold {thr:g}')
+    axes[0].plot(noise_deg, 100 * submeter[:, j], **style)
+    axes[1].plot(noise_deg, median[:, j], **style)
   axes[0].set_ylabel('steps under 1 m (%)')
   axes[0].axhline(92, color='0.5', ls='--', lw=1)
   axes[1].set_ylabel('median error (m)')

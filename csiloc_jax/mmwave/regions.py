@@ -37,10 +37,10 @@ def kmeans_visibility(visible: np.ndarray, k: int, seed: int = 0,
     centres.append(x[rng.choice(n, p=probs)])
   centres = np.asarray(centres)
   labels = np.zeros(n, np.int64)
-  for _ in range(num_iters):
+  for iteration in range(num_iters):  # Lloyd iterations, vectorised over samples.
     d2 = ((x[:, None] - centres[None]) ** 2).sum(-1)
     new = d2.argmin(1)
-    if np.array_equal(new, labels) and _ > 0:
+    if iteration > 0 and np.array_equal(new, labels):
       break
     labels = new
     counts = np.bincount(labels, minlength=k)

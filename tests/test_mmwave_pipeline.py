@@ -1,0 +1,194 @@
+"""End to end: run_mmwave on the quick config; ground truth never reaches training;
+imperfect input gives defined behaviour or a clear error; the sweep's tables."""
+
+import json
+import os
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from csiloc_jax import config_utils
+from csiloc_jax.mmwave import floorplan
+from csiloc_jax.mmwave import measurements
+from csiloc_jax.mmwave import pipeline
+from csiloc_jax.mmwave import regions
+from csiloc_jax.mmwave import simulator
+from csiloc_jax.mmwave import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, 'configs', 'mmwave_tiny.py')
+
+
+def _small_config(**overrides):
+  """The quick config, trimmed further for the two-room test scene."""
+  base = {'nets.num_train_steps': 200, 'nets.eval_every': 100,
+          'big_nn.num_train_steps': 100, 'big_nn.eval_every': 100, 'plots': False}
+  base.update(overrides)
+  return config_utils.load_config(CONFIG + ':quick', base)
+
+
+@pytest.fixture(scope='module')
+def small_scene(tmp_path_factory):
+  out = tmp_path_factory.mktemp('small')
+  return simulator.write_scenario(str(out), seed=2, aoa_noise_deg=3.0, num_survey=60,
+                                  num_trajectory_steps=40,
+                                  floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+
+
+def _copy_without(src, dst, drop=(), replace=None):
+  with h5py.File(src, 'r') as fi, h5py.File(dst, 'w') as fo:
+    for k in fi.keys():
+      if k in drop:
+        continue
+      data = (replace or {}).get(k, fi[k][()])
+      fo.create_dataset(k, data=data)
+    for k, v in fi.attrs.items():
+      fo.attrs[k] = v
+  return str(dst)
+
+
+def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
+  config = config_utils.load_config(CONFIG + ':quick')
+  metrics = pipeline.run_mmwave(config, str(tmp_path))
+  with open(tmp_path / 'metrics.json') as f:
+    saved = json.load(f)
+  assert saved['trajectory']['method'] == 'switching_nis'
+  for key in ('submeter_fraction', 'median_m', 'p90_m', 'p95_m', 'true_net_fraction',
+              'predict_only_steps', 'filtered'):
+    assert key in saved['trajectory'], key
+  assert set(saved['methods']) == {
+      'switching_nis', 'switching_mahalanobis_euclidean', 'switching_nis_ungated',
+      'switching_mahalanobis_euclidean_ungated', 'oracle', 'big_nn', 'jade_alone'}
+  assert saved['trajectory']['num_steps'] == 388
+  # Sane accuracy even with the quick settings (the full config is what is reported).
+  assert saved['trajectory']['submeter_fraction'] > 0.85
+  assert saved['trajectory']['true_net_fraction'] > 0.9
+  assert saved['jade']['survey']['median_m'] < 0.3
+  assert saved['jade']['anchors']['physical_median_m'] < 0.1
+  assert all(r['status'] == 'ok' for r in saved['jade']['regions'].values())
+  assert saved['nets']['num_nets'] == 6 and saved['nets']['hidden_sizes'] == [48, 48, 24]
+  assert metrics['trajectory'] == saved['trajectory']
+  for name in ('floor.png', 'trajectory.png', 'error_cdf.png', 'trajectory_estimates.npz'):
+    assert (tmp_path / name).stat().st_size > 10_000, name
+  with open(tmp_path / 'config.json') as f:
+    assert json.load(f)['tracker']['threshold'] == 2.0
+  with open(tmp_path / 'metrics.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  assert any('nets/steps_per_sec' in r and 'eta' in r for r in records)
+  assert os.path.isdir(tmp_path / 'checkpoints')
+  # Running again in the same workdir re-uses the scenario and the trained nets.
+  again = pipeline.run_mmwave(config, str(tmp_path))
+  assert again['nets']['restored_from_checkpoint'] and not saved['nets']['restored_from_checkpoint']
+  assert again['trajectory'] == saved['trajectory']
+
+
+def test_corrupting_ground_truth_positions_leaves_training_unchanged(small_scene, tmp_path):
+  config = _small_config()
+  clean = pipeline.fit_models(config, small_scene['survey'])
+  with h5py.File(small_scene['survey'], 'r') as f:
+    n = f['position'].shape[0]
+  corrupted = _copy_without(small_scene['survey'], tmp_path / 'corrupt.h5', replace={
+      'position': np.random.default_rng(0).normal(0, 1e3, (n, 2)).astype(np.float32),
+      'anchor_position': np.full_like(h5py.File(small_scene['survey'], 'r')['anchor_position'][()],
+                                      np.nan)})
+  dirty = pipeline.fit_models(config, corrupted)
+  np.testing.assert_array_equal(clean.jade.labels, dirty.jade.labels)
+  for a, b in zip(jax.tree.leaves(clean.bank), jax.tree.leaves(dirty.bank)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(clean.big_bank), jax.tree.leaves(dirty.big_bank)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # And a survey with no ground truth at all trains just the same.
+  stripped = _copy_without(small_scene['survey'], tmp_path / 'nogt.h5',
+                           drop=('position', 'heading', 'anchor_position'))
+  bare = pipeline.fit_models(config, stripped)
+  np.testing.assert_array_equal(clean.jade.labels, bare.jade.labels)
+
+
+def test_fit_resumes_from_its_checkpoint(small_scene, tmp_path):
+  config = _small_config()
+  first = pipeline.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
+  again = pipeline.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
+  assert not first.restored and again.restored
+  for a, b in zip(jax.tree.leaves(first.bank), jax.tree.leaves(again.bank)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Other settings: the checkpoint does not apply and the nets are retrained.
+  other = pipeline.fit_models(_small_config(**{'nets.learning_rate': 1e-3}),
+                              small_scene['survey'], checkpoint_dir=str(tmp_path))
+  assert not other.restored
+
+
+def test_survey_without_regions_single_or_clustered(small_scene, tmp_path):
+  no_region = _copy_without(small_scene['survey'], tmp_path / 'noregion.h5', drop=('region',))
+  single = pipeline.fit_models(_small_config(), no_region)
+  assert single.region_source == 'single' and single.bank.num_nets == 1
+  clustered = pipeline.fit_models(_small_config(**{'data.num_regions_if_missing': 2}),
+                                  no_region)
+  assert clustered.region_source == 'clustered' and clustered.bank.num_nets == 2
+  truth = measurements.read_ground_truth(small_scene['survey']).region
+  # Clusters by received paths recover the rooms (up to naming).
+  purity = max(np.mean(clustered.region == truth), np.mean(clustered.region != truth))
+  assert purity > 0.95
+  with pytest.raises(ValueError, match='cannot cluster'):
+    regions.kmeans_visibility(np.ones((3, 4), bool), 5)
+
+
+def test_missing_dataset_and_mismatched_anchors_fail_clearly(small_scene, tmp_path):
+  config = _small_config()
+  broken = _copy_without(small_scene['trajectory'], tmp_path / 'traj.h5', drop=('time_s',))
+  with pytest.raises(measurements.MeasurementError, match=r'traj\.h5.*"time_s" is missing'):
+    pipeline.run_mmwave(_small_config(**{'data.survey': small_scene['survey'],
+                                         'data.trajectory': broken}), str(tmp_path / 'w1'))
+  with h5py.File(small_scene['trajectory'], 'r') as f:
+    aoa, ap, kind = f['aoa'][()], f['anchor_ap'][()], f['anchor_kind'][()]
+  fewer = _copy_without(small_scene['trajectory'], tmp_path / 'fewer.h5', replace={
+      'aoa': aoa[:, :-1], 'anchor_ap': ap[:-1], 'anchor_kind': kind[:-1],
+      'anchor_position': np.zeros((len(ap) - 1, 2), np.float32)})
+  fit = pipeline.fit_models(config, small_scene['survey'])
+  with pytest.raises(measurements.MeasurementError, match='anchors in the survey but'):
+    pipeline.track_trajectory(config, fit, measurements.read_measurements(fewer))
+  no_aoa = _copy_without(small_scene['survey'], tmp_path / 'noaoa.h5', drop=('aoa',))
+  with pytest.raises(measurements.MeasurementError, match=r"noaoa\.h5.*'aoa' is missing"):
+    pipeline.fit_models(config, no_aoa)
+
+
+def test_trajectory_with_missing_paths_and_a_blackout(small_scene, tmp_path):
+  config = _small_config()
+  fit = pipeline.fit_models(config, small_scene['survey'])
+  with h5py.File(small_scene['trajectory'], 'r') as f:
+    aoa = f['aoa'][()]
+  aoa[10:13] = np.nan                    # Three steps with no path at all...
+  aoa[20, np.flatnonzero(np.isfinite(aoa[20]))[2:]] = np.nan   # ...one with two paths.
+  holes = _copy_without(small_scene['trajectory'], tmp_path / 'holes.h5', replace={'aoa': aoa})
+  out = pipeline.track_trajectory(config, fit, measurements.read_measurements(holes))
+  nis = out['switching_nis']
+  assert not nis['updated'][10:13].any() and not nis['updated'][20]
+  assert nis['updated'][:10].all()
+  assert np.all(np.isfinite(nis['position']))
+  assert np.isnan(out['jade_alone']['position'][10:13]).all()
+
+
+def test_sweep_tables_are_markdown_with_every_cell():
+  point = {'variants': {name: [{'submeter_fraction': 0.95, 'median_m': 0.2}] * 2
+                        for name, _, _ in sweep.VARIANTS},
+           'baselines': {'oracle': {'submeter_fraction': 0.97, 'median_m': 0.19}},
+           'jade_survey': {'submeter_fraction': 1.0, 'median_m': 0.1},
+           'jade_anchors': {'median_m': 0.05}}
+  table = sweep.markdown_tables([1.0, 5.0], [1.0, 2.0], [point, point])
+  assert '| 5 deg | 95.0 % / 0.20 m | 95.0 % / 0.20 m |' in table
+  assert '| threshold 1 | threshold 2 |' in table
+  assert '97.0 % / 0.19 m' in table and 'n/a' in table   # big NN missing -> n/a.
+
+
+def test_launcher_rejects_a_misspelt_config_field(tmp_path):
+  import subprocess
+  import sys
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'launch', 'mmwave.py'), f'--config={CONFIG}:quick',
+       f'--workdir={tmp_path}', '--config.tracker.treshold=3.0'],
+      capture_output=True, text=True, cwd=REPO, timeout=120,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode != 0
+  assert 'threshold' in proc.stderr   # "did you mean 'threshold'".
+  assert not (tmp_path / 'metrics.json').exists()

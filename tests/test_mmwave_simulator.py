@@ -1,0 +1,176 @@
+"""The indoor simulator: mirror formula, path visibility, detection, and the B.2 files."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from csiloc_jax.mmwave import floorplan
+from csiloc_jax.mmwave import simulator
+
+
+def test_mirror_formula_matches_hand_computed_images():
+  # Across x = 3 (normal (1, 0)): (1, 2) -> (5, 2); across y = 0: (1, 2) -> (1, -2).
+  np.testing.assert_allclose(simulator.mirror([1.0, 2.0], np.array([3.0, 0.0]),
+                                              np.array([1.0, 0.0])), [5.0, 2.0])
+  np.testing.assert_allclose(simulator.mirror([1.0, 2.0], np.array([0.0, 0.0]),
+                                              np.array([0.0, 1.0])), [1.0, -2.0])
+  # Oblique line x = y: (2, 0) -> (0, 2); the midpoint lies on the line and the segment
+  # joining point and image is along the normal.
+  n = np.array([1.0, -1.0]) / np.sqrt(2)
+  img = simulator.mirror([2.0, 0.0], np.zeros(2), n)
+  np.testing.assert_allclose(img, [0.0, 2.0], atol=1e-12)
+
+
+def test_collinear_segments_form_one_reflecting_line():
+  fp = floorplan.load_floorplan()
+  lines = simulator.wall_lines(fp.walls)
+  # 13 segments (doorways split walls) but 7 distinct lines: y=0, 6, 12 and x=0, 8, 16, 24.
+  assert len(fp.walls) == 13
+  assert len(lines.normal) == 7
+  table = simulator.anchor_table(fp, lines)
+  assert np.sum(table.kind == 0) == len(fp.aps) == 18
+  assert np.sum(table.kind == 1) == 18 * 7
+
+
+def _one_room_with_pillar():
+  # One 10 x 10 room, an interior wall segment from (5, 2) to (5, 6), a door-like gap in
+  # the top wall between x = 4 and x = 6.
+  return floorplan.floorplan_from_dict({
+      'walls': [[0, 0, 10, 0], [0, 10, 4, 10], [6, 10, 10, 10], [0, 0, 0, 10],
+                [10, 0, 10, 10], [5, 2, 5, 6]],
+      'rooms': [{'box': [0, 0, 10, 10]}], 'aps': [[2.0, 4.0]], 'walk': [[1, 1], [2, 2]]})
+
+
+def test_visibility_blocked_legs_and_specular_point_off_segment():
+  fp = _one_room_with_pillar()
+  lines = simulator.wall_lines(fp.walls)
+  table = simulator.anchor_table(fp, lines)
+  def anchor(kind, line_y=None, line_x=None):
+    for i in range(len(table.kind)):
+      if table.kind[i] != kind:
+        continue
+      if kind == 0:
+        return i
+      n, c = lines.normal[table.line[i]], lines.offset[table.line[i]]
+      if line_y is not None and abs(n[1]) > 0.99 and abs(c * n[1] - line_y) < 1e-9:
+        return i
+      if line_x is not None and abs(n[0]) > 0.99 and abs(c * n[0] - line_x) < 1e-9:
+        return i
+    raise AssertionError('anchor not found')
+  los, top, bottom = anchor(0), anchor(1, line_y=10.0), anchor(1, line_y=0.0)
+  pillar = anchor(1, line_x=5.0)
+  positions = np.array([
+      [8.0, 4.0],   # Behind the pillar: LoS blocked.
+      [2.0, 8.0],   # Top reflection of AP (2, 4) off y = 10 hits x = 2: on the wall.
+      [6.0, 8.0],   # Top reflection point inside the 4..6 gap: no path.
+      [8.0, 9.0],   # Client right of the pillar line; AP left: no pillar reflection.
+  ])
+  det, power = simulator.trace_paths(fp, table, lines, positions, reflection_loss_db=6.0,
+                                     detection_threshold_db=100.0)
+  assert not det[0, los]
+  assert det[1, los] and det[1, top]
+  # Specular point for client (6, 8): image (2, 16); the segment crosses y = 10 at x = 4.5.
+  assert not det[2, top]
+  # Bottom reflection for (2, 8): straight down x = 2, clear. For (6, 8) the leg to the
+  # specular point (3.33, 0) crosses the pillar at (5, 5): blocked.
+  assert det[1, bottom]
+  assert not det[2, bottom]
+  assert not det[3, pillar]
+  # Power: free-space over the unfolded length plus the reflection loss.
+  length = np.linalg.norm(table.position[top] - positions[1])
+  assert power[1, top] == pytest.approx(-20 * np.log10(length) - 6.0)
+
+
+def test_detection_threshold_is_relative_to_the_strongest_path_of_the_ap():
+  fp = _one_room_with_pillar()
+  lines = simulator.wall_lines(fp.walls)
+  table = simulator.anchor_table(fp, lines)
+  pos = np.array([[2.5, 4.5]])
+  det0, power = simulator.trace_paths(fp, table, lines, pos, reflection_loss_db=6.0,
+                                      detection_threshold_db=0.0)
+  assert det0.sum() == 1 and det0[0, np.argmax(power[0])]
+  det_all, _ = simulator.trace_paths(fp, table, lines, pos, reflection_loss_db=6.0,
+                                     detection_threshold_db=200.0)
+  assert det_all.sum() > 3
+
+
+@pytest.fixture(scope='module')
+def scenario(tmp_path_factory):
+  out = tmp_path_factory.mktemp('scene')
+  summary = simulator.write_scenario(str(out), seed=3, aoa_noise_deg=0.0, num_survey=40,
+                                     num_trajectory_steps=50,
+                                     floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+  return summary
+
+
+def test_files_follow_the_b2_schema(scenario):
+  with h5py.File(scenario['survey'], 'r') as f:
+    t, m = f['aoa'].shape
+    assert (t, m) == (80, scenario['num_anchors'])
+    expected = {'aoa': (np.float32, (t, m)), 'anchor_ap': (np.int32, (m,)),
+                'anchor_kind': (np.int8, (m,)), 'ap_position': (np.float32, (6, 2)),
+                'region': (np.int32, (t,)), 'position': (np.float32, (t, 2)),
+                'heading': (np.float32, (t,)), 'anchor_position': (np.float32, (m, 2))}
+    for name, (dtype, shape) in expected.items():
+      assert f[name].dtype == dtype and f[name].shape == shape, name
+    assert f.attrs['aoa_noise_deg'] == 0.0 and f.attrs['frequency_hz'] == 60e9
+    assert 'survey' in f.attrs['description']
+    aoa = f['aoa'][()]
+    finite = np.isfinite(aoa)
+    assert 0 < finite.mean() < 1  # Some paths missing, as NaN.
+    assert np.all(aoa[finite] > -np.pi) and np.all(aoa[finite] <= np.float32(np.pi))
+    assert set(np.unique(f['region'][()])) == {0, 1}
+  with h5py.File(scenario['trajectory'], 'r') as f:
+    assert f['time_s'].dtype == np.float64 and f['time_s'].shape == (50,)
+    assert np.all(np.diff(f['time_s'][()]) > 0)
+    assert json.loads(f.attrs['floorplan_json'])['name'] == 'two_rooms'
+
+
+def test_noiseless_aoa_is_anchor_bearing_minus_heading(scenario):
+  with h5py.File(scenario['survey'], 'r') as f:
+    aoa, pos, head = f['aoa'][()], f['position'][()], f['heading'][()]
+    anchors, kind, ap = f['anchor_position'][()], f['anchor_kind'][()], f['anchor_ap'][()]
+    ap_pos = f['ap_position'][()]
+  d = anchors[None] - pos[:, None]
+  expected = simulator.wrap_angle(np.arctan2(d[..., 1], d[..., 0]) - head[:, None])
+  finite = np.isfinite(aoa)
+  diff = simulator.wrap_angle(aoa[finite] - expected[finite])
+  assert np.max(np.abs(diff)) < 1e-5
+  # Direct-path anchors sit on their APs.
+  np.testing.assert_allclose(anchors[kind == 0], ap_pos[ap[kind == 0]], atol=1e-6)
+  # Anchor order is shuffled: the file does not list all direct paths first.
+  assert not np.all(np.diff(kind.astype(int)) >= 0)
+
+
+def test_trajectory_walks_through_every_room_at_walking_speed(tmp_path):
+  summary = simulator.write_scenario(str(tmp_path), seed=1, num_survey=5)
+  assert summary['num_trajectory_steps'] == 388
+  with h5py.File(summary['trajectory'], 'r') as f:
+    pos, t, region = f['position'][()], f['time_s'][()], f['region'][()]
+  speed = np.linalg.norm(np.diff(pos, axis=0), axis=-1) / np.diff(t)
+  assert 0.6 < speed.mean() < 1.4 and speed.max() < 2.0
+  assert set(region.tolist()) == set(range(6))
+
+
+def test_scenario_is_deterministic_in_the_seed(tmp_path):
+  a = simulator.write_scenario(str(tmp_path / 'a'), seed=5, num_survey=10,
+                               num_trajectory_steps=20, floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+  b = simulator.write_scenario(str(tmp_path / 'b'), seed=5, num_survey=10,
+                               num_trajectory_steps=20, floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+  with h5py.File(a['survey'], 'r') as fa, h5py.File(b['survey'], 'r') as fb:
+    np.testing.assert_array_equal(fa['aoa'][()], fb['aoa'][()])
+
+
+def test_floorplan_from_json_file_and_bad_plans(tmp_path):
+  path = tmp_path / 'plan.json'
+  path.write_text(json.dumps(floorplan.TWO_ROOM_FLOORPLAN))
+  fp = floorplan.load_floorplan(str(path))
+  assert fp.num_rooms == 2 and fp.room_of(np.array([[7.0, 1.0]]))[0] == 1
+  bad = dict(floorplan.TWO_ROOM_FLOORPLAN, aps=[[50.0, 50.0]])
+  with pytest.raises(ValueError, match='outside every room'):
+    floorplan.floorplan_from_dict(bad)
+  with pytest.raises(ValueError, match="missing key 'walls'"):
+    floorplan.floorplan_from_dict({k: v for k, v in floorplan.TWO_ROOM_FLOORPLAN.items()
+                                   if k != 'walls'})
