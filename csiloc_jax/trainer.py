@@ -123,7 +123,8 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
                  phase, meta['epoch'], meta['best_val_loss'], meta['best_epoch'])
   if meta['done']:
     best_state, best_meta = best.restore(abstract)
-    latest.close(), best.close()
+    latest.close()
+    best.close()
     logging.info('%s: already finished; using best epoch %d', phase, best_meta['epoch'])
     return FitResult(best_state.params, best_meta['best_val_loss'], best_meta['epoch'],
                      meta['epoch'], meta['bad_epochs'] >= tc.patience,
@@ -191,8 +192,9 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
 
   latest.wait()
   best.wait()
-  best_state, best_meta = best.restore(abstract)
-  latest.close(), best.close()
+  best_state, _ = best.restore(abstract)
+  latest.close()
+  best.close()
   return FitResult(best_state.params, meta['best_val_loss'], meta['best_epoch'],
                    meta['epoch'], meta['bad_epochs'] >= tc.patience,
                    meta['train_seconds'], progress.steps_per_sec)
