@@ -110,6 +110,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     pc.min_steps_per_epoch = 1
     # Seed of the per-epoch shuffling (order depends only on (seed, epoch)).
     pc.seed = 0
+    # Minimum seconds between 'latest' checkpoints (always written after the last epoch;
+    # 0.0 = every epoch). An interrupted run resumes from the last one written.
+    pc.checkpoint_every_secs = 30.0
     # Log loss, steps/s and ETA every this many steps.
     pc.log_every_steps = 50
     return pc

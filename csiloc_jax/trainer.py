@@ -5,12 +5,13 @@ progress and resumption.
 position model on labelled CSI) and returns the parameters with the lowest validation
 loss — the paper's protocol. It writes under ``workdir/<phase>/``:
 
-* ``checkpoints/latest`` — state + loop bookkeeping after every epoch (resume point);
+* ``checkpoints/latest`` — state + loop bookkeeping at the end of an epoch, at most every
+  ``checkpoint_every_secs`` and after the last epoch (resume point);
 * ``checkpoints/best`` — the best-on-validation state;
 * lines in the run's ``metrics.jsonl`` (train loss, validation loss, steps/s, ETA).
 
 Resuming: a run restarted on the same workdir restores ``latest`` and continues with
-the next epoch. Batch order depends only on ``(seed, epoch)``, so a resumed run ends
+the epoch after it. Batch order depends only on ``(seed, epoch)``, so a resumed run ends
 with exactly the parameters of an uninterrupted one. A run whose phase already
 finished returns the best parameters without training.
 """
@@ -139,6 +140,8 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
       steps.train_step, loss=loss, normalize=_normalize_fn(data.normalizer),
       axis_name=dp.axis_name))
   p_state = dp.replicate(state)
+  pending_best = None
+  last_save = time.perf_counter()
   logging.info('%s: %d train / %d validation samples, %d steps per epoch, %d device(s) '
                '(%s); initial compilation...', phase, len(data.train_idx),
                len(data.val_idx), steps_per_epoch, dp.num_devices, dp.backend)
@@ -183,8 +186,17 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     stop = meta['bad_epochs'] >= tc.patience
     meta['done'] = stop or epoch == tc.num_epochs
     if improved:
-      best.save(epoch, state, dict(meta))
-    latest.save(epoch, state, dict(meta))
+      pending_best = (epoch, state, dict(meta))
+    # Checkpoints cost far more than a short epoch, so 'latest' is written at most every
+    # checkpoint_every_secs (and at the end). A pending 'best' is always flushed first,
+    # so the best-on-validation weights on disk are never older than 'latest' says.
+    now = time.perf_counter()
+    if meta['done'] or now - last_save >= tc.checkpoint_every_secs:
+      if pending_best is not None:
+        best.save(*pending_best)
+        pending_best = None
+      latest.save(epoch, state, dict(meta))
+      last_save = now
     if stop:
       logging.info('%s: early stop after epoch %d (no improvement for %d epochs)', phase,
                    epoch, tc.patience)

@@ -17,7 +17,8 @@ def _config(k, root, **overrides):
   base = {'data.root': root, 'pretrain.num_epochs': 3, 'finetune.num_epochs': 4,
           'pretrain.batch_size': 16, 'finetune.batch_size': 16,
           'pretrain.log_every_steps': 2, 'finetune.log_every_steps': 2,
-          'finetune.learning_rate': 3e-3}
+          'finetune.learning_rate': 3e-3, 'pretrain.checkpoint_every_secs': 0.0,
+          'finetune.checkpoint_every_secs': 0.0}
   base.update(overrides)
   return config_utils.load_config(f'configs/ctw_model{k}.py', base)
 
