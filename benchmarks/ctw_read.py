@@ -1,0 +1,229 @@
+"""``ctw_read`` row: streaming CTW preprocessing vs the I/O ceiling, and its memory.
+
+Ours: ``ctw_data.build_cache`` on a CTW-layout folder written by
+``ctw_synth.generate_ctw_dataset`` — validate, read ``H_Re``/``H_Im`` chunk by chunk,
+average the measurements, extract the paper's real-part feature and write the feature
+cache — in MB/s of *source* bytes (the ``H_Re`` + ``H_Im`` bytes of the files).
+Reference: a plain sequential read of the same files (``readinto`` 16 MB at a time),
+the I/O ceiling any reader is bound by.
+
+Cold cache on equal footing: before every measurement the source files are flushed and
+evicted from the page cache with ``posix_fadvise(DONTNEED)`` (per file, no root needed,
+other processes' cache untouched), and the fraction still resident is checked with
+``mincore`` and reported. So the dataset does not have to exceed RAM for the read to
+hit the disk; a warm-cache pass of each side is also reported (the CPU-bound ceiling
+of the preprocessing itself).
+
+Memory: each measurement runs in a fresh child process that reports its own peak
+resident set (``getrusage``); ours is measured on two dataset sizes — the peak must not
+grow with the dataset (streaming), only with ``chunk_size``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import mmap
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import logging
+
+from benchmarks import common
+
+TARGET = 0.5
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Child programs: each prints one JSON line. Run with the same interpreter and path.
+_CHILD_BUILD = r'''
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from csiloc_jax import ctw_data
+t0 = time.perf_counter()
+arrays = ctw_data.build_cache(sys.argv[2], sys.argv[3], feature='real', average='mean',
+                              chunk_size=int(sys.argv[4]))
+seconds = time.perf_counter() - t0
+print(json.dumps({'seconds': seconds, 'source_bytes': arrays.meta['source_bytes'],
+                  'num_samples': len(arrays),
+                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+_CHILD_READ = r'''
+import json, os, resource, sys, time
+files = sys.argv[1:]
+buf = bytearray(16 << 20)
+view = memoryview(buf)
+t0 = time.perf_counter()
+total = 0
+for path in files:
+  with open(path, 'rb', buffering=0) as fh:
+    while True:
+      n = fh.readinto(view)
+      if not n:
+        break
+      total += n
+seconds = time.perf_counter() - t0
+print(json.dumps({'seconds': seconds, 'bytes': total,
+                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def _files(folder: str) -> list[str]:
+  return sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith('.hdf5')),
+                key=lambda p: int(os.path.basename(p)[5:-5]))
+
+
+def evict(paths: list[str]) -> None:
+  """Drops the files' pages from the page cache (after writing back any dirty ones)."""
+  for path in paths:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+      os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+      os.close(fd)
+
+
+def resident_fraction(paths: list[str]) -> float | None:
+  """Fraction of the files' pages in the page cache (``mincore``), None if unsupported."""
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+    page = mmap.PAGESIZE
+    resident = total = 0
+    for path in paths:
+      size = os.path.getsize(path)
+      if size == 0:
+        continue
+      pages = (size + page - 1) // page
+      vec = (ctypes.c_ubyte * pages)()
+      with open(path, 'rb') as fh, mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY) as mm:
+        first = ctypes.c_char.from_buffer(mm)   # Only to learn the mapping's address.
+        rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(first)), ctypes.c_size_t(size),
+                          vec)
+        del first                               # Release the export before unmapping.
+      if rc != 0:
+        return None
+      resident += sum(v & 1 for v in vec)
+      total += pages
+    return resident / total if total else None
+  except (OSError, AttributeError, TypeError, ValueError):
+    return None
+
+
+def _child(code: str, args: list[str]) -> dict:
+  out = subprocess.run([sys.executable, '-c', code] + args, capture_output=True, text=True,
+                       check=False)
+  if out.returncode:
+    raise RuntimeError(f'benchmark child failed ({out.returncode}):\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _generate(root: str, num_samples: int, samples_per_file: int) -> dict:
+  from csiloc_jax import ctw_synth  # pylint: disable=g-import-not-at-top
+  marker = os.path.join(root, 'bench_dataset.json')
+  if os.path.exists(marker):
+    with open(marker) as fh:
+      summary = json.load(fh)
+    if summary.get('num_unlabelled') == num_samples:
+      return summary
+  t0 = time.perf_counter()
+  summary = ctw_synth.generate_ctw_dataset(root, num_labelled=0, num_unlabelled=num_samples,
+                                           samples_per_file=samples_per_file, seed=0)
+  summary = {'num_unlabelled': num_samples, 'folder': summary['unlabelled']['folder'],
+             'bytes': summary['unlabelled']['bytes'], 'seconds': time.perf_counter() - t0}
+  with open(marker, 'w') as fh:
+    json.dump(summary, fh)
+  return summary
+
+
+def run(quick: bool, workdir: str | None = None) -> list[common.Row]:
+  # Two sizes: the row's throughput comes from the larger; peak memory from both.
+  sizes = (16, 48) if quick else (1024, 4096)
+  samples_per_file = 16 if quick else 512
+  chunk_size = 8 if quick else 256
+  rounds = 1 if quick else 3
+  own_dir = workdir is None
+  base = tempfile.mkdtemp(prefix='csiloc_bench_ctw_') if own_dir else workdir
+  try:
+    datasets = {}
+    for n in sizes:
+      root = os.path.join(base, f'ctw_{n}')
+      logging.info('ctw_read: generating %d samples under %s ...', n, root)
+      datasets[n] = _generate(root, n, samples_per_file)
+      logging.info('ctw_read: %d samples, %.2f GB (%.0f s)', n, datasets[n]['bytes'] / 1e9,
+                   datasets[n]['seconds'])
+
+    def build(n: int) -> dict:
+      folder = datasets[n]['folder']
+      files = _files(folder)
+      cache = tempfile.mkdtemp(prefix='cache_', dir=base)
+      try:
+        evict(files)
+        res = _child(_CHILD_BUILD, [_ROOT, folder, cache, str(chunk_size)])
+      finally:
+        shutil.rmtree(cache, ignore_errors=True)
+      res['mb_per_s'] = res['source_bytes'] / 1e6 / res['seconds']
+      return res
+
+    def read(n: int, cold: bool = True) -> dict:
+      files = _files(datasets[n]['folder'])
+      if cold:
+        evict(files)
+      res = _child(_CHILD_READ, files)
+      res['mb_per_s'] = res['bytes'] / 1e6 / res['seconds']
+      return res
+
+    big = sizes[-1]
+    files_big = _files(datasets[big]['folder'])
+    evict(files_big)
+    resident_after_evict = resident_fraction(files_big)
+    results = {'ours': [], 'reference': []}
+    order = [('ours', build), ('reference', read)]
+    for r in range(rounds):
+      for name, fn in (order if r % 2 == 0 else order[::-1]):
+        res = fn(big)
+        results[name].append(res)
+        logging.info('ctw_read round %d %s: %.0f MB/s, peak RSS %.0f MB', r, name,
+                     res['mb_per_s'], res['peak_rss_mb'])
+    small = build(sizes[0])
+    # Warm cache: the files were just read; read them once more so they are resident
+    # where memory allows, then time the preprocessing alone.
+    read(big, cold=False)
+    warm_read = read(big, cold=False)
+    warm_build = _child(_CHILD_BUILD, [_ROOT, datasets[big]['folder'],
+                                       tempfile.mkdtemp(prefix='cache_', dir=base),
+                                       str(chunk_size)])
+    warm_build['mb_per_s'] = warm_build['source_bytes'] / 1e6 / warm_build['seconds']
+    resident_warm = resident_fraction(files_big)
+
+    ours = statistics.median(x['mb_per_s'] for x in results['ours'])
+    ref = statistics.median(x['mb_per_s'] for x in results['reference'])
+    rss_small = small['peak_rss_mb']
+    rss_big = statistics.median(x['peak_rss_mb'] for x in results['ours'])
+    details = {
+        'dataset_samples': list(sizes), 'dataset_bytes': [datasets[n]['bytes'] for n in sizes],
+        'chunk_size': chunk_size, 'rounds': rounds,
+        'ours_all_mb_per_s': [x['mb_per_s'] for x in results['ours']],
+        'reference_all_mb_per_s': [x['mb_per_s'] for x in results['reference']],
+        'ours_spread': common.spread([x['mb_per_s'] for x in results['ours']]),
+        'reference_spread': common.spread([x['mb_per_s'] for x in results['reference']]),
+        'peak_rss_mb': {str(sizes[0]): rss_small, str(big): rss_big},
+        'peak_rss_growth': rss_big / rss_small - 1.0,
+        'reference_peak_rss_mb': statistics.median(
+            x['peak_rss_mb'] for x in results['reference']),
+        'page_cache_resident_after_evict': resident_after_evict,
+        'warm_cache': {'ours_mb_per_s': warm_build['mb_per_s'],
+                       'reference_mb_per_s': warm_read['mb_per_s'],
+                       'resident_fraction': resident_warm},
+        'memory_flat': bool(rss_big <= 1.1 * rss_small + 50),
+    }
+    return [common.Row('ctw_read', ours, ref, 'MB/s', target=TARGET, details=details)]
+  finally:
+    if own_dir:
+      shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,225 @@
+"""``tracker_k*`` and ``tracker_batch`` rows: the scan-compiled tracker vs Python loops.
+
+Input: a trajectory of the default floor (``mmwave.simulator``, the
+``configs/mmwave_tiny.py`` scenario, 388 steps), encoded with ``features.encode``, and
+a bank of K tiny nets (``tiny_nets.MLP`` with the config's hidden sizes, stacked
+parameters from ``tiny_nets.init_bank``, label statistics and visibility rates filled
+in). The nets are untrained: speed does not depend on the weights, and both sides get
+the same bank, so their outputs must agree (checked and reported).
+
+* ``tracker_k{1,4,16,64}`` — ours: ``jax.jit(tracker.make_tracker(model, opts))`` on
+  the whole trajectory (one ``lax.scan``, every net evaluated per step in one vmapped
+  call); per-step time = wall / T. Reference: a Python loop over time steps and nets
+  calling the jitted single net ``k`` (``jax.jit`` of the net's apply with its label
+  scaling) one by one, with the same Kalman / NIS / switching arithmetic in numpy.
+* ``tracker_batch`` — ours: the same tracker ``vmap``-ed over 1,000 trajectories
+  (the trajectory with independent 5 deg AoA noise redrawn per copy), in
+  trajectory-steps per second. Reference: the same compiled per-trajectory scan called
+  once per trajectory.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_NETS = (1, 4, 16, 64)
+TARGETS = {'tracker_k16': 100.0, 'tracker_batch': 50.0}
+
+
+def _scenario(quick: bool):
+  from csiloc_jax import config_utils  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))
+  sim = simulator.simulate(floorplan_lib.load_floorplan(config.data.floorplan or None),
+                           seed=config.data.scenario_seed,
+                           aoa_noise_deg=config.data.aoa_noise_deg, num_survey=10,
+                           num_trajectory_steps=config.data.num_trajectory_steps)
+  return config, sim['trajectory']
+
+
+def _bank(model, num_nets: int, num_anchors: int, seed: int = 0):
+  from csiloc_jax.mmwave import tiny_nets  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  params = tiny_nets.init_bank(model, jax.random.PRNGKey(seed), num_nets, num_anchors)
+  return tiny_nets.NetBank(
+      params=params,
+      label_mean=jnp.asarray(rng.uniform(0, 30, (num_nets, 2)), jnp.float32),
+      label_scale=jnp.asarray(rng.uniform(2, 5, (num_nets,)), jnp.float32),
+      label_cov=jnp.asarray(np.eye(2)[None] * rng.uniform(4, 9, (num_nets, 1, 1)),
+                            jnp.float32),
+      visibility_rate=jnp.asarray(rng.uniform(0.05, 0.95, (num_nets, num_anchors)),
+                                  jnp.float32),
+      region_ids=jnp.arange(num_nets, dtype=jnp.int32))
+
+
+class LoopTracker:
+  """The reference: per step, each net's jitted call one by one, then numpy Kalman/NIS.
+
+  Mirrors ``tracker.make_tracker``'s step for the 'nis' scheme (the default).
+  """
+
+  def __init__(self, model, bank, opts):
+    self.opts = opts
+    self.k = bank.num_nets
+    self.params = [jax.tree.map(lambda x, i=i: x[i], bank.params) for i in range(self.k)]
+    self.mean = [bank.label_mean[i] for i in range(self.k)]
+    self.scale = [bank.label_scale[i] for i in range(self.k)]
+    self.log_rate = np.log(np.asarray(bank.visibility_rate, np.float64))
+    self.log1m_rate = np.log1p(-np.asarray(bank.visibility_rate, np.float64))
+    self.net = jax.jit(lambda p, mean, scale, x: mean + scale * model.apply({'params': p}, x))
+
+  def __call__(self, feats: np.ndarray, num_paths: np.ndarray, time_s: np.ndarray) -> dict:
+    o = self.opts
+    r2 = o.measurement_noise_m ** 2
+    h = np.eye(2, 4)
+    x, p, net, started = np.zeros(4), np.eye(4), -1, False
+    m = feats.shape[-1] // 3
+    dts = np.diff(time_s, prepend=time_s[:1])
+    positions = np.full((len(feats), 2), np.nan)
+    nets = np.full(len(feats), -1)
+    for t in range(len(feats)):
+      dt = float(dts[t])
+      f = np.eye(4)
+      f[0, 2] = f[1, 3] = dt
+      q = o.process_noise * np.block([[dt ** 3 / 3 * np.eye(2), dt ** 2 / 2 * np.eye(2)],
+                                      [dt ** 2 / 2 * np.eye(2), dt * np.eye(2)]])
+      x_pred = f @ x
+      p_pred = f @ p @ f.T + q
+      feat = feats[t]
+      cand = np.stack([np.asarray(self.net(self.params[k], self.mean[k], self.scale[k], feat))
+                       for k in range(self.k)])
+      s = h @ p_pred @ h.T + r2 * np.eye(2)
+      nu = cand - x_pred[:2]
+      nis = np.sum(nu * np.linalg.solve(s, nu.T).T, -1)
+      vis = (feat[2 * m:] > 0).astype(np.float64)
+      loglik = self.log_rate @ vis + self.log1m_rate @ (1.0 - vis)
+      gate = o.visibility_gate_nats
+      eligible = (gate <= 0) | (loglik >= loglik.max() - gate)
+      current = max(net, 0)
+      if started:
+        keep = nis[current] <= o.threshold and eligible[current]
+        chosen = current if keep else int(np.argmin(np.where(eligible, nis, np.inf)))
+      else:
+        chosen = int(np.argmax(loglik))
+      z = cand[chosen]
+      if num_paths[t] >= o.min_paths:
+        if started:
+          gain = p_pred @ h.T @ np.linalg.inv(s)
+          x = x_pred + gain @ (z - x_pred[:2])
+          p = (np.eye(4) - gain @ h) @ p_pred
+        else:
+          x = np.concatenate([z, np.zeros(2)])
+          p = np.diag([r2, r2, o.initial_speed_mps ** 2, o.initial_speed_mps ** 2])
+        net, started = chosen, True
+        positions[t] = z
+      elif started:
+        x, p = x_pred, p_pred
+        positions[t] = x_pred[:2]
+      nets[t] = net
+    return {'position': positions, 'net': nets}
+
+
+def _agreement(ours: dict, ref: dict) -> dict:
+  net_o, net_r = np.asarray(ours['net']), ref['net']
+  pos_o, pos_r = np.asarray(ours['position'], np.float64), ref['position']
+  both = np.isfinite(pos_o).all(-1) & np.isfinite(pos_r).all(-1)
+  return {'net_agreement': float(np.mean(net_o == net_r)),
+          'max_position_diff_m': float(np.max(np.abs(pos_o[both] - pos_r[both]),
+                                              initial=0.0))}
+
+
+def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
+  from csiloc_jax.mmwave import features as features_lib  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.mmwave import tiny_nets  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.mmwave import tracker  # pylint: disable=g-import-not-at-top
+  config, traj = _scenario(quick)
+  model = tiny_nets.MLP(hidden_sizes=tuple(config.nets.hidden_sizes),
+                        activation=config.nets.activation)
+  opts = tracker.TrackerOptions.from_config(config.tracker)
+  aoa = traj['aoa']
+  feats = np.asarray(features_lib.encode(aoa, reference=config.features.reference))
+  num_paths = features_lib.path_counts(aoa)
+  time_s = np.asarray(traj['time_s'])
+  steps = len(feats)
+  num_anchors = aoa.shape[1]
+  track = tracker.make_tracker(model, opts)
+  repeats = 2 if quick else 5
+  rows = []
+
+  for k in NUM_NETS:
+    name = f'tracker_k{k}'
+    if only is not None and name not in only:
+      continue
+    bank = _bank(model, k, num_anchors)
+    jtrack = jax.jit(track)
+    compile_s, out = common.timed(
+        lambda: jax.block_until_ready(jtrack(bank, feats, num_paths, time_s)))
+    loop = LoopTracker(model, bank, opts)
+    ref_out = loop(feats[:4], num_paths[:4], time_s[:4])         # Compile the net.
+    times = common.interleaved({
+        'ours': lambda: common.timed(lambda: jax.block_until_ready(
+            jtrack(bank, feats, num_paths, time_s)))[0],
+        'reference': lambda: common.timed(lambda: loop(feats, num_paths, time_s))[0]},
+        repeats)
+    ref_out = loop(feats, num_paths, time_s)
+    ours_us = statistics.median(times['ours']) / steps * 1e6
+    ref_us = statistics.median(times['reference']) / steps * 1e6
+    rows.append(common.Row(name, ours_us, ref_us, 'us/step', sense='time',
+                           target=TARGETS.get(name), details={
+                               'num_nets': k, 'steps': steps, 'compile_s': compile_s,
+                               'ours_spread': common.spread(times['ours']),
+                               'reference_spread': common.spread(times['reference']),
+                               **_agreement(out, ref_out)}))
+    logging.info('%s: ours %.1f us/step, loop %.1f us/step', name, ours_us, ref_us)
+
+  if only is None or 'tracker_batch' in only:
+    num_traj = 50 if quick else 1000
+    num_nets = int(len(np.unique(traj['region'])))
+    bank = _bank(model, num_nets, num_anchors)
+    rng = np.random.default_rng(1)
+    noise = np.deg2rad(config.data.aoa_noise_deg)
+    aoa_b = aoa[None] + noise * rng.standard_normal((num_traj,) + aoa.shape).astype(np.float32)
+    feats_b = np.asarray(jax.jit(lambda a: features_lib.encode(
+        a, reference=config.features.reference))(aoa_b))
+    paths_b = np.broadcast_to(num_paths, (num_traj, steps))
+    time_b = np.broadcast_to(time_s, (num_traj, steps))
+    vtrack = jax.jit(jax.vmap(track, in_axes=(None, 0, 0, 0)))
+    jtrack = jax.jit(track)
+    compile_s, out_b = common.timed(
+        lambda: jax.block_until_ready(vtrack(bank, feats_b, paths_b, time_b)))
+    jax.block_until_ready(jtrack(bank, feats_b[0], paths_b[0], time_b[0]))
+
+    def one_by_one():
+      outs = [jtrack(bank, feats_b[i], paths_b[i], time_b[i]) for i in range(num_traj)]
+      return jax.block_until_ready(outs)
+
+    times = common.interleaved({
+        'ours': lambda: common.timed(lambda: jax.block_until_ready(
+            vtrack(bank, feats_b, paths_b, time_b)))[0],
+        'reference': lambda: common.timed(one_by_one)[0]}, repeats)
+    check = jtrack(bank, feats_b[num_traj // 2], paths_b[0], time_b[0])
+    same = bool(np.allclose(np.asarray(check['position']),
+                            np.asarray(out_b['position'][num_traj // 2]), atol=1e-4,
+                            equal_nan=True))
+    total = num_traj * steps
+    ours = total / statistics.median(times['ours'])
+    ref = total / statistics.median(times['reference'])
+    rows.append(common.Row('tracker_batch', ours, ref, 'traj-steps/s',
+                           target=TARGETS['tracker_batch'], details={
+                               'num_trajectories': num_traj, 'steps': steps,
+                               'num_nets': num_nets, 'compile_s': compile_s,
+                               'ours_spread': common.spread(times['ours']),
+                               'reference_spread': common.spread(times['reference']),
+                               'vmapped_equals_single': same}))
+  return rows

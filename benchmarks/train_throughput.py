@@ -1,0 +1,267 @@
+"""``train_model*`` rows: train-step throughput of the paper's models vs PyTorch.
+
+Ours is the library exactly as ``trainer.fit`` runs it: the model from
+``models.build_position_model`` / ``build_autoencoder`` for ``configs/ctw_model{N}.py``,
+``steps.create_train_state`` (Adam, the config's learning rate), ``steps.train_step``
+with the trainer's input normalisation, compiled by ``parallel.DataParallel`` with the
+config's backend (pmap), the state replicated and donated, and a host numpy batch
+sharded onto the device every step (as the input pipeline delivers it). The reference
+is :mod:`torch_reference` on the same numpy batches in the same process.
+
+Which step each row times (batch 64, ``[56, 924, 1]`` inputs, float32):
+* ``train_model1`` / ``train_model2``: the supervised position-model step.
+* ``train_model3`` / ``train_model4``: the *autoencoder pretraining* step, the cost that
+  sets Models 3 and 4 apart (the paper pretrains on the 36k-sample unlabelled set).
+* ``train_model3_finetune``: Model 3's fine-tuning step (MLP encoder + head). Model 4's
+  fine-tuning network is the same CNN encoder + head as Model 2, so ``train_model2``
+  already times it.
+
+Method: compile (excluded), warm up both sides, then ``rounds`` interleaved blocks of
+``n`` steps each (``n`` chosen so a block lasts ~``block_s``); samples/s from the median
+block. FLOPs per step come from PyTorch's FlopCounterMode (matmuls and convolutions,
+forward + backward; the same network so the same count for both sides) and, for ours,
+from XLA's cost analysis; achieved GFLOP/s = FLOPs / median step time.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+from csiloc_jax import config_utils
+from csiloc_jax import ctw_data
+from csiloc_jax import input_pipeline
+from csiloc_jax import models
+from csiloc_jax import parallel
+from csiloc_jax import steps
+
+try:  # The trainer's own normalisation closure, so the step is exactly training's.
+  from csiloc_jax.trainer import _normalize_fn  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover - a renamed helper must not break the benchmark.
+  def _normalize_fn(normalizer):
+    mean, inv_std = jnp.asarray(normalizer.mean), jnp.asarray(normalizer.inv_std)
+    return lambda x: (x - mean) * inv_std
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'configs')
+
+# row name -> (paper model, loss): 'position' = supervised / fine-tuning step,
+# 'reconstruction' = autoencoder pretraining step.
+SPECS: dict[str, tuple[str, str]] = {
+    'train_model1': ('model1', 'position'),
+    'train_model2': ('model2', 'position'),
+    'train_model3': ('model3', 'reconstruction'),
+    'train_model4': ('model4', 'reconstruction'),
+    'train_model3_finetune': ('model3', 'position'),
+}
+TARGET = 1.0
+
+
+def _config(model_name: str):
+  return config_utils.load_config(os.path.join(CONFIG_DIR, f'ctw_{model_name}.py'))
+
+
+def _input_shape(config, quick: bool) -> tuple[int, int, int]:
+  syn = config.data.synthetic
+  subcarriers = 64 if quick else syn.num_subcarriers
+  return (syn.num_antennas, subcarriers, ctw_data.num_channels(config.data.feature))
+
+
+def _batches(batch_size: int, shape: tuple[int, ...], count: int = 2) -> list[dict]:
+  rng = np.random.default_rng(0)
+  return [{'x': rng.standard_normal((batch_size,) + shape, dtype=np.float32),
+           'y': rng.standard_normal((batch_size, 3), dtype=np.float32),
+           'mask': np.ones((batch_size,), np.float32)} for _ in range(count)]
+
+
+class JaxRunner:
+  """A compiled library train step with its replicated state, timed in blocks."""
+
+  def __init__(self, model, loss: str, learning_rate: float, backend: str,
+               normalizer: input_pipeline.Normalizer, batches: list[dict],
+               step_fn: Callable = steps.train_step):
+    self.dp = parallel.DataParallel(backend)
+    self.batches = batches
+    shape = batches[0]['x'].shape[1:]
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.float32))['params']
+    self.num_params = models.count_params(params)
+    state = steps.create_train_state(model.apply, params, learning_rate)
+    self.p_step = self.dp.compile_step(functools.partial(
+        step_fn, loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name))
+    self.p_state = self.dp.replicate(state)
+    self.xla_flops = None
+    try:
+      cost = self.p_step.lower(self.p_state, self.dp.shard(batches[0])).cost_analysis()
+      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+      self.xla_flops = float(cost['flops'])
+    except Exception as e:  # pylint: disable=broad-except
+      logging.info('no XLA cost analysis: %s', e)
+    self.compile_s, _ = common.timed(lambda: self.block(1))
+    self.last_loss = None
+
+  def block(self, n: int) -> float:
+    t0 = time.perf_counter()
+    metrics = None
+    for i in range(n):
+      self.p_state, metrics = self.p_step(self.p_state, self.dp.shard(self.batches[i % 2]))
+    jax.block_until_ready(metrics)
+    elapsed = time.perf_counter() - t0
+    self.last_loss = float(self.dp.unreplicate(metrics)['loss'])
+    return elapsed
+
+
+class TorchRunner:
+  def __init__(self, trainer, batches: list[dict]):
+    self.trainer = trainer
+    self.batches = batches
+    self.num_params = sum(p.numel() for p in trainer.model.parameters())
+    self.flops = trainer.flops_per_step(batches[0])   # Also the first (warm-up) step.
+    self.last_loss = None
+
+  def block(self, n: int) -> float:
+    t0 = time.perf_counter()
+    loss = None
+    for i in range(n):
+      loss = self.trainer.step(self.batches[i % 2])
+    self.last_loss = float(loss.item())
+    return time.perf_counter() - t0
+
+
+def _matmul_gflops(torch_mod, size: int, reps: int = 5) -> dict:
+  """2-framework dense-matmul rate: the ceiling both sides' matrix kernels share."""
+  a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+  flops = 2.0 * size ** 3
+  out = {}
+  ja = jnp.asarray(a)
+  mm = jax.jit(lambda x: x @ x)
+  mm(ja).block_until_ready()
+  best = min(common.timed(lambda: mm(ja).block_until_ready())[0] for _ in range(reps))
+  out['jax'] = flops / best / 1e9
+  if torch_mod is not None:
+    ta = torch_mod.from_numpy(a)
+    _ = ta @ ta
+    best = min(common.timed(lambda: ta @ ta)[0] for _ in range(reps))
+    out['torch'] = flops / best / 1e9
+  return out
+
+
+def run(quick: bool, only: set[str] | None = None, proposals: bool = False,
+        backend: str | None = None) -> list[common.Row]:
+  torch_mod = common.optional_import('torch')
+  torch_ref = None
+  why_no_torch = 'torch is not installed (pip install -e .[bench])'
+  if torch_mod is not None:
+    from benchmarks import torch_reference as torch_ref  # pylint: disable=g-import-not-at-top
+    torch_ref.set_threads(common.num_threads())
+  rounds = 2 if quick else 5
+  block_s = 0.3 if quick else 2.0
+  peak = _matmul_gflops(torch_mod, 512 if quick else 2048)
+  logging.info('dense matmul GFLOP/s: %s', peak)
+
+  rows = []
+  for name, (model_name, loss) in SPECS.items():
+    if only is not None and name not in only:
+      continue
+    config = _config(model_name)
+    phase = config.pretrain if loss == 'reconstruction' else config.finetune
+    shape = _input_shape(config, quick)
+    batch_size = phase.batch_size
+    batches = _batches(batch_size, shape)
+    rng = np.random.default_rng(1)
+    normalizer = input_pipeline.Normalizer(
+        (0.01 * rng.standard_normal(shape)).astype(np.float32),
+        (1.0 + 0.01 * rng.standard_normal(shape)).astype(np.float32))
+    use_backend = backend or config.parallel.backend
+
+    def build(fast: bool):
+      if loss == 'reconstruction':
+        if fast:
+          from benchmarks import proposals as prop  # pylint: disable=g-import-not-at-top
+          return prop.build_autoencoder(config.model, shape)
+        return models.build_autoencoder(config.model, shape)
+      if fast:
+        from benchmarks import proposals as prop  # pylint: disable=g-import-not-at-top
+        return prop.build_position_model(config.model)
+      return models.build_position_model(config.model)
+
+    logging.info('%s: compiling (%s, batch %d, input %s, %s)...', name, model_name,
+                 batch_size, shape, use_backend)
+    runners: dict[str, Any] = {
+        'ours': JaxRunner(build(False), loss, phase.learning_rate, use_backend, normalizer,
+                          batches)}
+    if proposals:
+      from benchmarks import proposals as prop  # pylint: disable=g-import-not-at-top
+      if config.model.encoder == 'cnn':
+        runners['proposal_cnn'] = JaxRunner(build(True), loss, phase.learning_rate,
+                                            use_backend, normalizer, batches)
+      runners['proposal_all'] = JaxRunner(build(True), loss, phase.learning_rate,
+                                          use_backend, normalizer, batches,
+                                          step_fn=prop.train_step)
+    if torch_ref is not None:
+      tmodel = (torch_ref.autoencoder(config.model, shape) if loss == 'reconstruction'
+                else torch_ref.position_model(config.model, shape))
+      trainer = torch_ref.TorchTrainer(
+          tmodel, loss, phase.learning_rate, normalizer.mean, normalizer.inv_std,
+          nhwc_target=loss == 'reconstruction' and config.model.encoder == 'mlp')
+      runners['reference'] = TorchRunner(trainer, batches)
+
+    # Warm-up (one more step each after compilation / the FLOP-counting step), then
+    # size the blocks from it.
+    warm = {k: r.block(1) for k, r in runners.items()}
+    steps_per_block = {k: max(1, int(round(block_s / max(t, 1e-6)))) for k, t in warm.items()}
+    times = common.interleaved(
+        {k: (lambda r=r, n=steps_per_block[k]: r.block(n) / n) for k, r in runners.items()},
+        rounds)
+    stats = {k: common.summarize(v) for k, v in times.items()}
+    ours_sps = batch_size / stats['ours']['median_s']
+    ref_sps = batch_size / stats['reference']['median_s'] if 'reference' in stats else None
+
+    model_flops = runners['reference'].flops if 'reference' in runners else None
+    flops = model_flops or runners['ours'].xla_flops
+    details = {
+        'step': 'autoencoder pretraining' if loss == 'reconstruction' else 'position model',
+        'model': model_name, 'batch_size': batch_size, 'input_shape': list(shape),
+        'backend': use_backend, 'num_params': runners['ours'].num_params,
+        'compile_s': runners['ours'].compile_s,
+        'steps_per_round': steps_per_block, 'timing': stats,
+        'ours_best': batch_size / stats['ours']['min_s'],
+        'model_gflop_per_step': (model_flops / 1e9) if model_flops else None,
+        'xla_gflop_per_step': (runners['ours'].xla_flops / 1e9
+                               if runners['ours'].xla_flops else None),
+        'ours_gflops': flops / stats['ours']['median_s'] / 1e9 if flops else None,
+        'matmul_peak_gflops': peak,
+        'final_loss': {k: r.last_loss for k, r in runners.items()},
+    }
+    if 'reference' in stats:
+      details.update(reference_best=batch_size / stats['reference']['min_s'],
+                     reference_gflops=(flops / stats['reference']['median_s'] / 1e9
+                                       if flops else None),
+                     reference_num_params=runners['reference'].num_params)
+    for k in runners:
+      if k.startswith('proposal'):
+        sps = batch_size / stats[k]['median_s']
+        details[k] = {'samples_per_s': sps, 'speedup_vs_ours': sps / ours_sps,
+                      'ratio_vs_reference': sps / ref_sps if ref_sps else None,
+                      'compile_s': runners[k].compile_s}
+    if ref_sps is None:
+      rows.append(common.unavailable(name, 'samples/s', why_no_torch, ours=ours_sps,
+                                     target=TARGET, **details))
+    else:
+      rows.append(common.Row(name, ours_sps, ref_sps, 'samples/s', target=TARGET,
+                             details=details))
+    logging.info('%s: ours %.1f samples/s, reference %s samples/s (%s)', name, ours_sps,
+                 f'{ref_sps:.1f}' if ref_sps else 'n/a',
+                 {k: f'{v["median_s"] * 1e3:.0f} ms/step ±{100 * v["spread"]:.0f}%'
+                  for k, v in stats.items()})
+    del runners
+    gc.collect()
+  return rows
