@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from csiloc_jax.mmwave import geometry
+from csiloc_jax.mmwave import regions
 
 OK = 'ok'
 
@@ -99,16 +100,6 @@ class JadeProblems:
   sample_index: np.ndarray      # [R, N] survey row, -1 = padding / left out.
   anchor_index: np.ndarray      # [R, K] anchor column, -1 = padding.
   status: dict                  # region id -> status string.
-
-
-def _ranks(group: np.ndarray, key: np.ndarray) -> np.ndarray:
-  """Rank of each element within its group, ordered by ``key`` (vectorised)."""
-  order = np.lexsort((key, group))
-  sorted_group = group[order]
-  first = np.searchsorted(sorted_group, sorted_group, side='left')
-  ranks = np.empty(len(group), np.int64)
-  ranks[order] = np.arange(len(group)) - first
-  return ranks
 
 
 def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
@@ -155,11 +146,11 @@ def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
   order = np.lexsort((anchor_kind, anchor_ap))
   slot_r, slot_j = np.nonzero(include[ok][:, order])
   anchor_index = -np.ones((int(ok.sum()), k_max), np.int64)
-  anchor_index[slot_r, _ranks(slot_r, slot_j)] = order[slot_j]
+  anchor_index[slot_r, regions.group_ranks(slot_r, slot_j)] = order[slot_j]
   rows = np.flatnonzero(usable & ok[ridx])
   slots = ok_pos[ridx[rows]]
   sample_index = -np.ones((int(ok.sum()), n_max), np.int64)
-  sample_index[slots, _ranks(slots, rows)] = rows
+  sample_index[slots, regions.group_ranks(slots, rows)] = rows
   valid = (sample_index[:, :, None] >= 0) & (anchor_index[:, None, :] >= 0)
   block = aoa[np.maximum(sample_index, 0)[:, :, None], np.maximum(anchor_index, 0)[:, None, :]]
   mask = valid & np.isfinite(block)

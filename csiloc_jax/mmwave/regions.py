@@ -64,3 +64,16 @@ def assign_regions(region: np.ndarray | None, visible: np.ndarray,
   logging.warning('survey has no "region" dataset: clustering it into %d regions by '
                   'received paths', num_regions)
   return kmeans_visibility(visible, int(num_regions), seed), 'clustered'
+
+
+def group_ranks(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+  """Rank of each element within its group, ordered by ``key`` (vectorised).
+
+  Used to pack ragged per-region sets (samples, anchors) into padded [R, K] arrays.
+  """
+  order = np.lexsort((key, group))
+  sorted_group = group[order]
+  first = np.searchsorted(sorted_group, sorted_group, side='left')
+  ranks = np.empty(len(group), np.int64)
+  ranks[order] = np.arange(len(group)) - first
+  return ranks

@@ -30,6 +30,7 @@ import optax
 
 from csiloc_jax import metric_writer
 from csiloc_jax.mmwave import features as features_lib
+from csiloc_jax.mmwave import regions
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'gelu': nn.gelu, 'silu': nn.silu}
 
@@ -96,16 +97,6 @@ class TrainingSet:
   region_ids: np.ndarray   # [K].
 
 
-def _ranks(group: np.ndarray, key: np.ndarray) -> np.ndarray:
-  """Rank of each element within its group, ordered by ``key`` (vectorised)."""
-  order = np.lexsort((key, group))
-  sorted_group = group[order]
-  first = np.searchsorted(sorted_group, sorted_group, side='left')
-  ranks = np.empty(len(group), np.int64)
-  ranks[order] = np.arange(len(group)) - first
-  return ranks
-
-
 def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
                       group_ids: Sequence[int], validation_fraction: float,
                       seed: int) -> TrainingSet:
@@ -125,19 +116,19 @@ def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     raise ValueError('every net needs at least 2 labelled samples; counts per group: '
                      f'{dict(zip(ids.tolist(), counts.tolist()))}')
   k, m = len(ids), aoa.shape[1]
-  slot = _ranks(net, rows)                                    # Position in the padding.
+  slot = regions.group_ranks(net, rows)                                    # Position in the padding.
   x = np.full((k, counts.max(), m), np.nan, np.float32)
   y = np.zeros((k, counts.max(), 2), np.float32)
   x[net, slot] = aoa[rows]
   y[net, slot] = labels[rows]
   n_val = np.where(counts >= 10, np.round(validation_fraction * counts), 0).astype(np.int64)
-  is_val = _ranks(net, rng.random(len(rows))) < n_val[net]    # A random subset per group.
+  is_val = regions.group_ranks(net, rng.random(len(rows))) < n_val[net]    # A random subset per group.
   val = np.zeros((k, counts.max()), bool)
   val[net[is_val], slot[is_val]] = True
   tr_net, tr_slot = net[~is_val], slot[~is_val]
   num_train = counts - n_val
   train_index = np.zeros((k, num_train.max()), np.int32)
-  train_index[tr_net, _ranks(tr_net, tr_slot)] = tr_slot
+  train_index[tr_net, regions.group_ranks(tr_net, tr_slot)] = tr_slot
   return TrainingSet(x, y, train_index, num_train, val, ids.astype(np.int32))
 
 
