@@ -141,7 +141,17 @@ def machine() -> dict:
           'memory_gb': _mem_total_gb(), 'platform': platform.platform(),
           'jax_backend': jax.default_backend(), 'device_kind': devices[0].device_kind,
           'num_devices': len(devices), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
+          'transparent_hugepage': _read('/sys/kernel/mm/transparent_hugepage/enabled'),
           'load_average': os.getloadavg()}
+
+
+def _read(path: str) -> str | None:
+  try:
+    with open(path) as fh:
+      return fh.read().strip()
+  except OSError:
+    return None
 
 
 def num_threads() -> int:

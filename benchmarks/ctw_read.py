@@ -41,8 +41,20 @@ TARGET = 0.5
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Child programs: each prints one JSON line. Run with the same interpreter and path.
-_CHILD_BUILD = r'''
-import json, resource, sys, time
+# Peak memory is VmHWM (the high-water mark of this process image): ru_maxrss would
+# carry over the parent's peak through fork + exec.
+_PEAK = r'''
+def peak_rss_mb():
+  with open('/proc/self/status') as fh:
+    for line in fh:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+'''
+
+_CHILD_BUILD = _PEAK + r'''
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from csiloc_jax import ctw_data
 t0 = time.perf_counter()
@@ -51,11 +63,11 @@ arrays = ctw_data.build_cache(sys.argv[2], sys.argv[3], feature='real', average=
 seconds = time.perf_counter() - t0
 print(json.dumps({'seconds': seconds, 'source_bytes': arrays.meta['source_bytes'],
                   'num_samples': len(arrays),
-                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  'peak_rss_mb': peak_rss_mb()}))
 '''
 
-_CHILD_READ = r'''
-import json, os, resource, sys, time
+_CHILD_READ = _PEAK + r'''
+import json, os, sys, time
 files = sys.argv[1:]
 buf = bytearray(16 << 20)
 view = memoryview(buf)
@@ -69,8 +81,7 @@ for path in files:
         break
       total += n
 seconds = time.perf_counter() - t0
-print(json.dumps({'seconds': seconds, 'bytes': total,
-                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({'seconds': seconds, 'bytes': total, 'peak_rss_mb': peak_rss_mb()}))
 '''
 
 

@@ -7,9 +7,10 @@ and the numbers behind each recommendation are reproducible. Nothing here change
 the library behaves; a change is adopted by moving the code into ``csiloc_jax``.
 
 1. :func:`max_pool` — non-overlapping max pooling (window == stride, the only kind the
-   CNN models use) as ``reshape`` + ``max``. ``nn.max_pool``'s gradient lowers to XLA's
-   ``select-and-scatter``, which XLA:CPU runs as a slow scalar loop: on the Model 2
-   encoder it is the single largest cost of the step.
+   CNN models use) as ``reshape`` + ``max`` with a custom VJP that routes each window's
+   gradient to its first maximum (exactly what ``select-and-scatter`` computes).
+   ``nn.max_pool``'s gradient lowers to XLA's ``select-and-scatter``, which XLA:CPU runs
+   as a slow scalar loop: on the Model 2 encoder it is one of the largest costs.
 2. :func:`conv2d` — ``lax.conv_general_dilated`` (stride 1, optional input dilation,
    i.e. also a transposed convolution) with a custom VJP whose *kernel* gradient is one
    ``[N, C_in]^T @ [N, C_out]`` matmul per kernel tap instead of XLA:CPU's
@@ -50,11 +51,49 @@ def max_pool(x: jnp.ndarray, window: Sequence[int]) -> jnp.ndarray:
   a multiple of the window (at the end, as XLA's 'SAME' does for these sizes).
   """
   wh, ww = window
-  b, h, w, c = x.shape
+  _, h, w, _ = x.shape
   ph, pw = (-h) % wh, (-w) % ww
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
-  return x.reshape(b, (h + ph) // wh, wh, (w + pw) // ww, ww, c).max(axis=(2, 4))
+  return _pool(x, (wh, ww))
+
+
+def _windows(x, window):
+  b, h, w, c = x.shape
+  wh, ww = window
+  return x.reshape(b, h // wh, wh, w // ww, ww, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pool(x, window):
+  return _windows(x, window).max(axis=(2, 4))
+
+
+def _pool_fwd(x, window):
+  y = _pool(x, window)
+  return y, (x, y)
+
+
+def _pool_bwd(window, residuals, dy):
+  # The gradient goes to the *first* maximum of each window in row-major order, which
+  # is what XLA's select-and-scatter (nn.max_pool's gradient) does: identical results,
+  # as a few elementwise passes instead of a scalar scatter loop.
+  x, y = residuals
+  wh, ww = window
+  xw = _windows(x, window)
+  taken = jnp.zeros(y.shape, bool)
+  parts = []
+  for i in range(wh):
+    for j in range(ww):
+      hit = (xw[:, :, i, :, j, :] == y) & ~taken
+      taken = taken | hit
+      parts.append(jnp.where(hit, dy, jnp.zeros_like(dy)))
+  b, hh, wo, c = y.shape
+  g = jnp.stack(parts, axis=3).reshape(b, hh, wo, wh, ww, c)
+  return (g.transpose(0, 1, 3, 2, 4, 5).reshape(x.shape),)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
 
 
 # --------------------------------------------------------------------------------------
@@ -126,9 +165,15 @@ def _transpose_same_padding(k: int, s: int) -> tuple[int, int]:
 
 
 class Conv(nn.Module):
-  """``nn.Conv(features, kernel_size, padding='SAME')`` (stride 1) via :func:`conv2d`."""
+  """``nn.Conv(features, kernel_size, padding='SAME')`` (stride 1) via :func:`conv2d`.
+
+  With fewer than ``min_channels`` input channels (the first layer on 1-channel CSI)
+  XLA's own kernel gradient is kept: it is fast there, while the per-tap matmuls would
+  be memory-bound vector products over a full-resolution gradient.
+  """
   features: int
   kernel_size: Sequence[int]
+  min_channels: int = 8
 
   @nn.compact
   def __call__(self, x):
@@ -136,7 +181,11 @@ class Conv(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (kh, kw, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    y = conv2d(x, kernel, (_same_padding(kh), _same_padding(kw)), (1, 1))
+    padding = (_same_padding(kh), _same_padding(kw))
+    if x.shape[-1] < self.min_channels:
+      y = _conv(x, kernel, padding, (1, 1))
+    else:
+      y = conv2d(x, kernel, padding, (1, 1))
     return y + bias
 
 

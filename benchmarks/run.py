@@ -129,8 +129,17 @@ def main(argv=None) -> int:
                       help='parallel backend for the train rows (default: the config\'s)')
   parser.add_argument('--workdir', default=None,
                       help='folder for generated datasets (default: a temporary folder)')
+  parser.add_argument('--hugepages', action='store_true',
+                      help='re-run under GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent '
+                      'huge pages for large allocations, both sides alike; see README)')
   parser.add_argument('-v', '--verbose', action='store_true', help='log progress')
   args = parser.parse_args(argv)
+  tunables = os.environ.get('GLIBC_TUNABLES', '')
+  if args.hugepages and 'glibc.malloc.hugetlb' not in tunables:
+    # glibc reads its tunables at process start, so apply them by re-executing.
+    env = dict(os.environ, GLIBC_TUNABLES=':'.join(
+        t for t in (tunables, 'glibc.malloc.hugetlb=1') if t))
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
   logging.use_absl_handler()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import resource
 import time
 from typing import Any, Callable
 
@@ -206,6 +207,10 @@ def run(quick: bool, only: set[str] | None = None, proposals: bool = False,
       runners['proposal_all'] = JaxRunner(build(True), loss, phase.learning_rate,
                                           use_backend, normalizer, batches,
                                           step_fn=prop.train_step)
+      if use_backend != 'shard_map':
+        runners['proposal_all_shard_map'] = JaxRunner(
+            build(True), loss, phase.learning_rate, 'shard_map', normalizer, batches,
+            step_fn=prop.train_step)
     if torch_ref is not None:
       tmodel = (torch_ref.autoencoder(config.model, shape) if loss == 'reconstruction'
                 else torch_ref.position_model(config.model, shape))
@@ -218,10 +223,27 @@ def run(quick: bool, only: set[str] | None = None, proposals: bool = False,
     # size the blocks from it.
     warm = {k: r.block(1) for k, r in runners.items()}
     steps_per_block = {k: max(1, int(round(block_s / max(t, 1e-6)))) for k, t in warm.items()}
-    times = common.interleaved(
-        {k: (lambda r=r, n=steps_per_block[k]: r.block(n) / n) for k, r in runners.items()},
-        rounds)
+    usage: dict[str, list] = {k: [] for k in runners}
+
+    def timed_block(k: str) -> float:
+      # Process CPU time and page faults per step: on a VM, first-touch page faults
+      # of freshly mapped temporaries are a large part of both sides' step time.
+      n = steps_per_block[k]
+      before = resource.getrusage(resource.RUSAGE_SELF)
+      seconds = runners[k].block(n) / n
+      after = resource.getrusage(resource.RUSAGE_SELF)
+      usage[k].append(((after.ru_utime - before.ru_utime) / n,
+                       (after.ru_stime - before.ru_stime) / n,
+                       (after.ru_minflt - before.ru_minflt) / n))
+      return seconds
+
+    times = common.interleaved({k: functools.partial(timed_block, k) for k in runners},
+                               rounds)
     stats = {k: common.summarize(v) for k, v in times.items()}
+    for k, rows_k in usage.items():
+      stats[k].update(user_cpu_s_per_step=float(np.median([u[0] for u in rows_k])),
+                      sys_cpu_s_per_step=float(np.median([u[1] for u in rows_k])),
+                      minor_faults_per_step=float(np.median([u[2] for u in rows_k])))
     ours_sps = batch_size / stats['ours']['median_s']
     ref_sps = batch_size / stats['reference']['median_s'] if 'reference' in stats else None
 
