@@ -22,6 +22,9 @@ the library behaves; a change is adopted by moving the code into ``csiloc_jax``.
 3. :func:`train_step` — ``steps.train_step`` whose cross-device sums are skipped when
    the batch axis has a single device: XLA:CPU still runs a one-participant
    ``all-reduce`` over the whole gradient (a copy through its collective runtime).
+
+The proposed CTW cache writer is in :mod:`benchmarks.ctw_proposal` (kept free of JAX
+imports so its memory is measured on its own).
 """
 
 from __future__ import annotations
@@ -302,3 +305,4 @@ def train_step(state: steps.TrainState, batch: dict, *, loss: str, normalize: Ca
   loss_value = _psum(local_loss, axis_name)
   new_state = state.apply_gradients(grads=grads)
   return new_state, {'loss': loss_value, 'grad_norm': optax.tree.norm(grads)}
+

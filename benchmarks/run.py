@@ -69,7 +69,7 @@ def _run_group(group: str, rows_wanted: set[str] | None, args) -> list[common.Ro
                                 backend=args.backend)
   if group == 'ctw_read':
     from benchmarks import ctw_read  # pylint: disable=g-import-not-at-top
-    return ctw_read.run(args.quick, workdir=args.workdir)
+    return ctw_read.run(args.quick, workdir=args.workdir, proposals=args.proposals)
   if group == 'jade':
     from benchmarks import jade_bench  # pylint: disable=g-import-not-at-top
     return jade_bench.run(args.quick)
