@@ -90,6 +90,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Activation of the decoder output. The paper writes ReLU after the transposed convs,
   # but the normalised CSI it reconstructs is signed, so the last one is linear here.
   config.model.decoder_output_activation = 'linear'
+  # How convolution kernel gradients are computed (values are the same either way, see
+  # csiloc_jax/layers.py): 'auto' = per-tap matmuls on CPU, XLA's own elsewhere; 'taps';
+  # 'xla'.
+  config.model.conv_kernel_grad = 'auto'
 
   def phase(num_epochs):
     pc = ml_collections.ConfigDict()

@@ -47,6 +47,15 @@ def create_train_state(apply_fn: Callable, params: Any, learning_rate: float
                            tx=optax.adam(learning_rate))
 
 
+def _sum_over_devices(x: Any, axis_name: str) -> Any:
+  """``lax.psum`` over the batch axis; skipped when the axis has one device.
+
+  A one-device psum is the identity, but XLA:CPU still runs it as an all-reduce that
+  copies the whole gradient through its collective runtime on every step.
+  """
+  return x if jax.lax.axis_size(axis_name) == 1 else jax.lax.psum(x, axis_name)
+
+
 def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
                axis_name: str = AXIS) -> tuple[TrainState, dict]:
   """One optimiser step on a (device-local shard of a) batch."""
@@ -54,7 +63,7 @@ def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable
   x = normalize(batch['x'])
   target_x = x
   mask = batch['mask']
-  count = jax.lax.psum(jnp.sum(mask), axis_name)
+  count = _sum_over_devices(jnp.sum(mask), axis_name)
 
   def loss_fn(params):
     pred = state.apply_fn({'params': params}, x)
@@ -62,8 +71,8 @@ def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable
 
   local_loss, grads = jax.value_and_grad(loss_fn)(state.params)
   # Each device's loss is its share of the global mean, so the sum is the mean.
-  grads = jax.lax.psum(grads, axis_name)
-  loss_value = jax.lax.psum(local_loss, axis_name)
+  grads = _sum_over_devices(grads, axis_name)
+  loss_value = _sum_over_devices(local_loss, axis_name)
   new_state = state.apply_gradients(grads=grads)
   metrics = {'loss': loss_value, 'grad_norm': optax.tree.norm(grads)}
   return new_state, metrics
