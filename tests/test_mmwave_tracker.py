@@ -1,10 +1,12 @@
-"""Tracker: predict-only steps, the NIS switching rule, scan == vmapped batch of one."""
+"""Tracker: predict-only steps, the NIS switching rule, scan == vmapped batch of one, and
+the whole tracker against a plain numpy Kalman-filter loop."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import tiny_nets
 from csiloc_jax.mmwave import tracker
 
@@ -121,3 +123,110 @@ def test_scan_over_a_trajectory_equals_a_vmapped_batch_of_one():
       bank, feats, num_paths, t, jnp.array([2.0, 2.0]), jnp.array([0, 1]))
   np.testing.assert_allclose(np.asarray(many['position'][1]), np.asarray(single['position']),
                              atol=1e-5)
+
+
+def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
+  """The tracker as a plain per-step loop in float64: numpy forward pass of every net,
+  the 4x4 Kalman filter with matrix products and solves, the rule of the module
+  docstring. Independent of the library's implementation (shared: nothing but inputs)."""
+  layers = [jax.tree.map(lambda w: np.asarray(w, np.float64), bank.params[name])
+            for name in sorted(bank.params, key=lambda n: int(n.split('_')[1]))]
+  mean, scale = np.asarray(bank.label_mean, np.float64), np.asarray(bank.label_scale, np.float64)
+  cov = np.asarray(bank.label_cov, np.float64)
+  rate = np.asarray(bank.visibility_rate, np.float64)
+  k, m = len(mean), feats.shape[-1] // 3
+  r2, q, v2 = opts.measurement_noise_m ** 2, opts.process_noise, opts.initial_speed_mps ** 2
+  h = np.eye(2, 4)
+  x, p, net, prev, started = np.zeros(4), np.eye(4), -1, np.zeros(2), False
+  out = {'position': np.full((len(feats), 2), np.nan), 'net': np.full(len(feats), -1)}
+  for t in range(len(feats)):
+    dt = float(time_s[t] - time_s[max(t - 1, 0)])
+    f = np.eye(4)
+    f[0, 2] = f[1, 3] = dt
+    qm = q * np.block([[dt ** 3 / 3 * np.eye(2), dt ** 2 / 2 * np.eye(2)],
+                       [dt ** 2 / 2 * np.eye(2), dt * np.eye(2)]])
+    x_pred, p_pred = f @ x, f @ p @ f.T + qm
+    cand = np.zeros((k, 2))
+    for j in range(k):
+      a = feats[t].astype(np.float64)
+      for i, layer in enumerate(layers):
+        a = a @ layer['kernel'][j] + layer['bias'][j]
+        a = np.maximum(a, 0.0) if i < len(layers) - 1 else a
+      cand[j] = mean[j] + scale[j] * a
+    s = h @ p_pred @ h.T + r2 * np.eye(2)
+    nis = np.array([nu @ np.linalg.solve(s, nu) for nu in cand - x_pred[:2]])
+    vis = feats[t, 2 * m:] > 0
+    loglik = np.sum(np.where(vis, np.log(rate), np.log1p(-rate)), -1)
+    eligible = loglik >= loglik.max() - gate if gate > 0 else np.ones(k, bool)
+    if scheme == 'nis':
+      score = nis
+    else:
+      d = cand - mean
+      score = np.array([np.sqrt(d[j] @ np.linalg.solve(cov[j], d[j])) for j in range(k)])
+      score = score + opts.euclidean_weight * np.linalg.norm(cand - prev, axis=-1)
+    if not started:
+      chosen = int(np.argmax(loglik))
+    elif nis[net] <= opts.threshold and eligible[net]:
+      chosen = net
+    else:
+      chosen = int(np.argmin(np.where(eligible, score, np.inf)))
+    if num_paths[t] >= opts.min_paths:
+      z = cand[chosen]
+      if started:
+        gain = p_pred @ h.T @ np.linalg.inv(s)
+        x, p = x_pred + gain @ (z - x_pred[:2]), (np.eye(4) - gain @ h) @ p_pred
+      else:
+        x, p = np.concatenate([z, np.zeros(2)]), np.diag([r2, r2, v2, v2])
+      net, prev, started = chosen, z, True
+      out['position'][t] = z
+    elif started:
+      x, p = x_pred, p_pred
+      out['position'][t] = x_pred[:2]
+    out['net'][t] = net
+  return out
+
+
+def test_tracker_matches_a_plain_numpy_kalman_loop():
+  # A small random bank of two-hidden-layer nets on a random walk of 6 anchors' AoAs with
+  # paths coming and going, uneven time steps and predict-only steps (before the start
+  # too): every variant must make the reference's choices at every step.
+  k, num_anchors, steps = 5, 6, 80
+  rng = np.random.default_rng(3)
+  model = tiny_nets.MLP(hidden_sizes=(16, 8))
+  params = tiny_nets.init_bank(model, jax.random.PRNGKey(3), k, num_anchors)
+  a = rng.normal(0, 1, (k, 2, 2))
+  bank = tiny_nets.NetBank(
+      params=params, label_mean=jnp.asarray(rng.uniform(0, 10, (k, 2)), jnp.float32),
+      label_scale=jnp.asarray(rng.uniform(5, 12, k), jnp.float32),
+      label_cov=jnp.asarray(a @ a.transpose(0, 2, 1) + 0.5 * np.eye(2), jnp.float32),
+      visibility_rate=jnp.asarray(rng.uniform(0.1, 0.9, (k, num_anchors)), jnp.float32),
+      region_ids=jnp.arange(k))
+  aoa = np.cumsum(rng.normal(0, 0.3, (steps, num_anchors)), 0) + rng.uniform(-3, 3, num_anchors)
+  visible = rng.random((steps, num_anchors)) < 0.7
+  visible[[0, 1, 30, 31, 32]] = False            # Predict-only steps (< min_paths).
+  visible[[0, 30], :2] = True
+  aoa = np.where(visible, aoa, np.nan).astype(np.float32)
+  feats = np.asarray(features_lib.encode(aoa))
+  num_paths = features_lib.path_counts(aoa)
+  time_s = np.cumsum(rng.uniform(0.2, 0.8, steps)).astype(np.float32)
+  opts = tracker.TrackerOptions(threshold=3.0, visibility_gate_nats=2.0)
+  variants = [(s, g) for s in tracker.SCHEMES for g in (2.0, 0.0)]
+  track = tracker.make_tracker(model, opts)
+  # Traced scheme and gate, vmapped as the pipeline runs them ...
+  traced = jax.jit(jax.vmap(track, in_axes=(None, None, None, None, None, 0, 0)))(
+      bank, feats, num_paths, time_s, None,
+      jnp.asarray([tracker.SCHEMES.index(s) for s, _ in variants]),
+      jnp.asarray([g for _, g in variants], jnp.float32))
+  # ... and the static defaults (scheme 'nis', gate 2).
+  static = jax.jit(track)(bank, feats, num_paths, time_s)
+  for i, (scheme, gate) in enumerate(variants):
+    ref = _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate)
+    switches = np.sum(np.diff(ref['net'][2:]) != 0)
+    assert 3 <= switches <= steps // 2, (scheme, gate, switches)  # Keeps and switches.
+    outs = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), traced)]
+    if i == 0:
+      outs.append(jax.tree.map(np.asarray, static))
+    for out in outs:
+      np.testing.assert_array_equal(out['net'], ref['net'], err_msg=f'{scheme}, gate {gate}')
+      np.testing.assert_allclose(out['position'], ref['position'], atol=1e-4,
+                                 err_msg=f'{scheme}, gate {gate}')
