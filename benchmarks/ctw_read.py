@@ -57,9 +57,6 @@ _CHILD_BUILD = _PEAK + r'''
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from csiloc_jax import ctw_data
-if len(sys.argv) > 5 and sys.argv[5] == 'proposal':
-  from benchmarks import ctw_proposal
-  ctw_data._write_cache = ctw_proposal.write_cache
 t0 = time.perf_counter()
 arrays = ctw_data.build_cache(sys.argv[2], sys.argv[3], feature='real', average='mean',
                               chunk_size=int(sys.argv[4]))
@@ -156,7 +153,7 @@ def _generate(root: str, num_samples: int, samples_per_file: int) -> dict:
   return summary
 
 
-def run(quick: bool, workdir: str | None = None, proposals: bool = False) -> list[common.Row]:
+def run(quick: bool, workdir: str | None = None) -> list[common.Row]:
   # Two sizes: the row's throughput comes from the larger; peak memory from both.
   sizes = (16, 48) if quick else (1024, 4096)
   samples_per_file = 16 if quick else 512
@@ -173,14 +170,14 @@ def run(quick: bool, workdir: str | None = None, proposals: bool = False) -> lis
       logging.info('ctw_read: %d samples, %.2f GB (%.0f s)', n, datasets[n]['bytes'] / 1e9,
                    datasets[n]['seconds'])
 
-    def build(n: int, variant: str = 'library', cold: bool = True) -> dict:
+    def build(n: int, cold: bool = True) -> dict:
       folder = datasets[n]['folder']
       files = _files(folder)
       cache = tempfile.mkdtemp(prefix='cache_', dir=base)
       try:
         if cold:
           evict(files)
-        res = _child(_CHILD_BUILD, [_ROOT, folder, cache, str(chunk_size), variant])
+        res = _child(_CHILD_BUILD, [_ROOT, folder, cache, str(chunk_size)])
       finally:
         shutil.rmtree(cache, ignore_errors=True)
       res['mb_per_s'] = res['source_bytes'] / 1e6 / res['seconds']
@@ -200,9 +197,6 @@ def run(quick: bool, workdir: str | None = None, proposals: bool = False) -> lis
     resident_after_evict = resident_fraction(files_big)
     results = {'ours': [], 'reference': []}
     order = [('ours', build), ('reference', read)]
-    if proposals:
-      results['proposal'] = []
-      order.append(('proposal', lambda n: build(n, 'proposal')))
     for r in range(rounds):
       for name, fn in (order if r % 2 == 0 else order[::-1]):
         res = fn(big)
@@ -238,16 +232,9 @@ def run(quick: bool, workdir: str | None = None, proposals: bool = False) -> lis
                        'resident_fraction': resident_warm},
         'memory_flat': bool(rss_big <= 1.1 * rss_small + 50),
     }
-    if proposals:
-      p_small = build(sizes[0], 'proposal')
-      p_rss_big = statistics.median(x['peak_rss_mb'] for x in results['proposal'])
-      p_mbs = statistics.median(x['mb_per_s'] for x in results['proposal'])
-      details['proposal'] = {
-          'mb_per_s': p_mbs, 'ratio_vs_reference': p_mbs / ref,
-          'all_mb_per_s': [x['mb_per_s'] for x in results['proposal']],
-          'peak_rss_mb': {str(sizes[0]): p_small['peak_rss_mb'], str(big): p_rss_big},
-          'warm_mb_per_s': build(big, 'proposal', cold=False)['mb_per_s'],
-          'memory_flat': bool(p_rss_big <= 1.1 * p_small['peak_rss_mb'] + 50)}
+    if quick:
+      details['shape_note'] = f'quick: {big} samples'
+
     return [common.Row('ctw_read', ours, ref, 'MB/s', target=TARGET, details=details)]
   finally:
     if own_dir:

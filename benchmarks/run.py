@@ -3,7 +3,7 @@
   python benchmarks/run.py --out=bench.json            # full run (~20-30 min on 2 cores)
   python benchmarks/run.py --quick --out=/tmp/b.json   # small shapes, proves it works
   python benchmarks/run.py --only=train_model1,ctw_read
-  python benchmarks/run.py --only=train --proposals    # also time benchmarks/proposals.py
+  python benchmarks/run.py --hugepages --only=train    # malloc with transparent huge pages
 
 Prints a table (name, ours, reference, unit, ratio = ours/reference for throughputs,
 reference/ours for times, so higher is better for ours) and writes the same rows to
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import os
 import sys
 import time
@@ -65,11 +66,10 @@ def _parse_only(spec: str | None) -> dict[str, set[str] | None] | None:
 def _run_group(group: str, rows_wanted: set[str] | None, args) -> list[common.Row]:
   if group == 'train':
     from benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
-    return train_throughput.run(args.quick, rows_wanted, proposals=args.proposals,
-                                backend=args.backend)
+    return train_throughput.run(args.quick, rows_wanted, backend=args.backend)
   if group == 'ctw_read':
     from benchmarks import ctw_read  # pylint: disable=g-import-not-at-top
-    return ctw_read.run(args.quick, workdir=args.workdir, proposals=args.proposals)
+    return ctw_read.run(args.quick, workdir=args.workdir)
   if group == 'jade':
     from benchmarks import jade_bench  # pylint: disable=g-import-not-at-top
     return jade_bench.run(args.quick)
@@ -99,7 +99,9 @@ def format_table(rows: list[common.Row]) -> str:
     if 'reference_unavailable' in r.details:
       note = 'reference unavailable: ' + r.details['reference_unavailable']
     elif 'error' in r.details:
-      note = 'error: ' + r.details['error'].strip().splitlines()[-1][:80]
+      lines = r.details['error'].strip().splitlines()
+      errors = [l for l in lines if re.match(r'^[\w.]*(Error|Exception)\b', l)]
+      note = 'error: ' + (errors[-1] if errors else lines[-1])[:100]
     elif r.target is not None and r.ratio is not None:
       note = 'meets target' if r.ratio >= r.target else 'below target'
     if 'shape_note' in r.details:
@@ -123,8 +125,6 @@ def main(argv=None) -> int:
                       help='small shapes and few repeats: proves the benchmarks run')
   parser.add_argument('--only', help='comma-separated rows or groups (' +
                       ', '.join(GROUPS) + ')')
-  parser.add_argument('--proposals', action='store_true',
-                      help='also time the candidate library changes in proposals.py')
   parser.add_argument('--backend', choices=('pmap', 'shard_map'), default=None,
                       help='parallel backend for the train rows (default: the config\'s)')
   parser.add_argument('--workdir', default=None,

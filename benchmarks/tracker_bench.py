@@ -8,10 +8,11 @@ in). The nets are untrained: speed does not depend on the weights, and both side
 the same bank, so their outputs must agree (checked and reported).
 
 * ``tracker_k{1,4,16,64}`` — ours: ``jax.jit(tracker.make_tracker(model, opts))`` on
-  the whole trajectory (one ``lax.scan``, every net evaluated per step in one vmapped
-  call); per-step time = wall / T. Reference: a Python loop over time steps and nets
-  calling the jitted single net ``k`` (``jax.jit`` of the net's apply with its label
-  scaling) one by one, with the same Kalman / NIS / switching arithmetic in numpy.
+  the whole trajectory (every net on every step in one vmapped call, then one
+  ``lax.scan`` of the filter and switching rule); per-step time = wall / T.
+  Reference: a Python loop over time steps and nets calling the jitted single net ``k``
+  (``jax.jit`` of the net's apply with its label scaling) one by one, with the same
+  Kalman / NIS / switching arithmetic in numpy.
 * ``tracker_batch`` — ours: the same tracker ``vmap``-ed over 1,000 trajectories
   (the trajectory with independent 5 deg AoA noise redrawn per copy), in
   trajectory-steps per second. Reference: the same compiled per-trajectory scan called
@@ -130,6 +131,12 @@ class LoopTracker:
     return {'position': positions, 'net': nets}
 
 
+def net_flops(model, num_inputs: int, num_nets: int) -> int:
+  """Multiply-add FLOPs of evaluating ``num_nets`` nets on one feature vector."""
+  sizes = (num_inputs,) + tuple(model.hidden_sizes) + (model.output_size,)
+  return 2 * num_nets * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 def _agreement(ours: dict, ref: dict) -> dict:
   net_o, net_r = np.asarray(ours['net']), ref['net']
   pos_o, pos_r = np.asarray(ours['position'], np.float64), ref['position']
@@ -147,15 +154,16 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
   model = tiny_nets.MLP(hidden_sizes=tuple(config.nets.hidden_sizes),
                         activation=config.nets.activation)
   opts = tracker.TrackerOptions.from_config(config.tracker)
-  aoa = traj['aoa']
+  aoa = traj['aoa'][:100] if quick else traj['aoa']
   feats = np.asarray(features_lib.encode(aoa, reference=config.features.reference))
   num_paths = features_lib.path_counts(aoa)
-  time_s = np.asarray(traj['time_s'])
+  time_s = np.asarray(traj['time_s'])[:len(aoa)]
   steps = len(feats)
   num_anchors = aoa.shape[1]
   track = tracker.make_tracker(model, opts)
   repeats = 2 if quick else 5
   rows = []
+  note = {'shape_note': f'quick: {len(aoa)} steps'} if quick else {}
 
   for k in NUM_NETS:
     name = f'tracker_k{k}'
@@ -175,12 +183,14 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
     ref_out = loop(feats, num_paths, time_s)
     ours_us = statistics.median(times['ours']) / steps * 1e6
     ref_us = statistics.median(times['reference']) / steps * 1e6
+    details = {'num_nets': k, 'steps': steps, 'compile_s': compile_s,
+               'num_features': int(feats.shape[-1]),
+               'net_flops_per_step': net_flops(model, feats.shape[-1], k),
+               'ours_spread': common.spread(times['ours']),
+               'reference_spread': common.spread(times['reference']),
+               **_agreement(out, ref_out)}
     rows.append(common.Row(name, ours_us, ref_us, 'us/step', sense='time',
-                           target=TARGETS.get(name), details={
-                               'num_nets': k, 'steps': steps, 'compile_s': compile_s,
-                               'ours_spread': common.spread(times['ours']),
-                               'reference_spread': common.spread(times['reference']),
-                               **_agreement(out, ref_out)}))
+                           target=TARGETS.get(name), details={**details, **note}))
     logging.info('%s: ours %.1f us/step, loop %.1f us/step', name, ours_us, ref_us)
 
   if only is None or 'tracker_batch' in only:
@@ -215,11 +225,15 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
     total = num_traj * steps
     ours = total / statistics.median(times['ours'])
     ref = total / statistics.median(times['reference'])
+    flops = net_flops(model, feats.shape[-1], num_nets)
+    details = {'num_trajectories': num_traj, 'steps': steps, 'num_nets': num_nets,
+               'net_flops_per_traj_step': flops,
+               'ours_net_gflops': ours * flops / 1e9, 'reference_net_gflops': ref * flops / 1e9,
+               'compile_s': compile_s, 'ours_spread': common.spread(times['ours']),
+               'reference_spread': common.spread(times['reference']),
+               'vmapped_equals_single': same}
+    if quick:
+      details['shape_note'] = f'quick: {num_traj} trajectories x {steps} steps'
     rows.append(common.Row('tracker_batch', ours, ref, 'traj-steps/s',
-                           target=TARGETS['tracker_batch'], details={
-                               'num_trajectories': num_traj, 'steps': steps,
-                               'num_nets': num_nets, 'compile_s': compile_s,
-                               'ours_spread': common.spread(times['ours']),
-                               'reference_spread': common.spread(times['reference']),
-                               'vmapped_equals_single': same}))
+                           target=TARGETS['tracker_batch'], details=details))
   return rows

@@ -30,7 +30,7 @@ import gc
 import os
 import resource
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import logging
 import jax
@@ -88,8 +88,7 @@ class JaxRunner:
   """A compiled library train step with its replicated state, timed in blocks."""
 
   def __init__(self, model, loss: str, learning_rate: float, backend: str,
-               normalizer: input_pipeline.Normalizer, batches: list[dict],
-               step_fn: Callable = steps.train_step):
+               normalizer: input_pipeline.Normalizer, batches: list[dict]):
     self.dp = parallel.DataParallel(backend)
     self.batches = batches
     shape = batches[0]['x'].shape[1:]
@@ -97,7 +96,7 @@ class JaxRunner:
     self.num_params = models.count_params(params)
     state = steps.create_train_state(model.apply, params, learning_rate)
     self.p_step = self.dp.compile_step(functools.partial(
-        step_fn, loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name))
+        steps.train_step, loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name))
     self.p_state = self.dp.replicate(state)
     self.xla_flops = None
     try:
@@ -155,8 +154,7 @@ def _matmul_gflops(torch_mod, size: int, reps: int = 5) -> dict:
   return out
 
 
-def run(quick: bool, only: set[str] | None = None, proposals: bool = False,
-        backend: str | None = None) -> list[common.Row]:
+def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -> list[common.Row]:
   torch_mod = common.optional_import('torch')
   torch_ref = None
   why_no_torch = 'torch is not installed (pip install -e .[bench])'
@@ -183,34 +181,12 @@ def run(quick: bool, only: set[str] | None = None, proposals: bool = False,
         (1.0 + 0.01 * rng.standard_normal(shape)).astype(np.float32))
     use_backend = backend or config.parallel.backend
 
-    def build(fast: bool):
-      if loss == 'reconstruction':
-        if fast:
-          from benchmarks import proposals as prop  # pylint: disable=g-import-not-at-top
-          return prop.build_autoencoder(config.model, shape)
-        return models.build_autoencoder(config.model, shape)
-      if fast:
-        from benchmarks import proposals as prop  # pylint: disable=g-import-not-at-top
-        return prop.build_position_model(config.model)
-      return models.build_position_model(config.model)
-
+    model = (models.build_autoencoder(config.model, shape) if loss == 'reconstruction'
+             else models.build_position_model(config.model))
     logging.info('%s: compiling (%s, batch %d, input %s, %s)...', name, model_name,
                  batch_size, shape, use_backend)
     runners: dict[str, Any] = {
-        'ours': JaxRunner(build(False), loss, phase.learning_rate, use_backend, normalizer,
-                          batches)}
-    if proposals:
-      from benchmarks import proposals as prop  # pylint: disable=g-import-not-at-top
-      if config.model.encoder == 'cnn':
-        runners['proposal_cnn'] = JaxRunner(build(True), loss, phase.learning_rate,
-                                            use_backend, normalizer, batches)
-      runners['proposal_all'] = JaxRunner(build(True), loss, phase.learning_rate,
-                                          use_backend, normalizer, batches,
-                                          step_fn=prop.train_step)
-      if use_backend != 'shard_map':
-        runners['proposal_all_shard_map'] = JaxRunner(
-            build(True), loss, phase.learning_rate, 'shard_map', normalizer, batches,
-            step_fn=prop.train_step)
+        'ours': JaxRunner(model, loss, phase.learning_rate, use_backend, normalizer, batches)}
     if torch_ref is not None:
       tmodel = (torch_ref.autoencoder(config.model, shape) if loss == 'reconstruction'
                 else torch_ref.position_model(config.model, shape))
@@ -263,17 +239,14 @@ def run(quick: bool, only: set[str] | None = None, proposals: bool = False,
         'matmul_peak_gflops': peak,
         'final_loss': {k: r.last_loss for k, r in runners.items()},
     }
+    if quick:
+      details['shape_note'] = f'quick: input {list(shape)}'
+
     if 'reference' in stats:
       details.update(reference_best=batch_size / stats['reference']['min_s'],
                      reference_gflops=(flops / stats['reference']['median_s'] / 1e9
                                        if flops else None),
                      reference_num_params=runners['reference'].num_params)
-    for k in runners:
-      if k.startswith('proposal'):
-        sps = batch_size / stats[k]['median_s']
-        details[k] = {'samples_per_s': sps, 'speedup_vs_ours': sps / ours_sps,
-                      'ratio_vs_reference': sps / ref_sps if ref_sps else None,
-                      'compile_s': runners[k].compile_s}
     if ref_sps is None:
       rows.append(common.unavailable(name, 'samples/s', why_no_torch, ours=ours_sps,
                                      target=TARGET, **details))

@@ -42,8 +42,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.num_train_labels = -1
   # Feature cache folder. Empty: ROOT/.csiloc_cache.
   config.data.cache_dir = ''
-  # Samples read per HDF5 slice while preprocessing (bounds memory: chunk x 2 x A x S x M
-  # x 4 bytes, ~240 MB at 56 x 924 x 5 and 256).
+  # Preprocessing reads ~8 MB slices (4 samples at 56 x 924 x 5), never more than this
+  # many samples. Non-finite values are reported per chunk of this many samples: the
+  # chunk's first bad H_Re value, else its first bad H_Im value.
   config.data.chunk_size = 256
   # The synthetic set generated when the root is missing (see csiloc_jax.ctw_synth).
   config.data.synthetic = ml_collections.ConfigDict()

@@ -2,8 +2,9 @@
 
 Data flow: ``CTW2020_{labelled,unlabelled}_data/file_<k>.hdf5`` (raw CSI, ~2 MB a sample)
 → :func:`scan_folder` validates every file's layout without reading the CSI →
-:func:`build_cache` reads chunk by chunk, averages over the measurement axis, extracts
-the feature map and writes it to a ``.npy`` memmap under the cache directory →
+:func:`build_cache` reads a few samples at a time (the next slice is read while this one
+is processed), averages over the measurement axis, extracts the feature map and appends
+it to a ``.npy`` file under the cache directory →
 :class:`CTWArrays` exposes ``features`` ``[N, antennas, subcarriers, channels]`` (a
 read-only memmap) and ``positions`` ``[N, 3]`` → :mod:`csiloc_jax.input_pipeline` cuts
 splits and batches.
@@ -19,6 +20,8 @@ what was expected.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -124,22 +127,80 @@ def scan_folder(folder: str, require_positions: bool) -> list[SourceFile]:
 
 
 # --------------------------------------------------------------------------------------
-# Feature extraction (one chunk at a time).
+# Feature extraction (one slice of samples at a time).
+
+def _pairwise_sum(x: np.ndarray) -> np.ndarray:
+  """Sum of float32 ``x`` over its last axis, in the order numpy sums a complex64 axis.
+
+  numpy (``pairwise_sum`` for complex types) adds fewer than 4 terms one by one; up to
+  64 terms as four running sums over blocks of four, combined as (0 + 1) + (2 + 3), and
+  the left-over terms added one by one; longer axes are split in two at a multiple of 4
+  first. Following that order per part gives bit for bit the parts of
+  ``(re + 1j * im).sum(-1)`` without building the complex array (three times the slice's
+  memory traffic), so the cache stays byte-identical to that definition.
+  """
+  m = x.shape[-1]
+  if m > 64:
+    total = _pairwise_sum(x[..., :4 * (m // 8)])
+    total += _pairwise_sum(x[..., 4 * (m // 8):])
+    return total
+  if m < 4:
+    total = x[..., 0].copy()
+    for k in range(1, m):
+      total += x[..., k]
+    return total
+  body = m - m % 4
+  r = [x[..., j] for j in range(4)]
+  if body > 4:
+    r = [x[..., j] + x[..., 4 + j] for j in range(4)]
+    for k in range(8, body, 4):
+      for j in range(4):
+        r[j] += x[..., k + j]
+  total = r[0] + r[1]
+  total += r[2] + r[3]
+  for k in range(body, m):
+    total += x[..., k]
+  return total
+
+
+# Rows (antenna-subcarrier entries) averaged at a time: a block's inputs and temporaries
+# stay in the CPU's cache between the few passes of the pairwise sum.
+_AVERAGE_BLOCK = 1 << 14
+
 
 def average_measurements(h_re: np.ndarray, h_im: np.ndarray, average: str) -> np.ndarray:
   """Complex CSI averaged over the last (measurement) axis → ``[n, a, s]`` complex64.
 
   ``mean`` is the paper's plain average. ``valid_mean`` skips failed estimates (stored as
   exact zeros in both parts) and leaves 0 where every measurement failed.
+
+  Values are those of ``h = re + 1j * im`` in complex64 (after casting each part to
+  float32), then ``h.mean(-1)`` or ``h.sum(-1) / max(count, 1)``, bit for bit; the sums
+  run per part (:func:`_pairwise_sum`), a block of rows at a time. One exception: where
+  a part's sum is not finite, numpy's complex division also makes the other part NaN;
+  here each part keeps its own value.
   """
-  h = h_re.astype(np.float32) + 1j * h_im.astype(np.float32)
-  if average == 'mean':
-    return h.mean(axis=-1).astype(np.complex64)
-  if average == 'valid_mean':
-    valid = (h_re != 0) | (h_im != 0)
-    count = valid.sum(axis=-1)
-    return (h.sum(axis=-1) / np.maximum(count, 1)).astype(np.complex64)
-  raise ValueError(f'config.data.average must be one of {AVERAGES}, got {average!r}')
+  if average not in AVERAGES:
+    raise ValueError(f'config.data.average must be one of {AVERAGES}, got {average!r}')
+  m = h_re.shape[-1]
+  re_rows, im_rows = h_re.reshape(-1, m), h_im.reshape(-1, m)
+  out = np.empty(h_re.shape[:-1], np.complex64)
+  out_rows = out.reshape(-1)
+  for lo in range(0, len(out_rows), _AVERAGE_BLOCK):
+    rows = slice(lo, lo + _AVERAGE_BLOCK)
+    if average == 'mean':
+      count = m
+    else:
+      # numpy divides in complex128, then rounds to complex64: for float32 operands that
+      # double rounding gives the correctly rounded float32 quotient, as this does.
+      valid = (re_rows[rows] != 0) | (im_rows[rows] != 0)
+      count = np.maximum(valid.sum(-1), 1).astype(np.float32)
+    for part, rows_in in ((out_rows.real, re_rows), (out_rows.imag, im_rows)):
+      total = _pairwise_sum(rows_in[rows].astype(np.float32, copy=False))
+      # numpy adds the pairwise sum to 0.0, which turns a -0.0 sum into +0.0.
+      total += np.float32(0)
+      np.divide(total, count, out=part[rows])
+  return out
 
 
 def extract_features(h_avg: np.ndarray, feature: str) -> np.ndarray:
@@ -226,40 +287,121 @@ def build_cache(folder: str, cache_dir: str, *, feature: str = 'real',
   return _open_cache(target)
 
 
+# Source bytes (H_Re + H_Im, as float32) read per HDF5 slice: small enough that a slice
+# the reader thread has just read is still in the CPU's cache when it is averaged (whole
+# 256-sample chunks go out to memory and back: 2-3x slower end to end on 2 cores), large
+# enough that per-slice overheads stay small.
+_SLICE_BYTES = 8 << 20
+
+
+def _read_slices(files: list[SourceFile], chunk_size: int, read_positions: bool):
+  """Yields ``(file, start, h_re, h_im, positions)`` slice by slice over ``files``.
+
+  Slices hold at most ``chunk_size`` samples and never straddle a multiple of
+  ``chunk_size`` within a file. A reader thread reads the next slice while the caller
+  works on this one (HDF5 reads and numpy's loops release the GIL, so disk and CPU work
+  overlap). Slices are read with ``read_direct`` into two buffer sets allocated once, so
+  a yielded slice's arrays are overwritten once the caller asks for the following one.
+  ``positions`` is the file's ``Pos`` with its last slice (if ``read_positions``), else
+  None. Close the generator (``contextlib.closing``) so that the thread is stopped and
+  the file closed on errors too.
+  """
+  a, s, m = files[0].num_antennas, files[0].num_subcarriers, files[0].num_measurements
+  step = max(1, min(chunk_size, _SLICE_BYTES // (2 * a * s * m * 4)))
+  tasks = []
+  for sf in files:
+    for chunk_start in range(0, sf.num_samples, chunk_size):
+      chunk_stop = min(chunk_start + chunk_size, sf.num_samples)
+      tasks += [(sf, lo, min(lo + step, chunk_stop))
+                for lo in range(chunk_start, chunk_stop, step)]
+  rows = max(stop - start for _, start, stop in tasks)
+  # Per set, one buffer per (dataset, dtype): files of a set may be float32 or float64.
+  buffers: list[dict] = [{}, {}]
+  opened: dict = {}  # The reader's open file; touched by the reader thread only.
+
+  def read(t: int):
+    sf, start, stop = tasks[t]
+    if opened.get('path') != sf.path:
+      if 'file' in opened:
+        opened.pop('file').close()
+      opened['file'] = h5py.File(sf.path, 'r')
+      opened['path'] = sf.path
+    f = opened['file']
+    parts = []
+    for name in ('H_Re', 'H_Im'):
+      ds = f[name]
+      buf = buffers[t % 2].get((name, ds.dtype))
+      if buf is None:
+        buf = buffers[t % 2][(name, ds.dtype)] = np.empty((rows, a, s, m), ds.dtype)
+      ds.read_direct(buf[:stop - start], np.s_[start:stop])
+      parts.append(buf[:stop - start])
+    pos = f['Pos'][:] if read_positions and stop == sf.num_samples else None
+    return sf, start, parts[0], parts[1], pos
+
+  executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='ctw-reader')
+  try:
+    pending = executor.submit(read, 0)
+    for t in range(len(tasks)):
+      piece = pending.result()
+      if t + 1 < len(tasks):
+        # Slice t - 1's buffer set is free again: the caller asked for slice t.
+        pending = executor.submit(read, t + 1)
+      yield piece
+  finally:
+    # A read in flight still fills a buffer and uses the file: wait for it to end.
+    executor.shutdown(wait=True, cancel_futures=True)
+    if 'file' in opened:
+      opened.pop('file').close()
+
+
+def _check_rest_of_chunk(sf: SourceFile, start: int, chunk_size: int) -> None:
+  """Raises for the first non-finite H_Re value, else H_Im value, from ``start`` on to
+  the end of its ``chunk_size`` chunk: the value a check of whole chunks, H_Re first,
+  names (the chunk's earlier slices were finite), whatever the slice size.
+  """
+  stop = min(start - start % chunk_size + chunk_size, sf.num_samples)
+  with h5py.File(sf.path, 'r') as f:
+    for key in ('H_Re', 'H_Im'):
+      _check_finite(f[key][start:stop], sf.path, key, start)
+
+
 def _write_cache(files: list[SourceFile], out: str, feature: str, average: str,
                  chunk_size: int, folder: str, key: str) -> None:
   total = sum(sf.num_samples for sf in files)
   a, s = files[0].num_antennas, files[0].num_subcarriers
   shape = (total, a, s, num_channels(feature))
-  features = np.lib.format.open_memmap(os.path.join(out, 'features.npy'), mode='w+',
-                                       dtype=np.float32, shape=shape)
   has_pos = all(sf.has_positions for sf in files)
   positions = np.zeros((total, 3), np.float64) if has_pos else None
   logging.info('Preprocessing %d samples from %d files in %s (feature=%s, average=%s)',
                total, len(files), folder, feature, average)
   t0, done, source_bytes = time.perf_counter(), 0, 0
-  for sf in files:
-    with h5py.File(sf.path, 'r') as f:
-      for start in range(0, sf.num_samples, chunk_size):
-        stop = min(start + chunk_size, sf.num_samples)
-        h_re = f['H_Re'][start:stop]
-        h_im = f['H_Im'][start:stop]
-        _check_finite(h_re, sf.path, 'H_Re', start)
-        _check_finite(h_im, sf.path, 'H_Im', start)
-        features[done:done + stop - start] = extract_features(
-            average_measurements(h_re, h_im, average), feature)
-        source_bytes += h_re.nbytes + h_im.nbytes
-        done += stop - start
-      if has_pos:
-        pos = f['Pos'][:]
+  # Features are appended after the .npy header with plain writes: the dirty pages of a
+  # writable memmap count as the process's resident memory, which would then grow with
+  # the dataset.
+  with open(os.path.join(out, 'features.npy'), 'wb') as fh, \
+      contextlib.closing(_read_slices(files, chunk_size, has_pos)) as slices:
+    np.lib.format.write_array_header_1_0(fh, {
+        'descr': np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        'fortran_order': False, 'shape': shape})
+    for sf, start, h_re, h_im, pos in slices:
+      with np.errstate(invalid='ignore'):  # inf - inf: such inputs are reported below.
+        h_avg = average_measurements(h_re, h_im, average)
+      # Any non-finite input makes its average non-finite, so the element-wise check,
+      # which names the first offending value, only has to run then.
+      if not np.isfinite(h_avg).all():
+        _check_rest_of_chunk(sf, start, chunk_size)
+      fh.write(np.ascontiguousarray(extract_features(h_avg, feature)).data)
+      source_bytes += h_re.nbytes + h_im.nbytes
+      done += len(h_re)
+      if pos is not None:
         _check_finite(pos, sf.path, 'Pos', 0)
         positions[done - sf.num_samples:done] = pos
-    elapsed = time.perf_counter() - t0
-    logging.info('  %s: %d/%d samples, %.1f MB/s, ETA %.0f s', os.path.basename(sf.path),
-                 done, total, source_bytes / 1e6 / max(elapsed, 1e-9),
-                 elapsed / done * (total - done))
-  features.flush()
-  del features
+      if start + len(h_re) == sf.num_samples:
+        elapsed = time.perf_counter() - t0
+        logging.info('  %s: %d/%d samples, %.1f MB/s, ETA %.0f s',
+                     os.path.basename(sf.path), done, total,
+                     source_bytes / 1e6 / max(elapsed, 1e-9),
+                     elapsed / done * (total - done))
   if has_pos:
     np.save(os.path.join(out, 'positions.npy'), positions)
   meta = {'source': os.path.abspath(folder), 'key': key, 'feature': feature,

@@ -2,6 +2,8 @@
 preprocessing, the feature cache, and exact zeros."""
 
 import os
+import threading
+import time
 
 import h5py
 import numpy as np
@@ -23,6 +25,10 @@ def _folder(tmp_path, name=LAB):
 def _build(folder, tmp_path, **kw):
   return ctw_data.build_cache(str(folder), str(tmp_path / 'cache'),
                               require_positions=kw.pop('require_positions', True), **kw)
+
+
+def _reader_threads():
+  return [t for t in threading.enumerate() if t.name.startswith('ctw-reader')]
 
 
 def test_reads_files_in_numeric_order_and_averages_measurements(tmp_path):
@@ -102,10 +108,127 @@ def test_interrupted_cache_build_is_not_reused(tmp_path, monkeypatch):
   monkeypatch.setattr(ctw_data, 'extract_features', boom)
   with pytest.raises(KeyboardInterrupt):
     _build(folder, tmp_path)
+  assert not _reader_threads()
   monkeypatch.undo()
   assert not any(n.startswith('.building') for n in os.listdir(tmp_path / 'cache'))
   arrays = _build(folder, tmp_path)
   assert arrays.features.shape[0] == 5
+
+
+@pytest.mark.parametrize('m', [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 65, 130])
+def test_average_matches_the_complex_numpy_definition(m):
+  rng = np.random.default_rng(m)
+  re = rng.normal(size=(3, 4, 50, m)).astype(np.float32)
+  im = rng.normal(size=(3, 4, 50, m)).astype(np.float32)
+  re[rng.random(re.shape) < 0.3] = 0.0
+  im[rng.random(im.shape) < 0.3] = -0.0
+  re[0, 0] = -0.0  # Whole entries of negative zeros: numpy's sum is +0.0 there.
+  im[0, 0] = -0.0
+  re[1, 1] *= 1e6  # A wide range, so that the summation order shows in the roundings.
+  h = re + 1j * im
+  count = ((re != 0) | (im != 0)).sum(-1)
+  expected = {'mean': h.mean(-1), 'valid_mean': h.sum(-1) / np.maximum(count, 1)}
+  # Float rounding only: a few float32 ulps of the entry's magnitude sum (the library
+  # follows numpy's summation order, so it is normally bit-identical, but the test does
+  # not depend on numpy's internals).
+  for average, ref in expected.items():
+    got = ctw_data.average_measurements(re, im, average)
+    assert got.dtype == np.complex64
+    for part, a, b in (('re', got.real, ref.real), ('im', got.imag, ref.imag)):
+      scale = np.abs(re if part == 're' else im).sum(-1) / np.maximum(count, 1)
+      bound = 4 * np.finfo(np.float32).eps * np.maximum(scale, np.finfo(np.float32).tiny)
+      assert np.all(np.abs(a - b) <= bound), (average, part)
+      np.testing.assert_array_equal(a == 0, b == 0)   # Exact zeros stay exact.
+
+
+def _numpy_features(parts, feature, average):
+  """The cached features computed directly from whole files, in complex64."""
+  re = np.concatenate([p['H_Re'] for p in parts]).astype(np.float32)
+  im = np.concatenate([p['H_Im'] for p in parts]).astype(np.float32)
+  h = re + 1j * im
+  if average == 'mean':
+    avg = h.mean(-1)
+  else:
+    avg = h.sum(-1) / np.maximum(((re != 0) | (im != 0)).sum(-1), 1)
+  avg = avg.astype(np.complex64)
+  return {'real': avg.real[..., None], 'magnitude': np.abs(avg)[..., None],
+          'real_imag': np.stack([avg.real, avg.imag], -1)}[feature]
+
+
+@pytest.mark.parametrize('feature', ctw_data.FEATURES)
+@pytest.mark.parametrize('average', ctw_data.AVERAGES)
+def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, feature, average):
+  # Files of unequal sizes, float32 and float64, exact zeros; chunks of 4 that divide no
+  # file, cut into slices of 3 and 1 samples: many slices, so both buffer sets are
+  # reused many times, with short last slices of a chunk and of a file.
+  folder = _folder(tmp_path)
+  parts = []
+  for k, (n, dtype) in enumerate(((7, np.float32), (3, np.float64), (11, np.float32),
+                                  (6, np.float64)), start=1):
+    data = ctw_files.write_file(folder / f'file_{k}.hdf5', n, shape=(4, 6, 5),
+                                dtype=dtype, seed=k)
+    data['H_Re'][:, 1, :, :2] = 0
+    data['H_Im'][:, 1, :, :2] = 0
+    data['H_Re'][0, 2] = data['H_Im'][0, 2] = 0  # Every measurement failed.
+    ctw_files.write_file(folder / f'file_{k}.hdf5', n, shape=(4, 6, 5), dtype=dtype,
+                         seed=k, extra={'H_Re': data['H_Re'], 'H_Im': data['H_Im']})
+    parts.append(data)
+  monkeypatch.setattr(ctw_data, '_SLICE_BYTES', 3 * 2 * 4 * 6 * 5 * 4)
+  real_average = ctw_data.average_measurements
+
+  def slow_average(*args):
+    time.sleep(0.005)  # The reader runs ahead now: a buffer it shares with us would change.
+    return real_average(*args)
+
+  monkeypatch.setattr(ctw_data, 'average_measurements', slow_average)
+  arrays = _build(folder, tmp_path, feature=feature, average=average, chunk_size=4)
+  np.testing.assert_allclose(arrays.features, _numpy_features(parts, feature, average),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(arrays.positions,
+                                np.concatenate([p['Pos'] for p in parts]))
+  whole = _build(folder, tmp_path / 'whole', feature=feature, average=average,
+                 chunk_size=1000)
+  with open(arrays.features.filename, 'rb') as a, open(whole.features.filename, 'rb') as b:
+    assert a.read() == b.read()
+
+
+def test_non_finite_value_mid_stream_names_it_and_leaves_no_cache(tmp_path, monkeypatch):
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 6, seed=1)
+  data = ctw_files.write_file(folder / 'file_2.hdf5', 10, seed=2)
+  ctw_files.write_file(folder / 'file_3.hdf5', 5, seed=3)
+  h_re, h_im = data['H_Re'].copy(), data['H_Im'].copy()
+  h_im[8, 0, 0, 0] = np.inf  # Chunk [8, 10) of file 2 holds a bad H_Im value first,
+  h_re[9, 1, 2, 1] = np.nan  # and a bad H_Re value in its next slice: H_Re is named.
+  ctw_files.write_file(folder / 'file_2.hdf5', 10, seed=2,
+                       extra={'H_Re': h_re, 'H_Im': h_im})
+  monkeypatch.setattr(ctw_data, '_SLICE_BYTES', 1)  # One sample per slice.
+  with pytest.raises(ctw_data.CTWFormatError,
+                     match=r"file_2\.hdf5: dataset 'H_Re' holds a non-finite value \(nan\) "
+                     r'at index \(9, 1, 2, 1\)'):
+    _build(folder, tmp_path, chunk_size=4)
+  assert os.listdir(tmp_path / 'cache') == []
+  assert not _reader_threads()
+
+
+def test_read_error_in_reader_thread_propagates_and_stops_it(tmp_path, monkeypatch):
+  folder = _folder(tmp_path)
+  for k in (1, 2):
+    ctw_files.write_file(folder / f'file_{k}.hdf5', 9, seed=k)
+  calls = []
+  real_read = h5py.Dataset.read_direct
+
+  def failing_read(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 7:
+      raise OSError('Can\'t read data (simulated)')
+    return real_read(self, *args, **kwargs)
+
+  monkeypatch.setattr(h5py.Dataset, 'read_direct', failing_read)
+  with pytest.raises(OSError, match=r'^Can\'t read data \(simulated\)$'):
+    _build(folder, tmp_path, chunk_size=2)
+  assert os.listdir(tmp_path / 'cache') == []
+  assert not _reader_threads()
 
 
 # ---------------------------------------------------------------------------------------
