@@ -2,8 +2,9 @@
 
 Ours is the library exactly as ``trainer.fit`` runs it: the model from
 ``models.build_position_model`` / ``build_autoencoder`` for ``configs/ctw_model{N}.py``,
-``steps.create_train_state`` (Adam, the config's learning rate), ``steps.train_step``
-with the trainer's input normalisation, compiled by ``parallel.DataParallel`` with the
+``steps.create_train_state`` (Adam, the config's learning rate), ``steps.compute_gradients``
++ ``apply_gradients`` with the trainer's input normalisation, compiled by
+``parallel.DataParallel.compile_train_step`` with the
 config's backend (pmap), the state replicated and donated, and a host numpy batch
 sharded onto the device every step (as the input pipeline delivers it). The reference
 is :mod:`torch_reference` on the same numpy batches in the same process.
@@ -95,12 +96,15 @@ class JaxRunner:
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.float32))['params']
     self.num_params = models.count_params(params)
     state = steps.create_train_state(model.apply, params, learning_rate)
-    self.p_step = self.dp.compile_step(functools.partial(
-        steps.train_step, loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name))
+    options = dict(loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name)
+    # As trainer.fit runs it: gradient and update as two programs.
+    self.p_step = self.dp.compile_train_step(
+        functools.partial(steps.compute_gradients, **options))
     self.p_state = self.dp.replicate(state)
     self.xla_flops = None
-    try:
-      cost = self.p_step.lower(self.p_state, self.dp.shard(batches[0])).cost_analysis()
+    try:  # FLOPs of the same step as one program (XLA's cost analysis).
+      one_program = self.dp.compile_step(functools.partial(steps.train_step, **options))
+      cost = one_program.lower(self.p_state, self.dp.shard(batches[0])).cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
       self.xla_flops = float(cost['flops'])
     except Exception as e:  # pylint: disable=broad-except

@@ -20,6 +20,8 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from csiloc_jax import steps
+
 BACKENDS = ('pmap', 'shard_map')
 
 
@@ -50,6 +52,35 @@ class DataParallel:
                             in_specs=(P(), P(self.axis_name)),
                             out_specs=(P(), P()), check_vma=False)
     return jax.jit(sharded, donate_argnums=donate)
+
+  def compile_train_step(self, gradient_fn: Callable) -> Callable:
+    """``p_step(state, batch) -> (state, metrics)`` as two compiled programs.
+
+    ``gradient_fn(state, batch) -> (grads, metrics)`` (``steps.compute_gradients`` with
+    its options bound) runs on the sharded batch; ``steps.apply_gradients`` then updates
+    the donated state in place. The result equals one
+    compiled ``steps.train_step``, but on CPU it is much faster for the large dense
+    models: XLA:CPU maps a program's temporaries afresh on every execution, and in one
+    program the gradient and Adam's intermediates are such temporaries (106 MB for
+    Model 1: 27 k page faults, ~65 ms of kernel time per step), whereas as a program's
+    output and in-place updates of donated buffers they are ordinary, reused memory
+    (Model 1's step: 73 → 27 ms on a 2-core CPU).
+    """
+    if self.backend == 'pmap':
+      p_grad = jax.pmap(gradient_fn, axis_name=self.axis_name, devices=self.devices)
+      p_apply = jax.pmap(steps.apply_gradients, axis_name=self.axis_name,
+                         devices=self.devices, donate_argnums=(0,))
+    else:
+      p_grad = jax.jit(jax.shard_map(gradient_fn, mesh=self.mesh,
+                                     in_specs=(P(), P(self.axis_name)),
+                                     out_specs=(P(), P()), check_vma=False))
+      p_apply = jax.jit(steps.apply_gradients, donate_argnums=(0,))
+
+    def p_step(state, batch):
+      grads, metrics = p_grad(state, batch)
+      return p_apply(state, grads), metrics
+
+    return p_step
 
   # -- data layout ---------------------------------------------------------------------
   def replicate(self, tree: Any) -> Any:

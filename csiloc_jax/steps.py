@@ -56,9 +56,9 @@ def _sum_over_devices(x: Any, axis_name: str) -> Any:
   return x if jax.lax.axis_size(axis_name) == 1 else jax.lax.psum(x, axis_name)
 
 
-def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
-               axis_name: str = AXIS) -> tuple[TrainState, dict]:
-  """One optimiser step on a (device-local shard of a) batch."""
+def compute_gradients(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
+                      axis_name: str = AXIS) -> tuple[Any, dict]:
+  """Gradient of the global mean loss on a (device-local shard of a) batch, and metrics."""
   per_example = LOSSES[loss]
   x = normalize(batch['x'])
   target_x = x
@@ -73,9 +73,24 @@ def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable
   # Each device's loss is its share of the global mean, so the sum is the mean.
   grads = _sum_over_devices(grads, axis_name)
   loss_value = _sum_over_devices(local_loss, axis_name)
-  new_state = state.apply_gradients(grads=grads)
-  metrics = {'loss': loss_value, 'grad_norm': optax.tree.norm(grads)}
-  return new_state, metrics
+  return grads, {'loss': loss_value, 'grad_norm': optax.tree.norm(grads)}
+
+
+def apply_gradients(state: TrainState, grads: Any) -> TrainState:
+  """One Adam update."""
+  return state.apply_gradients(grads=grads)
+
+
+def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
+               axis_name: str = AXIS) -> tuple[TrainState, dict]:
+  """One optimiser step: :func:`compute_gradients` then :func:`apply_gradients`.
+
+  ``parallel.DataParallel.compile_train_step`` runs the two halves as two compiled
+  programs (see there why); this composition is the same step as one function.
+  """
+  grads, metrics = compute_gradients(state, batch, loss=loss, normalize=normalize,
+                                     axis_name=axis_name)
+  return apply_gradients(state, grads), metrics
 
 
 def eval_step(params: Any, batch: dict, *, apply_fn: Callable, loss: str,

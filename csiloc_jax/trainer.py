@@ -136,8 +136,8 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
   progress = metric_writer.Progress(total_steps=steps_per_epoch * tc.num_epochs,
                                     batch_size=tc.batch_size,
                                     start_step=steps_per_epoch * meta['epoch'])
-  p_step = dp.compile_step(functools.partial(
-      steps.train_step, loss=loss, normalize=_normalize_fn(data.normalizer),
+  p_step = dp.compile_train_step(functools.partial(
+      steps.compute_gradients, loss=loss, normalize=_normalize_fn(data.normalizer),
       axis_name=dp.axis_name))
   p_state = dp.replicate(state)
   pending_best = None

@@ -1,5 +1,6 @@
 """The train step gives the same loss and parameters on 4 devices (pmap and
-jit(shard_map)) as on 1 device, including a padded batch."""
+jit(shard_map), as one program or as the trainer's gradient + update programs) as one
+program on 1 device, including a padded batch."""
 
 import functools
 
@@ -14,11 +15,16 @@ from csiloc_jax import parallel
 from csiloc_jax import steps
 
 
-def _run(backend, devices, model, params, batches, loss):
+def _run(backend, devices, model, params, batches, loss, split=False):
   dp = parallel.DataParallel(backend, devices=devices)
   state = steps.create_train_state(model.apply, params, 1e-2)
-  p_step = dp.compile_step(functools.partial(
-      steps.train_step, loss=loss, normalize=lambda x: x * 0.5, axis_name=dp.axis_name))
+  if split:
+    p_step = dp.compile_train_step(functools.partial(
+        steps.compute_gradients, loss=loss, normalize=lambda x: x * 0.5,
+        axis_name=dp.axis_name))
+  else:
+    p_step = dp.compile_step(functools.partial(
+        steps.train_step, loss=loss, normalize=lambda x: x * 0.5, axis_name=dp.axis_name))
   p_state = dp.replicate(state)
   losses = []
   for batch in batches:
@@ -45,7 +51,8 @@ def _batches(num, shape, with_y, pad_last):
 @pytest.mark.parametrize('k, loss', [(2, 'position'), (3, 'reconstruction'),
                                      (4, 'reconstruction')])
 @pytest.mark.parametrize('backend', ['pmap', 'shard_map'])
-def test_four_devices_match_one_device(k, loss, backend):
+@pytest.mark.parametrize('split', [False, True])
+def test_four_devices_match_one_device(k, loss, backend, split):
   assert jax.device_count() == 4, 'conftest should provide 4 fake CPU devices'
   shape = (8, 12, 1)
   cfg = config_utils.load_config(f'configs/ctw_model{k}.py').model
@@ -54,7 +61,7 @@ def test_four_devices_match_one_device(k, loss, backend):
   params = model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
   batches = _batches(3, shape, loss == 'position', pad_last=True)
   ref_losses, ref_params = _run('pmap', jax.devices()[:1], model, params, batches, loss)
-  losses, new_params = _run(backend, jax.devices(), model, params, batches, loss)
+  losses, new_params = _run(backend, jax.devices(), model, params, batches, loss, split)
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   # Adam divides by the gradient's running RMS, so float re-association in the
   # cross-device sum shows up at ~1e-6 in near-zero-gradient entries; updates are 1e-2.
