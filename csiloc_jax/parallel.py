@@ -40,7 +40,10 @@ class DataParallel:
 
   # -- compilation ---------------------------------------------------------------------
   def compile_step(self, step_fn: Callable, donate_state: bool = True) -> Callable:
-    """Returns the parallel ``p_step(state, batch) -> (state, metrics)``."""
+    """Returns the parallel ``p_step(state, batch) -> (out, metrics)`` as one program.
+
+    ``out`` (e.g. the new state, or the gradients) and ``metrics`` are replicated.
+    """
     donate = (0,) if donate_state else ()
     if self.backend == 'pmap':
       return jax.pmap(step_fn, axis_name=self.axis_name, devices=self.devices,
@@ -58,22 +61,18 @@ class DataParallel:
 
     ``gradient_fn(state, batch) -> (grads, metrics)`` (``steps.compute_gradients`` with
     its options bound) runs on the sharded batch; ``steps.apply_gradients`` then updates
-    the donated state in place. The result equals one
-    compiled ``steps.train_step``, but on CPU it is much faster for the large dense
-    models: XLA:CPU maps a program's temporaries afresh on every execution, and in one
-    program the gradient and Adam's intermediates are such temporaries (106 MB for
-    Model 1: 27 k page faults, ~65 ms of kernel time per step), whereas as a program's
-    output and in-place updates of donated buffers they are ordinary, reused memory
-    (Model 1's step: 73 → 27 ms on a 2-core CPU).
+    the donated state in place. The result equals one compiled ``steps.train_step``,
+    but on CPU it is much faster for the large dense models: XLA:CPU maps a program's
+    temporaries afresh on every execution, and in one program the gradient and Adam's
+    intermediates are such temporaries (106 MB for Model 1: 27 k page faults, ~65 ms of
+    kernel time per step), whereas as a program's output and in-place updates of
+    donated buffers they are ordinary, reused memory (Model 1's step: 73 → 27 ms on a
+    2-core CPU).
     """
+    p_grad = self.compile_step(gradient_fn, donate_state=False)
     if self.backend == 'pmap':
-      p_grad = jax.pmap(gradient_fn, axis_name=self.axis_name, devices=self.devices)
-      p_apply = jax.pmap(steps.apply_gradients, axis_name=self.axis_name,
-                         devices=self.devices, donate_argnums=(0,))
+      p_apply = jax.pmap(steps.apply_gradients, devices=self.devices, donate_argnums=(0,))
     else:
-      p_grad = jax.jit(jax.shard_map(gradient_fn, mesh=self.mesh,
-                                     in_specs=(P(), P(self.axis_name)),
-                                     out_specs=(P(), P()), check_vma=False))
       p_apply = jax.jit(steps.apply_gradients, donate_argnums=(0,))
 
     def p_step(state, batch):

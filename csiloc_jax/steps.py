@@ -4,10 +4,10 @@ The step is written once, for any number of devices: ``compute_gradients`` sends
 reduction over the batch through ``lax.psum`` over the named axis, ``apply_gradients``
 is the Adam update, ``train_step`` is the two composed, and :mod:`csiloc_jax.parallel`
 is the only place that transforms them (pmap or jit(shard_map); the trainer compiles
-the two halves as separate programs, see ``DataParallel.compile_train_step``). The losses are weighted by
-the batch ``mask`` so padded examples count for nothing, and the global mean is formed
-as (sum over devices of masked sums) / (sum over devices of mask counts) — equal to the
-single-device mean whatever the device count.
+the two halves as separate programs, see ``DataParallel.compile_train_step``). The
+losses are weighted by the batch ``mask`` so padded examples count for nothing, and the
+global mean is formed as (sum over devices of masked sums) / (sum over devices of mask
+counts) — equal to the single-device mean whatever the device count.
 """
 
 from __future__ import annotations

@@ -116,13 +116,14 @@ def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     raise ValueError('every net needs at least 2 labelled samples; counts per group: '
                      f'{dict(zip(ids.tolist(), counts.tolist()))}')
   k, m = len(ids), aoa.shape[1]
-  slot = regions.group_ranks(net, rows)                                    # Position in the padding.
+  slot = regions.group_ranks(net, rows)                       # Position in the padding.
   x = np.full((k, counts.max(), m), np.nan, np.float32)
   y = np.zeros((k, counts.max(), 2), np.float32)
   x[net, slot] = aoa[rows]
   y[net, slot] = labels[rows]
   n_val = np.where(counts >= 10, np.round(validation_fraction * counts), 0).astype(np.int64)
-  is_val = regions.group_ranks(net, rng.random(len(rows))) < n_val[net]    # A random subset per group.
+  # A random subset per group.
+  is_val = regions.group_ranks(net, rng.random(len(rows))) < n_val[net]
   val = np.zeros((k, counts.max()), bool)
   val[net[is_val], slot[is_val]] = True
   tr_net, tr_slot = net[~is_val], slot[~is_val]
