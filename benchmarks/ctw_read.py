@@ -1,7 +1,7 @@
 """``ctw_read`` row: streaming CTW preprocessing vs the I/O ceiling, and its memory.
 
-Ours: ``ctw_data.build_cache`` on a CTW-layout folder written by
-``ctw_synth.generate_ctw_dataset`` — validate, read ``H_Re``/``H_Im`` chunk by chunk,
+Ours: ``reader.build_cache`` on a CTW-layout folder written by
+``simulator.generate_ctw_dataset`` — validate, read ``H_Re``/``H_Im`` chunk by chunk,
 average the measurements, extract the paper's real-part feature and write the feature
 cache — in MB/s of *source* bytes (the ``H_Re`` + ``H_Im`` bytes of the files).
 Reference: a plain sequential read of the same files (``readinto`` 16 MB at a time),
@@ -56,9 +56,9 @@ def peak_rss_mb():
 _CHILD_BUILD = _PEAK + r'''
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from csiloc_jax import ctw_data
+from csiloc_jax.csi import reader
 t0 = time.perf_counter()
-arrays = ctw_data.build_cache(sys.argv[2], sys.argv[3], feature='real', average='mean',
+arrays = reader.build_cache(sys.argv[2], sys.argv[3], feature='real', average='mean',
                               chunk_size=int(sys.argv[4]))
 seconds = time.perf_counter() - t0
 print(json.dumps({'seconds': seconds, 'source_bytes': arrays.meta['source_bytes'],
@@ -136,7 +136,7 @@ def _child(code: str, args: list[str]) -> dict:
 
 
 def _generate(root: str, num_samples: int, samples_per_file: int) -> dict:
-  from csiloc_jax import ctw_synth  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.csi import simulator  # pylint: disable=g-import-not-at-top
   marker = os.path.join(root, 'bench_dataset.json')
   if os.path.exists(marker):
     with open(marker) as fh:
@@ -144,7 +144,7 @@ def _generate(root: str, num_samples: int, samples_per_file: int) -> dict:
     if summary.get('num_unlabelled') == num_samples:
       return summary
   t0 = time.perf_counter()
-  summary = ctw_synth.generate_ctw_dataset(root, num_labelled=0, num_unlabelled=num_samples,
+  summary = simulator.generate_ctw_dataset(root, num_labelled=0, num_unlabelled=num_samples,
                                            samples_per_file=samples_per_file, seed=0)
   summary = {'num_unlabelled': num_samples, 'folder': summary['unlabelled']['folder'],
              'bytes': summary['unlabelled']['bytes'], 'seconds': time.perf_counter() - t0}

@@ -121,7 +121,7 @@ def _scipy_solve(problem: ScipyJade, starts: list, scale: float) -> tuple[float,
 
 
 def _survey(quick: bool):
-  from csiloc_jax import config_utils  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
   config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))

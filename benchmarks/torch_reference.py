@@ -1,7 +1,7 @@
 """PyTorch references for the ``train_model*`` rows: the same layer shapes, step and optimizer.
 
 What a PyTorch user would write instead of the library's train step: the paper's
-networks built from the *same config fields* as ``csiloc_jax.models`` (so a changed
+networks built from the *same config fields* as ``csiloc_jax.csi.models`` (so a changed
 config changes both sides), Adam with the config's learning rate and PyTorch's defaults
 (betas, eps equal to optax's), float32, the same masked MSE losses and the same input
 normalisation, CPU threads = available cores.

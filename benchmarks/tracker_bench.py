@@ -38,7 +38,7 @@ TARGETS = {'tracker_k16': 100.0, 'tracker_batch': 50.0}
 
 
 def _scenario(quick: bool):
-  from csiloc_jax import config_utils  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
   config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))

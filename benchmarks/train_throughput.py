@@ -39,15 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from csiloc_jax import config_utils
-from csiloc_jax import ctw_data
-from csiloc_jax import input_pipeline
-from csiloc_jax import models
-from csiloc_jax import parallel
-from csiloc_jax import steps
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import reader
+from csiloc_jax.csi import input_pipeline
+from csiloc_jax.csi import models
+from csiloc_jax.core import parallel
+from csiloc_jax.csi import steps
 
 try:  # The trainer's own normalisation closure, so the step is exactly training's.
-  from csiloc_jax.trainer import _normalize_fn  # pylint: disable=g-import-not-at-top
+  from csiloc_jax.csi.trainer import _normalize_fn  # pylint: disable=g-import-not-at-top
 except ImportError:  # pragma: no cover - a renamed helper must not break the benchmark.
   def _normalize_fn(normalizer):
     mean, inv_std = jnp.asarray(normalizer.mean), jnp.asarray(normalizer.inv_std)
@@ -75,7 +75,7 @@ def _config(model_name: str):
 def _input_shape(config, quick: bool) -> tuple[int, int, int]:
   syn = config.data.synthetic
   subcarriers = 64 if quick else syn.num_subcarriers
-  return (syn.num_antennas, subcarriers, ctw_data.num_channels(config.data.feature))
+  return (syn.num_antennas, subcarriers, reader.num_channels(config.data.feature))
 
 
 def _batches(batch_size: int, shape: tuple[int, ...], count: int = 2) -> list[dict]:
@@ -99,7 +99,7 @@ class JaxRunner:
     options = dict(loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name)
     # As trainer.fit runs it: gradient and update as two programs.
     self.p_step = self.dp.compile_train_step(
-        functools.partial(steps.compute_gradients, **options))
+        functools.partial(steps.compute_gradients, **options), steps.apply_gradients)
     self.p_state = self.dp.replicate(state)
     self.xla_flops = None
     try:  # FLOPs of the same step as one program (XLA's cost analysis).

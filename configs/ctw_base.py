@@ -46,7 +46,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # many samples. Non-finite values are reported per chunk of this many samples: the
   # chunk's first bad H_Re value, else its first bad H_Im value.
   config.data.chunk_size = 256
-  # The synthetic set generated when the root is missing (see csiloc_jax.ctw_synth).
+  # The synthetic set generated when the root is missing (see csiloc_jax.csi.simulator).
   config.data.synthetic = ml_collections.ConfigDict()
   # Labelled / unlabelled sample counts (the real set: 4,979 / 36,192).
   config.data.synthetic.num_labelled = 600

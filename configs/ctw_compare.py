@@ -15,7 +15,7 @@ For the real CTW-2020 data:
 
 import os
 
-from csiloc_jax import config_utils
+from csiloc_jax.core import config_utils
 import ml_collections
 
 

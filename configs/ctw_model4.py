@@ -6,8 +6,8 @@ Usage: `python launch/train.py --config=configs/ctw_model4.py --workdir=W`; appe
 
 import os
 
-from csiloc_jax import config_utils
-from csiloc_jax import models
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import models
 
 
 def get_config(arg: str = ''):

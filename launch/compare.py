@@ -11,28 +11,19 @@ workdir, plus one run folder per model. Re-running resumes.
 
 import os
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+import _app  # launch/_app.py: the flags every launcher shares.
 
-from csiloc_jax import compare
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for the runs, tables and plots.')
-config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), '..', 'configs', 'ctw_compare.py'),
-    'Path to a comparison config (path[:arg]).', lock_config=True)
-flags.mark_flags_as_required(['workdir'])
+from csiloc_jax.csi import compare
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  summary = compare.run_comparison(FLAGS.config, FLAGS.workdir)
+def _print_tables(summary: dict, workdir: str) -> None:
   print(summary['table1_markdown'])
-  with open(os.path.join(FLAGS.workdir, 'label_efficiency.md')) as f:
+  with open(os.path.join(workdir, 'label_efficiency.md')) as f:
     print(f.read())
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _app.run(compare.run_comparison, workdir_help='Directory for the runs, tables and plots.',
+           default_config=os.path.join(os.path.dirname(__file__), '..', 'configs',
+                                       'ctw_compare.py'),
+           after=_print_tables)

@@ -34,8 +34,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.kind == 'ctw':
-    from csiloc_jax import ctw_synth
-    summary = ctw_synth.generate_ctw_dataset(
+    from csiloc_jax.csi import simulator
+    summary = simulator.generate_ctw_dataset(
         FLAGS.out_dir, num_labelled=FLAGS.num_labelled, num_unlabelled=FLAGS.num_unlabelled,
         num_antennas=FLAGS.num_antennas, num_subcarriers=FLAGS.num_subcarriers,
         num_measurements=FLAGS.num_measurements, samples_per_file=FLAGS.samples_per_file,

@@ -9,24 +9,9 @@ Without data files the default scenario is generated into WORKDIR/data. Results:
 WORKDIR/metrics.json, config.json, metrics.jsonl, *.png, checkpoints/.
 """
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+import _app  # launch/_app.py: the flags every launcher shares.
 
-from csiloc_jax.mmwave import pipeline
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for data, checkpoints, metrics and plots.')
-config_flags.DEFINE_config_file('config', None, 'Path to a config file (path[:arg]).',
-                                lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  pipeline.run_mmwave(FLAGS.config, FLAGS.workdir)
-
+from csiloc_jax.mmwave import train
 
 if __name__ == '__main__':
-  app.run(main)
+  _app.run(train.train_and_evaluate, workdir_help='Directory for data, checkpoints, metrics and plots.')

@@ -8,24 +8,9 @@ can be overridden with ``--config.field=value``. Re-running with the same workdi
 resumes from the last checkpoint.
 """
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+import _app  # launch/_app.py: the flags every launcher shares.
 
-from csiloc_jax import train
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
-config_flags.DEFINE_config_file('config', None, 'Path to a config file (path[:arg]).',
-                                lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
+from csiloc_jax.csi import train
 
 if __name__ == '__main__':
-  app.run(main)
+  _app.run(train.train_and_evaluate, workdir_help='Directory for checkpoints, metrics and plots.')

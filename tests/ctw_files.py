@@ -1,6 +1,6 @@
 """Writers of small CTW-layout HDF5 folders for reader and training tests.
 
-Unlike ``csiloc_jax.ctw_synth`` (the physical generator), these write simple structured
+Unlike ``csiloc_jax.csi.simulator`` (the physical generator), these write simple structured
 data fast and let a test break the layout on purpose.
 """
 
@@ -9,7 +9,7 @@ import os
 import h5py
 import numpy as np
 
-from csiloc_jax import ctw_data
+from csiloc_jax.csi import reader
 
 
 def write_file(path, n, shape=(8, 12, 3), with_pos=True, dtype=np.float32, seed=0,
@@ -40,8 +40,8 @@ def write_file(path, n, shape=(8, 12, 3), with_pos=True, dtype=np.float32, seed=
 def write_dataset(root, num_labelled=96, num_unlabelled=160, shape=(8, 12, 3),
                   per_file=64, dtype=np.float32, seed=0):
   """Both CTW folders under ``root``; returns ``root``."""
-  for folder, total, with_pos in ((ctw_data.LABELLED_DIR, num_labelled, True),
-                                  (ctw_data.UNLABELLED_DIR, num_unlabelled, False)):
+  for folder, total, with_pos in ((reader.LABELLED_DIR, num_labelled, True),
+                                  (reader.UNLABELLED_DIR, num_unlabelled, False)):
     os.makedirs(os.path.join(root, folder), exist_ok=True)
     for k, start in enumerate(range(0, total, per_file)):
       n = min(per_file, total - start)

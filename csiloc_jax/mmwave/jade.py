@@ -1,6 +1,6 @@
 """JADE: joint estimation of client and anchor positions from ADoAs alone (vectorized).
 
-Data flow: survey :class:`~csiloc_jax.mmwave.measurements.Measurements` + region labels
+Data flow: survey :class:`~csiloc_jax.mmwave.reader.Measurements` + region labels
 -> :func:`build_problems` (one padded problem per region) -> :func:`solve_problems`
 (one jit-compiled Levenberg-Marquardt program, vmapped over regions and random restarts)
 -> :func:`run_jade` fixes the gauge from ``ap_position`` -> survey labels for the tiny

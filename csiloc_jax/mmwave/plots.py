@@ -2,7 +2,8 @@
 
 Data flow: the pipeline's results + ground truth -> ``floor.png`` (walls, APs, true and
 JADE-estimated anchors), ``trajectory.png`` (true walk and the stitched estimate coloured
-by the chosen net), ``error_cdf.png`` (every method), and the sweep's ``sweep.png``.
+by the chosen net) and the sweep's ``sweep.png``; ``error_cdf.png`` (every method) is
+drawn by :func:`csiloc_jax.core.plots.error_cdf`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from csiloc_jax.core import plots as core_plots  # noqa: E402
 
 
 def _walls(ax, floorplan: dict | None) -> None:
@@ -66,9 +69,7 @@ def plot_floor(path: str, *, floorplan: dict | None, ap_position: np.ndarray,
   ax.set_ylabel('y (m)')
   ax.set_title('JADE: estimated anchors (x virtual, + physical) vs truth (lines join them)')
   ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  core_plots.save(fig, path)
 
 
 def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | None,
@@ -91,31 +92,7 @@ def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | No
   ax.set_ylabel('y (m)')
   ax.set_title(title)
   ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_error_cdf(path: str, errors: dict[str, np.ndarray], title: str = '') -> None:
-  """Empirical CDFs of the position error of every method (missing = beyond the axis)."""
-  fig, ax = plt.subplots(figsize=(10.5, 5))
-  for name, err in errors.items():
-    err = np.sort(np.asarray(err, np.float64))
-    y = np.arange(1, len(err) + 1) / len(err)
-    ax.step(np.where(np.isfinite(err), err, 1e9), y, where='post',
-            label=f'{name} ({np.mean(err < 1):.1%} < 1 m)')
-  ax.axvline(1.0, color='0.5', ls='--', lw=1)
-  ax.set_xscale('log')
-  ax.set_xlim(0.01, 30)
-  ax.set_ylim(0, 1)
-  ax.set_xlabel('position error (m)')
-  ax.set_ylabel('fraction of steps')
-  ax.set_title(title or 'Trajectory error CDF')
-  ax.grid(alpha=0.3, which='both')
-  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  core_plots.save(fig, path)
 
 
 def plot_sweep(path: str, noise_deg: list, thresholds: list, submeter: np.ndarray,
@@ -140,6 +117,4 @@ def plot_sweep(path: str, noise_deg: list, thresholds: list, submeter: np.ndarra
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.suptitle(title or 'Robustness sweep')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  core_plots.save(fig, path)

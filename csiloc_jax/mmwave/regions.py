@@ -1,6 +1,6 @@
 """Survey regions: the file's ``region`` labels, or a defined fallback when it has none.
 
-Data flow: survey :class:`~csiloc_jax.mmwave.measurements.Measurements` ->
+Data flow: survey :class:`~csiloc_jax.mmwave.reader.Measurements` ->
 :func:`assign_regions` -> one JADE problem and one tiny net per region.
 
 When ``region`` is missing:

@@ -1,7 +1,7 @@
 """Robustness sweep: AoA noise x switching threshold -> markdown tables, JSON and PNGs.
 
-Data flow: for every noise level, :func:`pipeline.resolve_data` generates the scenario
-(same seed and floor, only the noise changes) and :func:`pipeline.fit_models` runs JADE
+Data flow: for every noise level, :func:`train.resolve_data` generates the scenario
+(same seed and floor, only the noise changes) and :func:`train.fit_models` runs JADE
 and trains the nets once; then one compiled tracker, vmapped over every (threshold,
 switching variant) pair, runs the trajectory; the baselines (oracle, big NN, JADE
 alone) do not depend on the threshold and are reported once per noise level.
@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from csiloc_jax import config_utils
-from csiloc_jax.mmwave import evaluation
+from csiloc_jax.core import config_utils
+from csiloc_jax.mmwave import metrics as metrics_lib
 from csiloc_jax.mmwave import features as features_lib
-from csiloc_jax.mmwave import measurements
-from csiloc_jax.mmwave import pipeline
+from csiloc_jax.mmwave import reader
+from csiloc_jax.mmwave import train
 from csiloc_jax.mmwave import plots
 from csiloc_jax.mmwave import tracker as tracker_lib
 
@@ -36,10 +36,10 @@ VARIANTS = (('nis', 'nis', True), ('mahalanobis_euclidean', 'mahalanobis_euclide
 def _sweep_point(config: ml_collections.ConfigDict, workdir: str,
                  thresholds: list[float]) -> dict:
   """Fits once at this config's noise and tracks with every threshold and variant."""
-  survey_path, trajectory_path, _ = pipeline.resolve_data(config, workdir)
-  trajectory = measurements.read_measurements(trajectory_path, require_time=True)
-  fit = pipeline.fit_models(config, survey_path)
-  base = pipeline.track_trajectory(config, fit, trajectory)   # Baselines (and checks).
+  survey_path, trajectory_path, _ = train.resolve_data(config, workdir)
+  trajectory = reader.read_measurements(trajectory_path, require_time=True)
+  fit = train.fit_models(config, survey_path)
+  base = train.track_trajectory(config, fit, trajectory)   # Baselines (and checks).
   opts = tracker_lib.TrackerOptions.from_config(config.tracker)
   combos = [(t, tracker_lib.SCHEMES.index(s), opts.visibility_gate_nats if g else 0.0)
             for t in thresholds for _, s, g in VARIANTS]
@@ -48,17 +48,17 @@ def _sweep_point(config: ml_collections.ConfigDict, workdir: str,
   feats = features_lib.encode(trajectory.aoa, **fit.feature_kwargs)
   num_paths = jnp.asarray(features_lib.path_counts(trajectory.aoa))
   time_s = jnp.asarray(trajectory.time_s - trajectory.time_s[0], jnp.float32)
-  outs = pipeline.variant_runner(fit.model, opts)(fit.bank, feats, num_paths, time_s, thr,
+  outs = train.variant_runner(fit.model, opts)(fit.bank, feats, num_paths, time_s, thr,
                                                    sch, gate)
   positions = np.asarray(outs['position'])
-  truth = measurements.read_ground_truth(trajectory_path).position
-  survey_truth = measurements.read_ground_truth(survey_path).position
+  truth = reader.read_ground_truth(trajectory_path).position
+  survey_truth = reader.read_ground_truth(survey_path).position
   cells = {}
   for i, (t, s, g) in enumerate(combos):
     name = VARIANTS[i % len(VARIANTS)][0]
-    cells.setdefault(name, []).append(evaluation.error_summary(
-        evaluation.errors(positions[i], truth)))
-  metrics, _ = pipeline.evaluate(fit, trajectory, base, config)
+    cells.setdefault(name, []).append(metrics_lib.error_summary(
+        metrics_lib.errors(positions[i], truth)))
+  metrics, _ = train.evaluate_trajectory(fit, trajectory, base, config)
   point = {'variants': cells,
            'baselines': {k: metrics['methods'][k] for k in ('oracle', 'big_nn', 'jade_alone')
                          if k in metrics['methods']}}

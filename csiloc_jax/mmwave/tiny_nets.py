@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from csiloc_jax import metric_writer
+from csiloc_jax.core import metric_writer
 from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import regions
 
@@ -286,7 +286,7 @@ def train_bank(model: MLP, ts: TrainingSet, opts: TrainOptions, *,
       'val_mask': jnp.asarray(ts.val_mask), 'has_val': jnp.asarray(ts.val_mask.any(1)),
       'priority': jnp.asarray(np.zeros(m) if priority is None else priority, jnp.float32)}
   num_chunks = max(1, -(-opts.num_train_steps // opts.eval_every))
-  progress = metric_writer.Progress(num_chunks * opts.eval_every, opts.batch_size * k)
+  progress = metric_writer.Progress(num_chunks * opts.eval_every, batch_size=opts.batch_size * k)
   best_params, best_val = params, jnp.full((k,), jnp.inf)
   rng = jax.random.PRNGKey(opts.seed + 1)
   logging.info('%s: training %d nets of %s at once (initial compilation...)', name, k,

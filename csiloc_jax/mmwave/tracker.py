@@ -2,7 +2,7 @@
 
 Data flow: trajectory AoAs -> :func:`features.encode` -> :func:`make_tracker`'s
 ``track`` -> stitched trajectory (the chosen net's estimate at every step) + filtered
-states + which net was chosen (``pipeline.track_trajectory`` and ``sweep`` call it).
+states + which net was chosen (``train.track_trajectory`` and ``sweep`` call it).
 The candidates of every net at every step come first, in one vmapped call over the whole
 trajectory (``tiny_nets.predict_all``: a net's estimate never depends on the filter), then
 one ``lax.scan`` runs the filter and the switching rule. The returned function is pure,

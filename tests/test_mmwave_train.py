@@ -1,4 +1,4 @@
-"""End to end: run_mmwave on the quick config; ground truth never reaches training;
+"""End to end: train_and_evaluate on the quick config; ground truth never reaches training;
 imperfect input gives defined behaviour or a clear error; the sweep's tables."""
 
 import json
@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from csiloc_jax import config_utils
+from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import floorplan
-from csiloc_jax.mmwave import measurements
-from csiloc_jax.mmwave import pipeline
+from csiloc_jax.mmwave import reader
+from csiloc_jax.mmwave import train
 from csiloc_jax.mmwave import regions
 from csiloc_jax.mmwave import simulator
 from csiloc_jax.mmwave import sweep
@@ -51,7 +51,7 @@ def _copy_without(src, dst, drop=(), replace=None):
 
 def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
   config = config_utils.load_config(CONFIG + ':quick')
-  metrics = pipeline.run_mmwave(config, str(tmp_path))
+  metrics = train.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / 'metrics.json') as f:
     saved = json.load(f)
   assert saved['trajectory']['method'] == 'switching_nis'
@@ -79,21 +79,21 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
   assert any('nets/steps_per_sec' in r and 'eta' in r for r in records)
   assert os.path.isdir(tmp_path / 'checkpoints')
   # Running again in the same workdir re-uses the scenario and the trained nets.
-  again = pipeline.run_mmwave(config, str(tmp_path))
+  again = train.train_and_evaluate(config, str(tmp_path))
   assert again['nets']['restored_from_checkpoint'] and not saved['nets']['restored_from_checkpoint']
   assert again['trajectory'] == saved['trajectory']
 
 
 def test_corrupting_ground_truth_positions_leaves_training_unchanged(small_scene, tmp_path):
   config = _small_config()
-  clean = pipeline.fit_models(config, small_scene['survey'])
+  clean = train.fit_models(config, small_scene['survey'])
   with h5py.File(small_scene['survey'], 'r') as f:
     n = f['position'].shape[0]
   corrupted = _copy_without(small_scene['survey'], tmp_path / 'corrupt.h5', replace={
       'position': np.random.default_rng(0).normal(0, 1e3, (n, 2)).astype(np.float32),
       'anchor_position': np.full_like(h5py.File(small_scene['survey'], 'r')['anchor_position'][()],
                                       np.nan)})
-  dirty = pipeline.fit_models(config, corrupted)
+  dirty = train.fit_models(config, corrupted)
   np.testing.assert_array_equal(clean.jade.labels, dirty.jade.labels)
   for a, b in zip(jax.tree.leaves(clean.bank), jax.tree.leaves(dirty.bank)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -102,31 +102,31 @@ def test_corrupting_ground_truth_positions_leaves_training_unchanged(small_scene
   # And a survey with no ground truth at all trains just the same.
   stripped = _copy_without(small_scene['survey'], tmp_path / 'nogt.h5',
                            drop=('position', 'heading', 'anchor_position'))
-  bare = pipeline.fit_models(config, stripped)
+  bare = train.fit_models(config, stripped)
   np.testing.assert_array_equal(clean.jade.labels, bare.jade.labels)
 
 
 def test_fit_resumes_from_its_checkpoint(small_scene, tmp_path):
   config = _small_config()
-  first = pipeline.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
-  again = pipeline.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
+  first = train.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
+  again = train.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
   assert not first.restored and again.restored
   for a, b in zip(jax.tree.leaves(first.bank), jax.tree.leaves(again.bank)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Other settings: the checkpoint does not apply and the nets are retrained.
-  other = pipeline.fit_models(_small_config(**{'nets.learning_rate': 1e-3}),
+  other = train.fit_models(_small_config(**{'nets.learning_rate': 1e-3}),
                               small_scene['survey'], checkpoint_dir=str(tmp_path))
   assert not other.restored
 
 
 def test_survey_without_regions_single_or_clustered(small_scene, tmp_path):
   no_region = _copy_without(small_scene['survey'], tmp_path / 'noregion.h5', drop=('region',))
-  single = pipeline.fit_models(_small_config(), no_region)
+  single = train.fit_models(_small_config(), no_region)
   assert single.region_source == 'single' and single.bank.num_nets == 1
-  clustered = pipeline.fit_models(_small_config(**{'data.num_regions_if_missing': 2}),
+  clustered = train.fit_models(_small_config(**{'data.num_regions_if_missing': 2}),
                                   no_region)
   assert clustered.region_source == 'clustered' and clustered.bank.num_nets == 2
-  truth = measurements.read_ground_truth(small_scene['survey']).region
+  truth = reader.read_ground_truth(small_scene['survey']).region
   # Clusters by received paths recover the rooms (up to naming).
   purity = max(np.mean(clustered.region == truth), np.mean(clustered.region != truth))
   assert purity > 0.95
@@ -137,31 +137,31 @@ def test_survey_without_regions_single_or_clustered(small_scene, tmp_path):
 def test_missing_dataset_and_mismatched_anchors_fail_clearly(small_scene, tmp_path):
   config = _small_config()
   broken = _copy_without(small_scene['trajectory'], tmp_path / 'traj.h5', drop=('time_s',))
-  with pytest.raises(measurements.MeasurementError, match=r'traj\.h5.*"time_s" is missing'):
-    pipeline.run_mmwave(_small_config(**{'data.survey': small_scene['survey'],
+  with pytest.raises(reader.MeasurementError, match=r'traj\.h5.*"time_s" is missing'):
+    train.train_and_evaluate(_small_config(**{'data.survey': small_scene['survey'],
                                          'data.trajectory': broken}), str(tmp_path / 'w1'))
   with h5py.File(small_scene['trajectory'], 'r') as f:
     aoa, ap, kind = f['aoa'][()], f['anchor_ap'][()], f['anchor_kind'][()]
   fewer = _copy_without(small_scene['trajectory'], tmp_path / 'fewer.h5', replace={
       'aoa': aoa[:, :-1], 'anchor_ap': ap[:-1], 'anchor_kind': kind[:-1],
       'anchor_position': np.zeros((len(ap) - 1, 2), np.float32)})
-  fit = pipeline.fit_models(config, small_scene['survey'])
-  with pytest.raises(measurements.MeasurementError, match='anchors in the survey but'):
-    pipeline.track_trajectory(config, fit, measurements.read_measurements(fewer))
+  fit = train.fit_models(config, small_scene['survey'])
+  with pytest.raises(reader.MeasurementError, match='anchors in the survey but'):
+    train.track_trajectory(config, fit, reader.read_measurements(fewer))
   no_aoa = _copy_without(small_scene['survey'], tmp_path / 'noaoa.h5', drop=('aoa',))
-  with pytest.raises(measurements.MeasurementError, match=r"noaoa\.h5.*'aoa' is missing"):
-    pipeline.fit_models(config, no_aoa)
+  with pytest.raises(reader.MeasurementError, match=r"noaoa\.h5.*'aoa' is missing"):
+    train.fit_models(config, no_aoa)
 
 
 def test_trajectory_with_missing_paths_and_a_blackout(small_scene, tmp_path):
   config = _small_config()
-  fit = pipeline.fit_models(config, small_scene['survey'])
+  fit = train.fit_models(config, small_scene['survey'])
   with h5py.File(small_scene['trajectory'], 'r') as f:
     aoa = f['aoa'][()]
   aoa[10:13] = np.nan                    # Three steps with no path at all...
   aoa[20, np.flatnonzero(np.isfinite(aoa[20]))[2:]] = np.nan   # ...one with two paths.
   holes = _copy_without(small_scene['trajectory'], tmp_path / 'holes.h5', replace={'aoa': aoa})
-  out = pipeline.track_trajectory(config, fit, measurements.read_measurements(holes))
+  out = train.track_trajectory(config, fit, reader.read_measurements(holes))
   nis = out['switching_nis']
   assert not nis['updated'][10:13].any() and not nis['updated'][20]
   assert nis['updated'][:10].all()

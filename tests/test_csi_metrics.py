@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from csiloc_jax import metrics
+from csiloc_jax.csi import metrics
 
 
 def test_metrics_match_hand_computation():

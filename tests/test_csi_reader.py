@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import ctw_files
-from csiloc_jax import ctw_data
-from csiloc_jax import input_pipeline
+from csiloc_jax.csi import reader
+from csiloc_jax.csi import input_pipeline
 
-LAB = ctw_data.LABELLED_DIR
+LAB = reader.LABELLED_DIR
 
 
 def _folder(tmp_path, name=LAB):
@@ -23,7 +23,7 @@ def _folder(tmp_path, name=LAB):
 
 
 def _build(folder, tmp_path, **kw):
-  return ctw_data.build_cache(str(folder), str(tmp_path / 'cache'),
+  return reader.build_cache(str(folder), str(tmp_path / 'cache'),
                               require_positions=kw.pop('require_positions', True), **kw)
 
 
@@ -105,7 +105,7 @@ def test_interrupted_cache_build_is_not_reused(tmp_path, monkeypatch):
     calls.append(1)
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(ctw_data, 'extract_features', boom)
+  monkeypatch.setattr(reader, 'extract_features', boom)
   with pytest.raises(KeyboardInterrupt):
     _build(folder, tmp_path)
   assert not _reader_threads()
@@ -132,7 +132,7 @@ def test_average_matches_the_complex_numpy_definition(m):
   # follows numpy's summation order, so it is normally bit-identical, but the test does
   # not depend on numpy's internals).
   for average, ref in expected.items():
-    got = ctw_data.average_measurements(re, im, average)
+    got = reader.average_measurements(re, im, average)
     assert got.dtype == np.complex64
     for part, a, b in (('re', got.real, ref.real), ('im', got.imag, ref.imag)):
       scale = np.abs(re if part == 're' else im).sum(-1) / np.maximum(count, 1)
@@ -155,8 +155,8 @@ def _numpy_features(parts, feature, average):
           'real_imag': np.stack([avg.real, avg.imag], -1)}[feature]
 
 
-@pytest.mark.parametrize('feature', ctw_data.FEATURES)
-@pytest.mark.parametrize('average', ctw_data.AVERAGES)
+@pytest.mark.parametrize('feature', reader.FEATURES)
+@pytest.mark.parametrize('average', reader.AVERAGES)
 def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, feature, average):
   # Files of unequal sizes, float32 and float64, exact zeros; chunks of 4 that divide no
   # file, cut into slices of 3 and 1 samples: many slices, so both buffer sets are
@@ -173,14 +173,14 @@ def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, featu
     ctw_files.write_file(folder / f'file_{k}.hdf5', n, shape=(4, 6, 5), dtype=dtype,
                          seed=k, extra={'H_Re': data['H_Re'], 'H_Im': data['H_Im']})
     parts.append(data)
-  monkeypatch.setattr(ctw_data, '_SLICE_BYTES', 3 * 2 * 4 * 6 * 5 * 4)
-  real_average = ctw_data.average_measurements
+  monkeypatch.setattr(reader, '_SLICE_BYTES', 3 * 2 * 4 * 6 * 5 * 4)
+  real_average = reader.average_measurements
 
   def slow_average(*args):
     time.sleep(0.005)  # The reader runs ahead now: a buffer it shares with us would change.
     return real_average(*args)
 
-  monkeypatch.setattr(ctw_data, 'average_measurements', slow_average)
+  monkeypatch.setattr(reader, 'average_measurements', slow_average)
   arrays = _build(folder, tmp_path, feature=feature, average=average, chunk_size=4)
   np.testing.assert_allclose(arrays.features, _numpy_features(parts, feature, average),
                              rtol=1e-6, atol=1e-6)
@@ -202,8 +202,8 @@ def test_non_finite_value_mid_stream_names_it_and_leaves_no_cache(tmp_path, monk
   h_re[9, 1, 2, 1] = np.nan  # and a bad H_Re value in its next slice: H_Re is named.
   ctw_files.write_file(folder / 'file_2.hdf5', 10, seed=2,
                        extra={'H_Re': h_re, 'H_Im': h_im})
-  monkeypatch.setattr(ctw_data, '_SLICE_BYTES', 1)  # One sample per slice.
-  with pytest.raises(ctw_data.CTWFormatError,
+  monkeypatch.setattr(reader, '_SLICE_BYTES', 1)  # One sample per slice.
+  with pytest.raises(reader.CTWFormatError,
                      match=r"file_2\.hdf5: dataset 'H_Re' holds a non-finite value \(nan\) "
                      r'at index \(9, 1, 2, 1\)'):
     _build(folder, tmp_path, chunk_size=4)
@@ -235,14 +235,14 @@ def test_read_error_in_reader_thread_propagates_and_stops_it(tmp_path, monkeypat
 # Bad input: one clear error per case, naming the file, the dataset and the expectation.
 
 def test_missing_folder(tmp_path):
-  with pytest.raises(ctw_data.CTWFormatError, match='does not exist'):
+  with pytest.raises(reader.CTWFormatError, match='does not exist'):
     _build(tmp_path / 'nowhere', tmp_path)
 
 
 def test_folder_without_files(tmp_path):
   folder = _folder(tmp_path)
   (folder / 'readme.txt').write_text('x')
-  with pytest.raises(ctw_data.CTWFormatError, match=r'no file_<k>\.hdf5'):
+  with pytest.raises(reader.CTWFormatError, match=r'no file_<k>\.hdf5'):
     _build(folder, tmp_path)
 
 
@@ -250,7 +250,7 @@ def test_folder_without_files(tmp_path):
 def test_missing_dataset(tmp_path, key):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, drop=(key,))
-  with pytest.raises(ctw_data.CTWFormatError, match=rf"file_1\.hdf5: missing dataset '{key}'"):
+  with pytest.raises(reader.CTWFormatError, match=rf"file_1\.hdf5: missing dataset '{key}'"):
     _build(folder, tmp_path)
 
 
@@ -258,14 +258,14 @@ def test_wrong_rank(tmp_path):
   folder = _folder(tmp_path)
   bad = np.zeros((4, 8, 12), np.float32)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'H_Re': bad, 'H_Im': bad})
-  with pytest.raises(ctw_data.CTWFormatError, match=r'H_Re has shape \(4, 8, 12\), expected rank 4'):
+  with pytest.raises(reader.CTWFormatError, match=r'H_Re has shape \(4, 8, 12\), expected rank 4'):
     _build(folder, tmp_path)
 
 
 def test_mismatched_re_im_shapes(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'H_Im': np.zeros((4, 8, 11, 3))})
-  with pytest.raises(ctw_data.CTWFormatError, match='H_Im has shape'):
+  with pytest.raises(reader.CTWFormatError, match='H_Im has shape'):
     _build(folder, tmp_path)
 
 
@@ -273,7 +273,7 @@ def test_antenna_count_differs_between_files(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, shape=(8, 12, 3))
   ctw_files.write_file(folder / 'file_2.hdf5', 4, shape=(7, 12, 3))
-  with pytest.raises(ctw_data.CTWFormatError, match=r'file_2\.hdf5.*antennas = 7.*has 8'):
+  with pytest.raises(reader.CTWFormatError, match=r'file_2\.hdf5.*antennas = 7.*has 8'):
     _build(folder, tmp_path)
 
 
@@ -281,7 +281,7 @@ def test_subcarrier_count_differs_between_files(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, shape=(8, 12, 3))
   ctw_files.write_file(folder / 'file_2.hdf5', 4, shape=(8, 10, 3))
-  with pytest.raises(ctw_data.CTWFormatError, match='subcarriers = 10'):
+  with pytest.raises(reader.CTWFormatError, match='subcarriers = 10'):
     _build(folder, tmp_path)
 
 
@@ -290,14 +290,14 @@ def test_truncated_file(tmp_path):
   ctw_files.write_file(folder / 'file_1.hdf5', 4)
   raw = (folder / 'file_1.hdf5').read_bytes()
   (folder / 'file_1.hdf5').write_bytes(raw[:len(raw) // 3])
-  with pytest.raises(ctw_data.CTWFormatError, match=r'file_1\.hdf5: not a readable HDF5'):
+  with pytest.raises(reader.CTWFormatError, match=r'file_1\.hdf5: not a readable HDF5'):
     _build(folder, tmp_path)
 
 
 def test_non_hdf5_file(tmp_path):
   folder = _folder(tmp_path)
   (folder / 'file_1.hdf5').write_text('this is a CSV, not HDF5\n1,2,3\n')
-  with pytest.raises(ctw_data.CTWFormatError, match='not a readable HDF5'):
+  with pytest.raises(reader.CTWFormatError, match='not a readable HDF5'):
     _build(folder, tmp_path)
 
 
@@ -308,7 +308,7 @@ def test_non_finite_values(tmp_path, value):
   h_im = data['H_Im'].copy()
   h_im[4, 2, 5, 1] = value
   ctw_files.write_file(folder / 'file_1.hdf5', 6, extra={'H_Im': h_im})
-  with pytest.raises(ctw_data.CTWFormatError,
+  with pytest.raises(reader.CTWFormatError,
                      match=r"file_1\.hdf5: dataset 'H_Im' holds a non-finite value .* at index \(4, 2, 5, 1\)"):
     _build(folder, tmp_path, chunk_size=3)
 
@@ -319,42 +319,42 @@ def test_non_finite_position(tmp_path):
   pos = data['Pos'].copy()
   pos[2, 1] = np.nan
   ctw_files.write_file(folder / 'file_1.hdf5', 6, extra={'Pos': pos})
-  with pytest.raises(ctw_data.CTWFormatError, match="dataset 'Pos' holds a non-finite"):
+  with pytest.raises(reader.CTWFormatError, match="dataset 'Pos' holds a non-finite"):
     _build(folder, tmp_path)
 
 
 def test_labelled_file_without_positions(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, with_pos=False)
-  with pytest.raises(ctw_data.CTWFormatError, match=r"file_1\.hdf5: labelled file has no dataset 'Pos'"):
+  with pytest.raises(reader.CTWFormatError, match=r"file_1\.hdf5: labelled file has no dataset 'Pos'"):
     _build(folder, tmp_path)
 
 
 def test_positions_of_wrong_shape(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'Pos': np.zeros((4, 2))})
-  with pytest.raises(ctw_data.CTWFormatError, match=r'Pos has shape \(4, 2\), expected \(4, 3\)'):
+  with pytest.raises(reader.CTWFormatError, match=r'Pos has shape \(4, 2\), expected \(4, 3\)'):
     _build(folder, tmp_path)
 
 
 def test_snr_of_wrong_shape(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, extra={'SNR': np.zeros((4, 8))})
-  with pytest.raises(ctw_data.CTWFormatError, match='SNR has shape'):
+  with pytest.raises(reader.CTWFormatError, match='SNR has shape'):
     _build(folder, tmp_path)
 
 
 def test_unlabelled_and_labelled_shapes_must_match(tmp_path):
   root = tmp_path / 'root'
   _folder(root, LAB)
-  _folder(root, ctw_data.UNLABELLED_DIR)
+  _folder(root, reader.UNLABELLED_DIR)
   ctw_files.write_file(root / LAB / 'file_1.hdf5', 4, shape=(8, 12, 3))
-  ctw_files.write_file(root / ctw_data.UNLABELLED_DIR / 'file_1.hdf5', 4, shape=(8, 10, 3),
+  ctw_files.write_file(root / reader.UNLABELLED_DIR / 'file_1.hdf5', 4, shape=(8, 10, 3),
                        with_pos=False)
-  from csiloc_jax import config_utils
+  from csiloc_jax.core import config_utils
   cfg = config_utils.load_config('configs/ctw_model4.py').data
-  with pytest.raises(ctw_data.CTWFormatError, match='both sets must match'):
-    ctw_data.load_ctw(cfg, str(root), need_unlabelled=True)
+  with pytest.raises(reader.CTWFormatError, match='both sets must match'):
+    reader.load_ctw(cfg, str(root), need_unlabelled=True)
 
 
 def test_splits_are_deterministic_disjoint_and_complete():

@@ -31,12 +31,14 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from csiloc_jax import config_utils
-from csiloc_jax import input_pipeline
-from csiloc_jax import metric_writer
-from csiloc_jax import models
-from csiloc_jax import plots
-from csiloc_jax import train
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import input_pipeline
+from csiloc_jax.core import metric_writer
+from csiloc_jax.core import plots as core_plots
+from csiloc_jax.core import runs
+from csiloc_jax.csi import models
+from csiloc_jax.csi import plots
+from csiloc_jax.csi import train
 
 AXES = ('x', 'y', 'z', 'average')
 
@@ -149,11 +151,12 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with np.load(os.path.join(workdir, name, 'test_predictions.npz')) as z:
       errors[name] = np.linalg.norm(z['pred'] - z['true'], axis=1)
   if errors:
-    plots.error_cdf(errors, os.path.join(workdir, 'error_cdf.png'))
+    core_plots.error_cdf(os.path.join(workdir, 'error_cdf.png'), errors,
+                         xlabel='3-D position error (m)', ylabel='fraction of test samples')
   summary = {'models': {n: {k: r[k] for k in ('test', 'model', 'data')}
                         for n, r in results.items()},
              'label_efficiency': {m: {str(n): v for n, v in d.items()}
                                   for m, d in sweep.items()},
              'table1_markdown': table}
-  metric_writer.write_json(os.path.join(workdir, 'metrics.json'), summary)
+  runs.write_json(os.path.join(workdir, 'metrics.json'), summary)
   return summary

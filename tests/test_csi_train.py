@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import ctw_files
-from csiloc_jax import checkpointing
-from csiloc_jax import config_utils
-from csiloc_jax import train
+from csiloc_jax.core import checkpointing
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import train
 
 
 def _config(k, root, **overrides):

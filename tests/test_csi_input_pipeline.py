@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from csiloc_jax import input_pipeline
+from csiloc_jax.csi import input_pipeline
 
 
 def _data(n):

@@ -7,13 +7,13 @@ import h5py
 import numpy as np
 import pytest
 
-from csiloc_jax import ctw_synth
+from csiloc_jax.csi import simulator
 
-C = ctw_synth.SPEED_OF_LIGHT
+C = simulator.SPEED_OF_LIGHT
 
 # A channel with nothing but the line of sight: no buildings, scatterers, ground
 # reflection, shadowing or element gain errors.
-PURE_LOS = ctw_synth.ChannelModelConfig(
+PURE_LOS = simulator.ChannelModelConfig(
     building_probability=0.0, num_scatterers=0, ground_reflection=0.0,
     shadowing_std_db=0.0, element_gain_std_db=0.0)
 
@@ -32,7 +32,7 @@ def _read_set(folder):
 @pytest.fixture(scope='module')
 def small_set(tmp_path_factory):
   out = str(tmp_path_factory.mktemp('ctw'))
-  summary = ctw_synth.generate_ctw_dataset(
+  summary = simulator.generate_ctw_dataset(
       out, num_labelled=20, num_unlabelled=30, num_antennas=56, num_subcarriers=16,
       num_measurements=5, samples_per_file=8, seed=3, chunk_size=5)
   return out, summary
@@ -71,7 +71,7 @@ def test_layout_names_shapes_dtypes(small_set):
 
 def test_values_finite_positions_in_area(small_set):
   out, summary = small_set
-  config = ctw_synth.ChannelModelConfig()
+  config = simulator.ChannelModelConfig()
   lo, hi = np.array(config.area_min), np.array(config.area_max)
   lab = _read_set(os.path.join(out, 'CTW2020_labelled_data'))
   unl = _read_set(os.path.join(out, 'CTW2020_unlabelled_data'))
@@ -92,7 +92,7 @@ def test_values_finite_positions_in_area(small_set):
 
 def test_float64_holds_the_float32_values(small_set, tmp_path):
   out, _ = small_set
-  ctw_synth.generate_ctw_dataset(
+  simulator.generate_ctw_dataset(
       str(tmp_path), num_labelled=20, num_unlabelled=30, num_antennas=56,
       num_subcarriers=16, num_measurements=5, samples_per_file=8, seed=3, dtype='float64')
   for folder in ('CTW2020_labelled_data', 'CTW2020_unlabelled_data'):
@@ -112,7 +112,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
                 num_measurements=3, samples_per_file=4)
   paths = []
   for name, seed in (('a', 1), ('b', 1), ('c', 2)):
-    summary = ctw_synth.generate_ctw_dataset(str(tmp_path / name), seed=seed, **kwargs)
+    summary = simulator.generate_ctw_dataset(str(tmp_path / name), seed=seed, **kwargs)
     paths.append(summary['labelled']['files'] + summary['unlabelled']['files'])
   for pa, pb in zip(paths[0], paths[1]):
     with open(pa, 'rb') as fa, open(pb, 'rb') as fb:
@@ -126,9 +126,9 @@ def test_output_independent_of_chunk_size_and_file_size(tmp_path):
   # 37 samples in one chunk are also split across the worker threads (8+ per piece).
   kwargs = dict(num_labelled=37, num_unlabelled=11, num_antennas=8, num_subcarriers=12,
                 num_measurements=3, seed=5)
-  ctw_synth.generate_ctw_dataset(str(tmp_path / 'a'), chunk_size=3, samples_per_file=5,
+  simulator.generate_ctw_dataset(str(tmp_path / 'a'), chunk_size=3, samples_per_file=5,
                                  **kwargs)
-  ctw_synth.generate_ctw_dataset(str(tmp_path / 'b'), chunk_size=64, samples_per_file=512,
+  simulator.generate_ctw_dataset(str(tmp_path / 'b'), chunk_size=64, samples_per_file=512,
                                  **kwargs)
   assert len(os.listdir(tmp_path / 'a' / 'CTW2020_labelled_data')) == 8
   assert len(os.listdir(tmp_path / 'b' / 'CTW2020_labelled_data')) == 1
@@ -139,8 +139,8 @@ def test_output_independent_of_chunk_size_and_file_size(tmp_path):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
   # The in-memory path gives the same samples, from any start index.
-  model = ctw_synth.make_channel_model(5, 8, 12)
-  re, im, snr, pos = ctw_synth.generate_samples(model, ctw_synth.LABELLED_SET, 4, 9, 3)
+  model = simulator.make_channel_model(5, 8, 12)
+  re, im, snr, pos = simulator.generate_samples(model, simulator.LABELLED_SET, 4, 9, 3)
   lab = _read_set(str(tmp_path / 'a' / 'CTW2020_labelled_data'))
   np.testing.assert_array_equal(re, lab['H_Re'][4:9])
   np.testing.assert_array_equal(im, lab['H_Im'][4:9])
@@ -149,24 +149,24 @@ def test_output_independent_of_chunk_size_and_file_size(tmp_path):
 
 
 def test_labelled_and_unlabelled_share_environment_not_positions():
-  model = ctw_synth.make_channel_model(0, 8, 12)
-  p_lab = ctw_synth.sample_positions(model, ctw_synth.LABELLED_SET, 0, 50)
-  p_unl = ctw_synth.sample_positions(model, ctw_synth.UNLABELLED_SET, 0, 50)
+  model = simulator.make_channel_model(0, 8, 12)
+  p_lab = simulator.sample_positions(model, simulator.LABELLED_SET, 0, 50)
+  p_unl = simulator.sample_positions(model, simulator.UNLABELLED_SET, 0, 50)
   assert not np.allclose(p_lab, p_unl)
   # Same position -> same noise-free channel, whichever set it came from.
-  np.testing.assert_array_equal(ctw_synth.clean_channel(model, p_lab[:4]),
-                                ctw_synth.clean_channel(model, p_lab[:4]))
+  np.testing.assert_array_equal(simulator.clean_channel(model, p_lab[:4]),
+                                simulator.clean_channel(model, p_lab[:4]))
   # Positions depend on (seed, set, index) only, not on the array/OFDM shape.
-  other = ctw_synth.make_channel_model(0, 30, 7)
+  other = simulator.make_channel_model(0, 30, 7)
   np.testing.assert_array_equal(
-      p_lab, ctw_synth.sample_positions(other, ctw_synth.LABELLED_SET, 0, 50))
+      p_lab, simulator.sample_positions(other, simulator.LABELLED_SET, 0, 50))
 
 
 def test_exact_zeros_in_pairs_where_snr_below_threshold():
   # A high threshold makes failures common enough to see in a few samples.
-  config = ctw_synth.ChannelModelConfig(zero_snr_threshold_db=22.0)
-  model = ctw_synth.make_channel_model(1, 8, 12, config)
-  re, im, snr, _ = ctw_synth.generate_samples(model, ctw_synth.UNLABELLED_SET, 0, 60, 4)
+  config = simulator.ChannelModelConfig(zero_snr_threshold_db=22.0)
+  model = simulator.make_channel_model(1, 8, 12, config)
+  re, im, snr, _ = simulator.generate_samples(model, simulator.UNLABELLED_SET, 0, 60, 4)
   zero_re, zero_im = re == 0, im == 0
   np.testing.assert_array_equal(zero_re, zero_im)
   failed = np.broadcast_to((snr < 22.0)[:, :, None, :], re.shape)
@@ -177,8 +177,8 @@ def test_exact_zeros_in_pairs_where_snr_below_threshold():
 
 
 def test_default_zero_fraction_is_a_few_percent():
-  model = ctw_synth.make_channel_model(0, 8, 4)
-  re, _, snr, _ = ctw_synth.generate_samples(model, ctw_synth.UNLABELLED_SET, 0, 600, 5)
+  model = simulator.make_channel_model(0, 8, 4)
+  re, _, snr, _ = simulator.generate_samples(model, simulator.UNLABELLED_SET, 0, 600, 5)
   fraction = np.mean(re == 0)
   assert 0.005 < fraction < 0.10
   assert np.isclose(fraction, np.mean(snr < model.config.zero_snr_threshold_db))
@@ -189,7 +189,7 @@ def test_default_zero_fraction_is_a_few_percent():
 @pytest.mark.parametrize('num_antennas, num_subcarriers, num_measurements',
                          [(1, 1, 1), (8, 12, 3), (30, 7, 2), (64, 5, 1), (56, 3, 7)])
 def test_any_shape_works(tmp_path, num_antennas, num_subcarriers, num_measurements):
-  summary = ctw_synth.generate_ctw_dataset(
+  summary = simulator.generate_ctw_dataset(
       str(tmp_path), num_labelled=3, num_unlabelled=2, num_antennas=num_antennas,
       num_subcarriers=num_subcarriers, num_measurements=num_measurements, seed=0)
   shape = (num_antennas, num_subcarriers, num_measurements)
@@ -201,8 +201,8 @@ def test_any_shape_works(tmp_path, num_antennas, num_subcarriers, num_measuremen
 
 
 def test_array_geometry():
-  lam = ctw_synth.SPEED_OF_LIGHT / 1.27e9
-  pos, index, side = ctw_synth.array_geometry(56, lam / 2)
+  lam = simulator.SPEED_OF_LIGHT / 1.27e9
+  pos, index, side = simulator.array_geometry(56, lam / 2)
   assert side == 8 and pos.shape == (56, 3) and len(np.unique(index)) == 56
   assert 64 - len(index) == 8
   np.testing.assert_array_equal(pos[:, 0], 0.0)
@@ -211,21 +211,21 @@ def test_array_geometry():
                              np.arange(-7, 8, 2))
   np.testing.assert_allclose(pos[:, 1:].mean(0), 0.0, atol=lam / 4)
   for n, expected_side in ((1, 1), (8, 3), (64, 8), (65, 9), (100, 10)):
-    p, idx, s = ctw_synth.array_geometry(n, 1.0)
+    p, idx, s = simulator.array_geometry(n, 1.0)
     assert s == expected_side and len(p) == n and len(np.unique(idx)) == n
   # Subcarriers: 924 at the real 19.53 kHz spacing, others spread over the same band.
-  config = ctw_synth.ChannelModelConfig()
-  off = ctw_synth.subcarrier_offsets(924, config)
+  config = simulator.ChannelModelConfig()
+  off = simulator.subcarrier_offsets(924, config)
   np.testing.assert_allclose(np.diff(off), 20e6 / 1024)
   np.testing.assert_allclose(off.mean(), 0.0, atol=1e-6)
-  off16 = ctw_synth.subcarrier_offsets(16, config)
+  off16 = simulator.subcarrier_offsets(16, config)
   np.testing.assert_allclose(np.ptp(off16) + np.diff(off16)[0], 924 * 20e6 / 1024)
 
 
 def test_line_of_sight_phase_slope_and_amplitude():
-  model = ctw_synth.make_channel_model(0, 56, 924, PURE_LOS)
+  model = simulator.make_channel_model(0, 56, 924, PURE_LOS)
   positions = np.array([[300.0, 40.0, -20.0], [120.0, -250.0, -35.0]])
-  h = ctw_synth.clean_channel(model, positions)
+  h = simulator.clean_channel(model, positions)
   freqs = model.subcarrier_frequencies_hz
   lam = model.wavelength_m
   for b, p in enumerate(positions):
@@ -251,10 +251,10 @@ def test_line_of_sight_phase_slope_and_amplitude():
 def test_noise_power_matches_reported_snr_and_measurements_are_coherent():
   config = dataclasses.replace(PURE_LOS, phase_jitter_rad=0.0, phase_reference='none',
                                snr_fluctuation_db=0.0)
-  model = ctw_synth.make_channel_model(0, 8, 400, config)
+  model = simulator.make_channel_model(0, 8, 400, config)
   positions = np.array([[200.0, 10.0, -20.0], [500.0, -300.0, -30.0]])
-  h, snr = ctw_synth.channel_response(positions, model, np.random.default_rng(0), 6)
-  clean = ctw_synth.clean_channel(model, positions)
+  h, snr = simulator.channel_response(positions, model, np.random.default_rng(0), 6)
+  clean = simulator.clean_channel(model, positions)
   assert h.shape == (2, 8, 400, 6) and snr.shape == (2, 8, 6)
   noise = h - clean[..., None]
   ratio_db = 10 * np.log10(np.mean(np.abs(clean) ** 2, axis=-1)[..., None]
@@ -267,10 +267,10 @@ def test_noise_power_matches_reported_snr_and_measurements_are_coherent():
 
 
 def test_phase_reference_and_averaging_keep_the_signal():
-  model = ctw_synth.make_channel_model(0, 56, 32)
-  positions = ctw_synth.sample_positions(model, 1, 0, 40)
-  h, snr = ctw_synth.channel_response(positions, model, np.random.default_rng(1))
-  clean = ctw_synth.clean_channel(model, positions)
+  model = simulator.make_channel_model(0, 56, 32)
+  positions = simulator.sample_positions(model, 1, 0, 40)
+  h, snr = simulator.channel_response(positions, model, np.random.default_rng(1))
+  clean = simulator.clean_channel(model, positions)
   # Antenna 0 at the centre subcarrier is the phase reference.
   ref = clean * np.exp(-1j * np.angle(clean[:, :1, 16:17]))
   avg = h.mean(-1)
@@ -288,11 +288,11 @@ def test_phase_reference_and_averaging_keep_the_signal():
 
 
 def test_channel_is_smooth_at_metres_and_varies_at_hundreds_of_metres():
-  model = ctw_synth.make_channel_model(0, 56, 64)
-  base = ctw_synth.sample_positions(model, 1, 0, 40)
+  model = simulator.make_channel_model(0, 56, 64)
+  base = simulator.sample_positions(model, 1, 0, 40)
 
   def referenced(p):
-    h = ctw_synth.clean_channel(model, p)
+    h = simulator.clean_channel(model, p)
     return (h * np.exp(-1j * np.angle(h[:, :1, 32:33]))).reshape(len(p), -1)
 
   def similarity(shift):
@@ -305,7 +305,7 @@ def test_channel_is_smooth_at_metres_and_varies_at_hundreds_of_metres():
 
 
 def test_buildings_block_the_line_of_sight():
-  model = ctw_synth.make_channel_model(0, 8, 4)
+  model = simulator.make_channel_model(0, 8, 4)
   assert len(model.building_centre) > 5
   # For every building: a UE just in front of it (seen from the BS) and one just
   # behind it, both on the ground.
@@ -313,16 +313,16 @@ def test_buildings_block_the_line_of_sight():
   u = c / np.linalg.norm(c, axis=1, keepdims=True)
   reach = (np.linalg.norm(model.building_half_size, axis=1) + 10.0)[:, None]
   xy = np.concatenate([c - reach * u, c + reach * u])
-  ue = np.concatenate([xy, ctw_synth.ground_height(model, xy)[:, None] + 1.5], -1)
-  loss = ctw_synth._blockage_loss_db(model, np.zeros(3), ue)
+  ue = np.concatenate([xy, simulator.ground_height(model, xy)[:, None] + 1.5], -1)
+  loss = simulator._blockage_loss_db(model, np.zeros(3), ue)
   front, behind = np.split(loss, 2)
   k = np.argmax(behind - front)
   assert behind[k] > 15.0 and front[k] < 1.0
   # The loss shows in the channel: the LoS path gain drops by that much.
-  gain = np.abs(ctw_synth.propagation_paths(model, ue[[k, k + len(c)]])['gain'][:, 0])
+  gain = np.abs(simulator.propagation_paths(model, ue[[k, k + len(c)]])['gain'][:, 0])
   d = np.linalg.norm(ue[[k, k + len(c)]], axis=1)
   spreading_db = 10 * model.config.path_loss_exponent * np.log10(d[1] / d[0])
-  shadow = ctw_synth.shadowing_db(model, ue[[k, k + len(c)], :2])
+  shadow = simulator.shadowing_db(model, ue[[k, k + len(c)], :2])
   np.testing.assert_allclose(20 * np.log10(gain[0] / gain[1]),
                              behind[k] - front[k] + spreading_db + shadow[1] - shadow[0],
                              atol=1e-6)
@@ -330,7 +330,7 @@ def test_buildings_block_the_line_of_sight():
 
 def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
   calls = {'n': 0}
-  real = ctw_synth._measure_indices
+  real = simulator._measure_indices
 
   def failing(*args, **kwargs):
     calls['n'] += 1
@@ -338,17 +338,17 @@ def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
       raise KeyboardInterrupt
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(ctw_synth, '_measure_indices', failing)
+  monkeypatch.setattr(simulator, '_measure_indices', failing)
   with pytest.raises(KeyboardInterrupt):
-    ctw_synth.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=0,
+    simulator.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=0,
                                    num_antennas=8, num_subcarriers=4, chunk_size=4)
   assert os.listdir(tmp_path / 'CTW2020_labelled_data') == []
 
 
 def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):
   kwargs = dict(num_antennas=8, num_subcarriers=4, num_measurements=2, samples_per_file=4)
-  ctw_synth.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=4, **kwargs)
-  ctw_synth.generate_ctw_dataset(str(tmp_path), num_labelled=5, num_unlabelled=4, **kwargs)
+  simulator.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=4, **kwargs)
+  simulator.generate_ctw_dataset(str(tmp_path), num_labelled=5, num_unlabelled=4, **kwargs)
   # Stale file_3 of the larger run must not survive to be read as part of the set.
   assert sorted(os.listdir(tmp_path / 'CTW2020_labelled_data')) == ['file_1.hdf5',
                                                                      'file_2.hdf5']
@@ -357,7 +357,7 @@ def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):
   with h5py.File(foreign / 'file_1.hdf5', 'w') as f:
     f['H_Re'] = np.ones((1, 1, 1, 1))
   with pytest.raises(FileExistsError, match='file_1.hdf5'):
-    ctw_synth.generate_ctw_dataset(str(tmp_path / 'real'), num_labelled=1,
+    simulator.generate_ctw_dataset(str(tmp_path / 'real'), num_labelled=1,
                                    num_unlabelled=1, **kwargs)
   with h5py.File(foreign / 'file_1.hdf5', 'r') as f:
     assert f['H_Re'][0, 0, 0, 0] == 1.0
@@ -365,10 +365,10 @@ def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):
 
 def test_bad_arguments_are_rejected(tmp_path):
   with pytest.raises(ValueError, match='dtype'):
-    ctw_synth.generate_ctw_dataset(str(tmp_path), dtype='float16')
+    simulator.generate_ctw_dataset(str(tmp_path), dtype='float16')
   with pytest.raises(ValueError, match='chunk_size'):
-    ctw_synth.generate_ctw_dataset(str(tmp_path), chunk_size=0)
+    simulator.generate_ctw_dataset(str(tmp_path), chunk_size=0)
   with pytest.raises(ValueError, match='area_min'):
-    ctw_synth.ChannelModelConfig(area_min=(10.0, 0.0, 0.0), area_max=(5.0, 1.0, 1.0))
+    simulator.ChannelModelConfig(area_min=(10.0, 0.0, 0.0), area_max=(5.0, 1.0, 1.0))
   with pytest.raises(ValueError, match='position_layout'):
-    ctw_synth.ChannelModelConfig(position_layout='grid')
+    simulator.ChannelModelConfig(position_layout='grid')

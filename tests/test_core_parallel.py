@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from csiloc_jax import config_utils
-from csiloc_jax import models
-from csiloc_jax import parallel
-from csiloc_jax import steps
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import models
+from csiloc_jax.core import parallel
+from csiloc_jax.csi import steps
 
 
 def _run(backend, devices, model, params, batches, loss, split=False):
@@ -21,7 +21,7 @@ def _run(backend, devices, model, params, batches, loss, split=False):
   if split:
     p_step = dp.compile_train_step(functools.partial(
         steps.compute_gradients, loss=loss, normalize=lambda x: x * 0.5,
-        axis_name=dp.axis_name))
+        axis_name=dp.axis_name), steps.apply_gradients)
   else:
     p_step = dp.compile_step(functools.partial(
         steps.train_step, loss=loss, normalize=lambda x: x * 0.5, axis_name=dp.axis_name))

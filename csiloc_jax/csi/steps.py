@@ -2,7 +2,7 @@
 
 The step is written once, for any number of devices: ``compute_gradients`` sends every
 reduction over the batch through ``lax.psum`` over the named axis, ``apply_gradients``
-is the Adam update, ``train_step`` is the two composed, and :mod:`csiloc_jax.parallel`
+is the Adam update, ``train_step`` is the two composed, and :mod:`csiloc_jax.core.parallel`
 is the only place that transforms them (pmap or jit(shard_map); the trainer compiles
 the two halves as separate programs, see ``DataParallel.compile_train_step``). The
 losses are weighted by the batch ``mask`` so padded examples count for nothing, and the

@@ -1,4 +1,4 @@
-"""The whole mmWave method as library functions: ``run_mmwave(config, workdir)``.
+"""The whole mmWave method as library functions: ``train_and_evaluate(config, workdir)``.
 
 Data flow (PRODUCT.md Part B)::
 
@@ -10,7 +10,7 @@ Data flow (PRODUCT.md Part B)::
 
 :func:`fit_models` is the training half and reads the survey through
 ``read_measurements(..., ground_truth=False)``: ground-truth positions cannot reach the
-nets. :func:`track_trajectory` is the online half. :func:`run_mmwave` adds data
+nets. :func:`track_trajectory` is the online half. :func:`train_and_evaluate` adds data
 generation, checkpoints, evaluation, ``metrics.json`` and the plots; ``launch/mmwave.py``
 only parses flags and calls it.
 
@@ -37,13 +37,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from csiloc_jax import checkpointing
-from csiloc_jax import config_utils
-from csiloc_jax import metric_writer
-from csiloc_jax.mmwave import evaluation
+from csiloc_jax.core import checkpointing
+from csiloc_jax.core import config_utils
+from csiloc_jax.core import metric_writer
+from csiloc_jax.core import plots as core_plots
+from csiloc_jax.core import runs
+from csiloc_jax.mmwave import metrics as metrics_lib
 from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import jade
-from csiloc_jax.mmwave import measurements
+from csiloc_jax.mmwave import reader
 from csiloc_jax.mmwave import plots
 from csiloc_jax.mmwave import regions as regions_lib
 from csiloc_jax.mmwave import simulator
@@ -60,9 +62,9 @@ SWITCHING_VARIANTS = (
 
 
 @dataclasses.dataclass
-class FitResult:
+class SurveyFit:
   """Everything learned from the survey (no ground truth inside)."""
-  survey: measurements.Measurements
+  survey: reader.Measurements
   region: np.ndarray
   region_source: str
   jade: jade.JadeResult
@@ -105,7 +107,7 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, 
   return summary['survey'], summary['trajectory'], dict(summary, generated=True)
 
 
-def _feature_kwargs(config, survey: measurements.Measurements) -> dict:
+def _feature_kwargs(config, survey: reader.Measurements) -> dict:
   reference = config.features.reference
   if reference not in features_lib.REFERENCES:
     raise ValueError(f'config.features.reference must be one of {features_lib.REFERENCES}, '
@@ -130,14 +132,14 @@ def _fingerprint(config, survey_path: str) -> str:
 
 def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
                writer: metric_writer.MetricWriter | None = None,
-               checkpoint_dir: str | None = None) -> FitResult:
+               checkpoint_dir: str | None = None) -> SurveyFit:
   """JADE on the survey, then the tiny nets and the big NN on JADE's labels.
 
   Reads the survey without its ground-truth datasets. With ``checkpoint_dir`` the
   trained nets are saved there, and restored instead of retrained when
   ``config.resume`` is set and the survey and settings are unchanged.
   """
-  survey = measurements.read_measurements(survey_path, ground_truth=False)
+  survey = reader.read_measurements(survey_path, ground_truth=False)
   region, source = regions_lib.assign_regions(survey.region, survey.visible,
                                               config.data.num_regions_if_missing, config.seed)
   timing = {}
@@ -191,7 +193,7 @@ def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
                 {'fingerprint': fingerprint, 'region_ids': ts.region_ids.tolist()})
   if ckpt is not None:
     ckpt.close()
-  return FitResult(survey, region, source, jade_result, model, bank, big_model, big_bank,
+  return SurveyFit(survey, region, source, jade_result, model, bank, big_model, big_bank,
                    feature_kwargs, timing, restored=restored is not None)
 
 
@@ -237,17 +239,17 @@ def variant_runner(model: tiny_nets.MLP, opts: tracker_lib.TrackerOptions):
   return jax.jit(jax.vmap(track, in_axes=(None, None, None, None, 0, 0, 0)))
 
 
-def track_trajectory(config: ml_collections.ConfigDict, fit: FitResult,
-                     trajectory: measurements.Measurements) -> dict:
+def track_trajectory(config: ml_collections.ConfigDict, fit: SurveyFit,
+                     trajectory: reader.Measurements) -> dict:
   """Runs every switching variant and the baselines on one trajectory (no ground truth).
 
   Returns ``{name: {'position': [T, 2], ...}}`` for the variants in
   ``SWITCHING_VARIANTS`` (plus their chosen ``net``, ``filtered`` states, ``nis``), and
   ``big_nn``, ``jade_alone``, plus ``candidates [T, K, 2]`` of every net.
   """
-  measurements.check_compatible(fit.survey, trajectory)
+  reader.check_compatible(fit.survey, trajectory)
   if trajectory.time_s is None:
-    raise measurements.MeasurementError(f'{trajectory.path}: required dataset "time_s" is '
+    raise reader.MeasurementError(f'{trajectory.path}: required dataset "time_s" is '
                                         'missing (a trajectory needs timestamps)')
   feats = features_lib.encode(trajectory.aoa, **fit.feature_kwargs)
   num_paths = jnp.asarray(features_lib.path_counts(trajectory.aoa))
@@ -278,13 +280,13 @@ def track_trajectory(config: ml_collections.ConfigDict, fit: FitResult,
   return result
 
 
-def evaluate(fit: FitResult, trajectory: measurements.Measurements, tracked: dict,
+def evaluate_trajectory(fit: SurveyFit, trajectory: reader.Measurements, tracked: dict,
              config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   """Metrics against ground truth; returns ``(metrics, errors per method)``."""
-  survey_truth = measurements.read_ground_truth(fit.survey.path)
-  traj_truth = measurements.read_ground_truth(trajectory.path)
+  survey_truth = reader.read_ground_truth(fit.survey.path)
+  traj_truth = reader.read_ground_truth(trajectory.path)
   if traj_truth.position is None:
-    raise measurements.MeasurementError(f'{trajectory.path}: dataset "position" is missing; '
+    raise reader.MeasurementError(f'{trajectory.path}: dataset "position" is missing; '
                                         'evaluation needs the trajectory ground truth')
   truth = traj_truth.position
   region_ids = np.asarray(fit.bank.region_ids)
@@ -295,9 +297,9 @@ def evaluate(fit: FitResult, trajectory: measurements.Measurements, tracked: dic
     true_net = np.asarray([lookup.get(int(r), -1) for r in traj_truth.region])
   for name, _, _ in SWITCHING_VARIANTS:
     out = tracked[name]
-    errs[name] = evaluation.errors(out['position'], truth)
-    m = evaluation.error_summary(errs[name])
-    m['filtered'] = evaluation.error_summary(evaluation.errors(out['filtered'], truth))
+    errs[name] = metrics_lib.errors(out['position'], truth)
+    m = metrics_lib.error_summary(errs[name])
+    m['filtered'] = metrics_lib.error_summary(metrics_lib.errors(out['filtered'], truth))
     m['predict_only_steps'] = int(np.sum(~out['updated']))
     m['switches'] = int(np.sum(np.diff(out['net']) != 0))
     m['true_net_fraction'] = (float(np.mean(out['net'] == true_net))
@@ -307,11 +309,11 @@ def evaluate(fit: FitResult, trajectory: measurements.Measurements, tracked: dic
     cand = tracked['candidates']
     oracle = np.where((true_net >= 0)[:, None],
                       cand[np.arange(len(cand)), np.maximum(true_net, 0)], np.nan)
-    errs['oracle'] = evaluation.errors(oracle, truth)
-    methods['oracle'] = evaluation.error_summary(errs['oracle'])
+    errs['oracle'] = metrics_lib.errors(oracle, truth)
+    methods['oracle'] = metrics_lib.error_summary(errs['oracle'])
   for name in ('big_nn', 'jade_alone'):
-    errs[name] = evaluation.errors(tracked[name]['position'], truth)
-    methods[name] = evaluation.error_summary(errs[name])
+    errs[name] = metrics_lib.errors(tracked[name]['position'], truth)
+    methods[name] = metrics_lib.error_summary(errs[name])
 
   main = f'switching_{config.tracker.scheme}'
   if config.tracker.visibility_gate_nats <= 0:
@@ -321,9 +323,9 @@ def evaluate(fit: FitResult, trajectory: measurements.Measurements, tracked: dic
   jr = fit.jade
   jade_metrics = {'regions': {}, 'region_source': fit.region_source}
   if survey_truth.position is not None:
-    e = evaluation.errors(jr.labels, survey_truth.position)
+    e = metrics_lib.errors(jr.labels, survey_truth.position)
     labelled = jr.label_region >= 0
-    jade_metrics['survey'] = dict(evaluation.error_summary(e[labelled]),
+    jade_metrics['survey'] = dict(metrics_lib.error_summary(e[labelled]),
                                   labelled_fraction=float(labelled.mean()))
   if survey_truth.anchor_position is not None:
     per_region = [np.linalg.norm(est - survey_truth.anchor_position[cols], axis=-1)
@@ -350,11 +352,11 @@ def evaluate(fit: FitResult, trajectory: measurements.Measurements, tracked: dic
   return metrics, errs
 
 
-def _plots(workdir: str, fit: FitResult, trajectory, tracked: dict, errs: dict,
+def _plots(workdir: str, fit: SurveyFit, trajectory, tracked: dict, errs: dict,
            main: str) -> list[str]:
   floorplan = fit.survey.floorplan_dict() or trajectory.floorplan_dict()
-  s_truth = measurements.read_ground_truth(fit.survey.path)
-  t_truth = measurements.read_ground_truth(trajectory.path)
+  s_truth = reader.read_ground_truth(fit.survey.path)
+  t_truth = reader.read_ground_truth(trajectory.path)
   jr = fit.jade
   paths = [os.path.join(workdir, n) for n in ('floor.png', 'floor_zoom.png', 'trajectory.png',
                                               'error_cdf.png')]
@@ -371,27 +373,23 @@ def _plots(workdir: str, fit: FitResult, trajectory, tracked: dict, errs: dict,
                         net_regions=np.asarray(fit.bank.region_ids),
                         title=f'{main}: {np.mean(e < 1):.1%} of steps under 1 m, median '
                               f'{np.median(e):.2f} m')
-  plots.plot_error_cdf(paths[3], errs, title='Trajectory error CDF, every method')
+  core_plots.error_cdf(paths[3], errs, title='Trajectory error CDF, every method',
+                       ylabel='fraction of steps', log_x=True, mark_m=1.0, xlim=(0.01, 30))
   return paths
 
 
-def run_mmwave(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Generates or reads the data, fits, tracks, evaluates; writes metrics.json and PNGs."""
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  config_utils.write_config(config, workdir)
-  metric_writer.log_to_file(workdir)
-  logging.info('config:\n%s', config)
-  writer = metric_writer.MetricWriter(workdir)
+  workdir, writer = metric_writer.start_run(config, workdir)
   t_start = time.perf_counter()
   survey_path, trajectory_path, scenario = resolve_data(config, workdir)
-  trajectory = measurements.read_measurements(trajectory_path, require_time=True)
+  trajectory = reader.read_measurements(trajectory_path, require_time=True)
   fit = fit_models(config, survey_path, writer=writer,
                    checkpoint_dir=os.path.join(workdir, 'checkpoints'))
   t0 = time.perf_counter()
   tracked = track_trajectory(config, fit, trajectory)
   fit.timing_s['tracking'] = time.perf_counter() - t0
-  metrics, errs = evaluate(fit, trajectory, tracked, config)
+  metrics, errs = evaluate_trajectory(fit, trajectory, tracked, config)
   metrics['data'] = dict(scenario, survey=survey_path, trajectory=trajectory_path)
   metrics['timing_s'] = dict(fit.timing_s, total=time.perf_counter() - t_start)
   np.savez(os.path.join(workdir, 'trajectory_estimates.npz'),
@@ -401,7 +399,7 @@ def run_mmwave(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.plots:
     metrics['plots'] = _plots(workdir, fit, trajectory, tracked, errs,
                               metrics['trajectory']['method'])
-  metric_writer.write_json(os.path.join(workdir, 'metrics.json'), metrics)
+  runs.write_json(os.path.join(workdir, 'metrics.json'), metrics)
   summary = {k: (m['submeter_fraction'], m['median_m']) for k, m in metrics['methods'].items()}
   writer.write(0, {f'{k}/submeter_fraction': v[0] for k, v in summary.items()})
   logging.info('trajectory (%s): %.1f%% under 1 m, median %.3f m, p90 %s m',

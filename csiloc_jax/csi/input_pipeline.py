@@ -1,6 +1,6 @@
 """Splits, normalisation statistics and batches over the cached CTW feature memmaps.
 
-Sits between :mod:`csiloc_jax.ctw_data` (which produces read-only feature memmaps) and
+Sits between :mod:`csiloc_jax.csi.reader` (which produces read-only feature memmaps) and
 the training loop. Everything is deterministic from seeds: a split is a fixed random
 permutation, an epoch's batch order depends only on ``(seed, epoch)`` — which is what
 lets an interrupted run resume and end bit-for-bit where an uninterrupted one would.

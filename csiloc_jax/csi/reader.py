@@ -6,7 +6,7 @@ Data flow: ``CTW2020_{labelled,unlabelled}_data/file_<k>.hdf5`` (raw CSI, ~2 MB 
 is processed), averages over the measurement axis, extracts the feature map and appends
 it to a ``.npy`` file under the cache directory →
 :class:`CTWArrays` exposes ``features`` ``[N, antennas, subcarriers, channels]`` (a
-read-only memmap) and ``positions`` ``[N, 3]`` → :mod:`csiloc_jax.input_pipeline` cuts
+read-only memmap) and ``positions`` ``[N, 3]`` → :mod:`csiloc_jax.csi.input_pipeline` cuts
 splits and batches.
 
 Nothing here ever holds a whole dataset in memory: the real unlabelled set is ~37 GB of

@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from csiloc_jax import checkpointing
-from csiloc_jax import input_pipeline
-from csiloc_jax import metric_writer
-from csiloc_jax import parallel
-from csiloc_jax import steps
+from csiloc_jax.core import checkpointing
+from csiloc_jax.csi import input_pipeline
+from csiloc_jax.core import metric_writer
+from csiloc_jax.core import parallel
+from csiloc_jax.csi import steps
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,7 +53,7 @@ class PhaseData:
 
 
 @dataclasses.dataclass
-class FitResult:
+class PhaseResult:
   params: Any
   best_val_loss: float
   best_epoch: int
@@ -69,7 +69,7 @@ def _normalize_fn(normalizer: input_pipeline.Normalizer) -> Callable:
   return lambda x: (x - mean) * inv_std
 
 
-def evaluate(params: Any, apply_fn: Callable, loss: str, data: PhaseData,
+def predict(params: Any, apply_fn: Callable, loss: str, data: PhaseData,
              indices: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
   """Mean loss and predictions over ``np.sort(indices)`` (in that order)."""
   indices = np.sort(np.asarray(indices))
@@ -100,7 +100,7 @@ def _eval_step(apply_fn, loss, normalizer):
 
 def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
         train_config: ml_collections.ConfigDict, parallel_config: ml_collections.ConfigDict,
-        workdir: str, writer: metric_writer.MetricWriter) -> FitResult:
+        workdir: str, writer: metric_writer.MetricWriter) -> PhaseResult:
   """Trains ``model`` from ``init_params`` with early stopping; returns the best params."""
   tc = train_config
   dp = parallel.DataParallel(parallel_config.backend)
@@ -127,18 +127,18 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     latest.close()
     best.close()
     logging.info('%s: already finished; using best epoch %d', phase, best_meta['epoch'])
-    return FitResult(best_state.params, best_meta['best_val_loss'], best_meta['epoch'],
+    return PhaseResult(best_state.params, best_meta['best_val_loss'], best_meta['epoch'],
                      meta['epoch'], meta['bad_epochs'] >= tc.patience,
                      meta['train_seconds'], float('nan'))
 
   steps_per_epoch = input_pipeline.epoch_steps(len(data.train_idx), tc.batch_size,
                                                tc.min_steps_per_epoch)
-  progress = metric_writer.Progress(total_steps=steps_per_epoch * tc.num_epochs,
+  progress = metric_writer.Progress(steps_per_epoch * tc.num_epochs,
                                     batch_size=tc.batch_size,
-                                    start_step=steps_per_epoch * meta['epoch'])
+                                    done=steps_per_epoch * meta['epoch'])
   p_step = dp.compile_train_step(functools.partial(
       steps.compute_gradients, loss=loss, normalize=_normalize_fn(data.normalizer),
-      axis_name=dp.axis_name))
+      axis_name=dp.axis_name), steps.apply_gradients)
   p_state = dp.replicate(state)
   pending_best = None
   last_save = time.perf_counter()
@@ -172,7 +172,7 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
                                f'{epoch}; check the input data and learning rate')
 
     state = dp.unreplicate(p_state)
-    val_loss, _ = evaluate(state.params, model.apply, loss, data, data.val_idx,
+    val_loss, _ = predict(state.params, model.apply, loss, data, data.val_idx,
                            tc.batch_size)
     improved = val_loss < meta['best_val_loss'] - tc.min_delta
     meta.update(epoch=epoch, bad_epochs=0 if improved else meta['bad_epochs'] + 1)
@@ -207,6 +207,6 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
   best_state, _ = best.restore(abstract)
   latest.close()
   best.close()
-  return FitResult(best_state.params, meta['best_val_loss'], meta['best_epoch'],
+  return PhaseResult(best_state.params, meta['best_val_loss'], meta['best_epoch'],
                    meta['epoch'], meta['bad_epochs'] >= tc.patience,
                    meta['train_seconds'], progress.steps_per_sec)

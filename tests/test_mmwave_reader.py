@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from csiloc_jax.mmwave import measurements
-from csiloc_jax.mmwave.measurements import MeasurementError
+from csiloc_jax.mmwave import reader
+from csiloc_jax.mmwave.reader import MeasurementError
 
 
 def _write(path, **overrides):
@@ -25,69 +25,69 @@ def _write(path, **overrides):
 def test_missing_required_dataset_names_file_and_dataset(tmp_path):
   path = _write(tmp_path / 's.h5', anchor_kind=None)
   with pytest.raises(MeasurementError, match=r"s\.h5.*'anchor_kind' is missing"):
-    measurements.read_measurements(path)
+    reader.read_measurements(path)
 
 
 def test_trajectory_needs_increasing_time(tmp_path):
   no_time = _write(tmp_path / 'a.h5', time_s=None)
   with pytest.raises(MeasurementError, match=r'a\.h5.*"time_s" is missing'):
-    measurements.read_measurements(no_time, require_time=True)
-  assert measurements.read_measurements(no_time).time_s is None
+    reader.read_measurements(no_time, require_time=True)
+  assert reader.read_measurements(no_time).time_s is None
   back = _write(tmp_path / 'b.h5', time_s=np.array([0, 1, 2, 2, 3, 4], np.float64))
   with pytest.raises(MeasurementError, match='strictly increasing'):
-    measurements.read_measurements(back)
+    reader.read_measurements(back)
 
 
 def test_shape_and_index_errors(tmp_path):
   with pytest.raises(MeasurementError, match=r"'anchor_ap' has shape \(3,\), expected axis 0 of "
                      'length 4'):
-    measurements.read_measurements(_write(tmp_path / 'a.h5', anchor_ap=np.zeros(3, np.int32)))
+    reader.read_measurements(_write(tmp_path / 'a.h5', anchor_ap=np.zeros(3, np.int32)))
   with pytest.raises(MeasurementError, match='must index the 2 rows of "ap_position"'):
-    measurements.read_measurements(_write(tmp_path / 'b.h5',
+    reader.read_measurements(_write(tmp_path / 'b.h5',
                                           anchor_ap=np.array([0, 0, 1, 2], np.int32)))
   with pytest.raises(MeasurementError, match='"anchor_kind" must be 0'):
-    measurements.read_measurements(_write(tmp_path / 'c.h5',
+    reader.read_measurements(_write(tmp_path / 'c.h5',
                                           anchor_kind=np.array([0, 1, 2, 1], np.int8)))
   with pytest.raises(MeasurementError, match='not a readable HDF5'):
     (tmp_path / 'd.h5').write_text('nope')
-    measurements.read_measurements(str(tmp_path / 'd.h5'))
+    reader.read_measurements(str(tmp_path / 'd.h5'))
 
 
 def test_aoa_is_wrapped_and_degrees_are_rejected(tmp_path):
   aoa = np.full((6, 4), np.nan, np.float32)
   aoa[0, :3] = [-np.pi, np.float32(np.pi), 2 * np.pi + 0.5]
-  m = measurements.read_measurements(_write(tmp_path / 'a.h5', aoa=aoa))
+  m = reader.read_measurements(_write(tmp_path / 'a.h5', aoa=aoa))
   np.testing.assert_allclose(m.aoa[0, :3], [np.pi, np.pi, 0.5], atol=1e-6)
   assert np.isnan(m.aoa[0, 3]) and np.isnan(m.aoa[1:]).all()
   degrees = np.full((6, 4), 90.0, np.float32)
   with pytest.raises(MeasurementError, match='must be radians'):
-    measurements.read_measurements(_write(tmp_path / 'b.h5', aoa=degrees))
+    reader.read_measurements(_write(tmp_path / 'b.h5', aoa=degrees))
   inf = aoa.copy()
   inf[2, 2] = np.inf
   with pytest.raises(MeasurementError, match='missing paths must be NaN'):
-    measurements.read_measurements(_write(tmp_path / 'c.h5', aoa=inf))
+    reader.read_measurements(_write(tmp_path / 'c.h5', aoa=inf))
 
 
 def test_ground_truth_is_only_read_on_request(tmp_path):
   # A garbage "position" (wrong shape) does not disturb the method's reader...
   path = _write(tmp_path / 'a.h5', position=np.zeros((2, 7), np.float32))
-  m = measurements.read_measurements(path)
+  m = reader.read_measurements(path)
   assert not hasattr(m, 'position')
   # ...but evaluation, which asks for it, is told exactly what is wrong.
   with pytest.raises(MeasurementError, match=r"'position' has shape \(2, 7\)"):
-    measurements.read_ground_truth(path)
-  assert measurements.read_measurements(path).region is None  # region is optional.
+    reader.read_ground_truth(path)
+  assert reader.read_measurements(path).region is None  # region is optional.
 
 
 def test_mismatched_anchors_between_survey_and_trajectory(tmp_path):
-  survey = measurements.read_measurements(_write(tmp_path / 's.h5'))
-  five = measurements.read_measurements(_write(
+  survey = reader.read_measurements(_write(tmp_path / 's.h5'))
+  five = reader.read_measurements(_write(
       tmp_path / 't.h5', aoa=np.zeros((6, 5), np.float32),
       anchor_ap=np.array([0, 0, 1, 1, 1], np.int32),
       anchor_kind=np.array([0, 1, 0, 1, 1], np.int8)))
   with pytest.raises(MeasurementError, match='M=4 anchors in the survey but M=5'):
-    measurements.check_compatible(survey, five)
-  kinds = measurements.read_measurements(_write(
+    reader.check_compatible(survey, five)
+  kinds = reader.read_measurements(_write(
       tmp_path / 'u.h5', anchor_kind=np.array([0, 1, 1, 0], np.int8)))
   with pytest.raises(MeasurementError, match='"anchor_kind" differs'):
-    measurements.check_compatible(survey, kinds)
+    reader.check_compatible(survey, kinds)

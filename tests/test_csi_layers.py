@@ -1,4 +1,4 @@
-"""csiloc_jax.layers equals flax's Conv / ConvTranspose / max_pool in values and gradients."""
+"""csiloc_jax.csi.layers equals flax's Conv / ConvTranspose / max_pool in values and gradients."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from csiloc_jax import layers
+from csiloc_jax.csi import layers
 
 
 def _grads(module, params, x):

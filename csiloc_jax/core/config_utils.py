@@ -7,12 +7,17 @@ config through the file's ``get_config`` and nothing here reads ``absl.flags``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import ml_collections
+
+from csiloc_jax.core import runs
+
+_Options = TypeVar('_Options')
 
 
 def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
@@ -62,8 +67,27 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes ``workdir/config.json`` atomically and returns its path."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  runs.write_json(path, config_to_dict(config))
   return path
+
+
+def options_from_config(cls: type[_Options], section: Mapping[str, Any], source: str = 'config',
+                        **extra: Any) -> _Options:
+  """Builds the option dataclass ``cls`` from a config section.
+
+  The config files are the one source of defaults: ``cls`` declares fields without
+  defaults, every one of them must be in ``section`` (or ``extra``), and fields of the
+  section that ``cls`` does not declare are ignored. Lists become tuples so options stay
+  hashable (they are static arguments of compiled functions).
+  """
+  kwargs = {}
+  for field in dataclasses.fields(cls):
+    if field.name in extra:
+      value = extra[field.name]
+    elif field.name in section:
+      value = section[field.name]
+    else:
+      raise KeyError(f'{source} has no field {field.name!r}, which {cls.__name__} needs; '
+                     f'fields there: {sorted(section.keys())}')
+    kwargs[field.name] = tuple(value) if isinstance(value, list) else value
+  return cls(**kwargs)

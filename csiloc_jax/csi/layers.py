@@ -1,6 +1,6 @@
 """Convolution and pooling layers of the CNN models, with gradients XLA:CPU runs fast.
 
-Sits under :mod:`csiloc_jax.models`: ``CNNEncoder`` / ``CNNDecoder`` are built from
+Sits under :mod:`csiloc_jax.csi.models`: ``CNNEncoder`` / ``CNNDecoder`` are built from
 :class:`Conv`, :class:`ConvTranspose` and :func:`max_pool`. Forward values, parameter
 names, shapes and initialisers are those of ``nn.Conv`` / ``nn.ConvTranspose`` (padding
 'SAME') and ``nn.max_pool`` (window = stride, padding 'SAME'), so checkpoints and initial

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import ctw_files
-from csiloc_jax import compare
-from csiloc_jax import config_utils
+from csiloc_jax.csi import compare
+from csiloc_jax.core import config_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,8 +20,6 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from csiloc_jax import steps
-
 BACKENDS = ('pmap', 'shard_map')
 
 
@@ -56,12 +54,13 @@ class DataParallel:
                             out_specs=(P(), P()), check_vma=False)
     return jax.jit(sharded, donate_argnums=donate)
 
-  def compile_train_step(self, gradient_fn: Callable) -> Callable:
+  def compile_train_step(self, gradient_fn: Callable, update_fn: Callable) -> Callable:
     """``p_step(state, batch) -> (state, metrics)`` as two compiled programs.
 
-    ``gradient_fn(state, batch) -> (grads, metrics)`` (``steps.compute_gradients`` with
-    its options bound) runs on the sharded batch; ``steps.apply_gradients`` then updates
-    the donated state in place. The result equals one compiled ``steps.train_step``,
+    ``gradient_fn(state, batch) -> (grads, metrics)`` (e.g. the CSI system's
+    ``steps.compute_gradients`` with its options bound) runs on the sharded batch;
+    ``update_fn(state, grads) -> state`` (e.g. ``steps.apply_gradients``) then updates
+    the donated state in place. The result equals the two composed as one program,
     but on CPU it is much faster for the large dense models: XLA:CPU maps a program's
     temporaries afresh on every execution, and in one program the gradient and Adam's
     intermediates are such temporaries (106 MB for Model 1: 27 k page faults, ~65 ms of
@@ -71,9 +70,9 @@ class DataParallel:
     """
     p_grad = self.compile_step(gradient_fn, donate_state=False)
     if self.backend == 'pmap':
-      p_apply = jax.pmap(steps.apply_gradients, devices=self.devices, donate_argnums=(0,))
+      p_apply = jax.pmap(update_fn, devices=self.devices, donate_argnums=(0,))
     else:
-      p_apply = jax.jit(steps.apply_gradients, donate_argnums=(0,))
+      p_apply = jax.jit(update_fn, donate_argnums=(0,))
 
     def p_step(state, batch):
       grads, metrics = p_grad(state, batch)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from csiloc_jax import layers
+from csiloc_jax.csi import layers
 
 ACTIVATIONS: dict[str, Callable] = {
     'relu': nn.relu, 'linear': lambda x: x, 'tanh': jnp.tanh, 'gelu': nn.gelu}
@@ -83,7 +83,7 @@ class CNNEncoder(nn.Module):
 
   Output is the feature map ``[batch, H/4, W/4, 64]`` for the defaults; 'SAME' padding
   and ceil-mode pooling keep every input size valid (the decoder crops back). The layers
-  are :mod:`csiloc_jax.layers`' (flax's values and parameters, faster gradients on CPU).
+  are :mod:`csiloc_jax.csi.layers`' (flax's values and parameters, faster gradients on CPU).
   """
   features: Sequence[int] = (32, 64)
   kernel_sizes: Sequence[int] = (3, 2)

@@ -16,11 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _save(fig, path: str) -> None:
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+from csiloc_jax.core import plots as core_plots  # noqa: E402
 
 
 def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None:
@@ -43,22 +39,7 @@ def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None
     ax.set_ylabel('reconstruction MSE' if phase == 'pretrain' else 'position MSE (scaled)')
     ax.set_title(f'{title} {phase}'.strip())
     ax.legend()
-  _save(fig, path)
-
-
-def error_cdf(errors: Mapping[str, np.ndarray], path: str,
-              xlabel: str = '3-D position error (m)') -> None:
-  """Empirical CDF of Euclidean errors, one line per method."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for name, err in errors.items():
-    err = np.sort(np.asarray(err))
-    ax.plot(err, np.arange(1, len(err) + 1) / len(err), label=name)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel('fraction of test samples')
-  ax.set_ylim(0, 1)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  _save(fig, path)
+  core_plots.save(fig, path)
 
 
 def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '') -> None:
@@ -74,7 +55,7 @@ def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '')
   ax.set_aspect('equal', adjustable='datalim')
   ax.set_title(title)
   ax.legend()
-  _save(fig, path)
+  core_plots.save(fig, path)
 
 
 def label_efficiency(results: Mapping[str, Mapping[int, float]], path: str,
@@ -89,4 +70,4 @@ def label_efficiency(results: Mapping[str, Mapping[int, float]], path: str,
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3, which='both')
   ax.legend()
-  _save(fig, path)
+  core_plots.save(fig, path)

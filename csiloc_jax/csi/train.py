@@ -25,30 +25,32 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from csiloc_jax import checkpointing
-from csiloc_jax import config_utils
-from csiloc_jax import ctw_data
-from csiloc_jax import input_pipeline
-from csiloc_jax import metric_writer
-from csiloc_jax import metrics as metrics_lib
-from csiloc_jax import models
-from csiloc_jax import plots
-from csiloc_jax import steps
-from csiloc_jax import trainer
+from csiloc_jax.core import checkpointing
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import reader
+from csiloc_jax.csi import input_pipeline
+from csiloc_jax.core import metric_writer
+from csiloc_jax.core import plots as core_plots
+from csiloc_jax.core import runs
+from csiloc_jax.csi import metrics as metrics_lib
+from csiloc_jax.csi import models
+from csiloc_jax.csi import plots
+from csiloc_jax.csi import steps
+from csiloc_jax.csi import trainer
 
 
 def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
   """``config.data.root``, or ``workdir/data`` generated on first use if allowed."""
   data = config.data
   root = os.path.abspath(data.root or os.path.join(workdir, 'data'))
-  labelled = os.path.join(root, ctw_data.LABELLED_DIR)
+  labelled = os.path.join(root, reader.LABELLED_DIR)
   if not os.path.isdir(labelled) and data.generate_if_missing:
-    from csiloc_jax import ctw_synth  # Only needed when generating.
+    from csiloc_jax.csi import simulator  # Only needed when generating.
     g = data.synthetic
     logging.info('No CTW data at %s: generating the synthetic set (%d labelled, %d '
                  'unlabelled, %dx%dx%d)', root, g.num_labelled, g.num_unlabelled,
                  g.num_antennas, g.num_subcarriers, g.num_measurements)
-    ctw_synth.generate_ctw_dataset(
+    simulator.generate_ctw_dataset(
         root, num_labelled=g.num_labelled, num_unlabelled=g.num_unlabelled,
         num_antennas=g.num_antennas, num_subcarriers=g.num_subcarriers,
         num_measurements=g.num_measurements, seed=g.seed, progress=True)
@@ -94,17 +96,12 @@ def _load_pretrained(run_dir: str, autoencoder, input_shape):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the configured model end to end and returns the ``metrics.json`` contents."""
   t_start = time.perf_counter()
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  config_utils.write_config(config, workdir)
-  metric_writer.log_to_file(workdir)
-  logging.info('Config:\n%s', config)
-  writer = metric_writer.MetricWriter(workdir)
+  workdir, writer = metric_writer.start_run(config, workdir)
   mc = config.model
 
   root = resolve_data_root(config, workdir)
   need_unlabelled = bool(mc.pretrain) and not mc.pretrained_dir
-  sets = ctw_data.load_ctw(config.data, root, need_unlabelled=need_unlabelled)
+  sets = reader.load_ctw(config.data, root, need_unlabelled=need_unlabelled)
   labelled = sets['labelled']
   input_shape = labelled.feature_shape
   positions = labelled.positions
@@ -162,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   ranges = positions.max(0) - positions.min(0)
   for split in ('val', 'test'):
-    _, pred_scaled = trainer.evaluate(result.params, position_model.apply, 'position',
+    _, pred_scaled = trainer.predict(result.params, position_model.apply, 'position',
                                       phase_data, splits[split], config.finetune.batch_size)
     pred = scaler.inverse(pred_scaled)
     true = positions[np.sort(splits[split])]
@@ -179,12 +176,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         if sets['unlabelled'] is not None else None),
                      'feature': config.data.feature, 'average': config.data.average}
   summary['wall_seconds'] = time.perf_counter() - t_start
-  metric_writer.write_json(os.path.join(workdir, 'metrics.json'), summary)
+  runs.write_json(os.path.join(workdir, 'metrics.json'), summary)
 
   plots.learning_curves(writer.read(), os.path.join(workdir, 'learning_curves.png'),
                         title=mc.name)
-  plots.error_cdf({mc.name: np.linalg.norm(test_pred - test_true, axis=1)},
-                  os.path.join(workdir, 'error_cdf.png'))
+  core_plots.error_cdf(os.path.join(workdir, 'error_cdf.png'),
+                       {mc.name: np.linalg.norm(test_pred - test_true, axis=1)},
+                       xlabel='3-D position error (m)', ylabel='fraction of test samples')
   plots.positions_xy(test_true, test_pred, os.path.join(workdir, 'positions_xy.png'),
                      title=f'{mc.name}: test positions (XY plane)')
   t = summary['test']
@@ -194,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
-def _phase_summary(result: trainer.FitResult, num_train: int, num_val: int) -> dict:
+def _phase_summary(result: trainer.PhaseResult, num_train: int, num_val: int) -> dict:
   return {'best_val_loss': result.best_val_loss, 'best_epoch': result.best_epoch,
           'epochs_run': result.epochs_run, 'stopped_early': result.stopped_early,
           'num_train': num_train, 'num_val': num_val,

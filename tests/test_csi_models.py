@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from csiloc_jax import config_utils
-from csiloc_jax import models
+from csiloc_jax.core import config_utils
+from csiloc_jax.csi import models
 
 PAPER_INPUT = (56, 924, 1)
 

@@ -1,7 +1,7 @@
 """Synthetic CSI in the exact IEEE CTW-2020 HDF5 layout, from a physical channel model.
 
 Where this sits: the real CTW-2020 files cannot be downloaded here, so everything that
-reads CTW data -- the streaming reader ``csiloc_jax.ctw_data``, the training loop, the
+reads CTW data -- the streaming reader ``csiloc_jax.csi.reader``, the training loop, the
 tests and the benchmarks -- is exercised on files this module writes. They follow the
 real layout exactly (folder, file and dataset names, axis order, float32 or float64):
 
@@ -66,14 +66,14 @@ from absl import logging
 import h5py
 import numpy as np
 
-from csiloc_jax import ctw_data
+from csiloc_jax.csi import reader
 
 SPEED_OF_LIGHT = 299_792_458.0
-LABELLED_DIR = ctw_data.LABELLED_DIR
-UNLABELLED_DIR = ctw_data.UNLABELLED_DIR
+LABELLED_DIR = reader.LABELLED_DIR
+UNLABELLED_DIR = reader.UNLABELLED_DIR
 # Root attribute marking files written here, so a rerun may replace its own files but
 # never silently overwrite (or mix with) real CTW data in the same folder.
-GENERATOR_TAG = 'csiloc_jax.ctw_synth'
+GENERATOR_TAG = 'csiloc_jax.csi.simulator'
 POSITION_LAYOUTS = ('streets', 'uniform')
 PHASE_REFERENCES = ('antenna', 'none')
 PARTIAL_SUFFIX = '.partial'
