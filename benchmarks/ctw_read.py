@@ -36,6 +36,9 @@ import time
 from absl import logging
 
 from benchmarks import common
+from csiloc_jax.core import config_utils
+from csiloc_jax.core import runs
+from csiloc_jax.csi import reader
 
 TARGET = 0.5
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,8 +89,7 @@ print(json.dumps({'seconds': seconds, 'bytes': total, 'peak_rss_mb': peak_rss_mb
 
 
 def _files(folder: str) -> list[str]:
-  return sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith('.hdf5')),
-                key=lambda p: int(os.path.basename(p)[5:-5]))
+  return reader.list_files(folder)
 
 
 def evict(paths: list[str]) -> None:
@@ -139,17 +141,21 @@ def _generate(root: str, num_samples: int, samples_per_file: int) -> dict:
   from csiloc_jax.csi import simulator  # pylint: disable=g-import-not-at-top
   marker = os.path.join(root, 'bench_dataset.json')
   if os.path.exists(marker):
-    with open(marker) as fh:
-      summary = json.load(fh)
+    summary = runs.read_json(marker)
     if summary.get('num_unlabelled') == num_samples:
       return summary
+  # The real set's shape and the default seed, from the one place that holds them.
+  synthetic = config_utils.load_config(
+      os.path.join(_ROOT, 'configs', 'ctw_base.py')).data.synthetic
   t0 = time.perf_counter()
-  summary = simulator.generate_ctw_dataset(root, num_labelled=0, num_unlabelled=num_samples,
-                                           samples_per_file=samples_per_file, seed=0)
+  summary = simulator.generate_ctw_dataset(
+      root, num_labelled=0, num_unlabelled=num_samples, num_antennas=synthetic.num_antennas,
+      num_subcarriers=synthetic.num_subcarriers,
+      num_measurements=synthetic.num_measurements, samples_per_file=samples_per_file,
+      seed=synthetic.seed)
   summary = {'num_unlabelled': num_samples, 'folder': summary['unlabelled']['folder'],
              'bytes': summary['unlabelled']['bytes'], 'seconds': time.perf_counter() - t0}
-  with open(marker, 'w') as fh:
-    json.dump(summary, fh)
+  runs.write_json(marker, summary)
   return summary
 
 

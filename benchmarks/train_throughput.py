@@ -40,7 +40,7 @@ import numpy as np
 
 from benchmarks import common
 from csiloc_jax.core import config_utils
-from csiloc_jax.csi import reader
+from csiloc_jax.csi import features
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import models
 from csiloc_jax.core import parallel
@@ -75,7 +75,7 @@ def _config(model_name: str):
 def _input_shape(config, quick: bool) -> tuple[int, int, int]:
   syn = config.data.synthetic
   subcarriers = 64 if quick else syn.num_subcarriers
-  return (syn.num_antennas, subcarriers, reader.num_channels(config.data.feature))
+  return (syn.num_antennas, subcarriers, features.num_channels(config.data.feature))
 
 
 def _batches(batch_size: int, shape: tuple[int, ...], count: int = 2) -> list[dict]:

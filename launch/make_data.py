@@ -7,21 +7,27 @@
 """
 
 import json
+import os
 
 from absl import app
 from absl import flags
+
+_CTW_BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'configs', 'ctw_base.py')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('kind', 'ctw', ['ctw', 'mmwave'], 'Which dataset to generate.')
 flags.DEFINE_string('out_dir', None, 'Output folder.')
 flags.DEFINE_integer('seed', 0, 'Random seed (environment and samples).')
-# CTW-2020 layout.
-flags.DEFINE_integer('num_labelled', 600, 'ctw: labelled samples (real set: 4,979).')
-flags.DEFINE_integer('num_unlabelled', 2400, 'ctw: unlabelled samples (real set: 36,192).')
-flags.DEFINE_integer('num_antennas', 56, 'ctw: working base-station antennas.')
-flags.DEFINE_integer('num_subcarriers', 924, 'ctw: used subcarriers.')
-flags.DEFINE_integer('num_measurements', 5, 'ctw: repeated measurements per position.')
-flags.DEFINE_integer('samples_per_file', 512, 'ctw: samples per file_<k>.hdf5.')
+# CTW-2020 layout. Unset sizes and shape come from config.data.synthetic of
+# configs/ctw_base.py, the one place that holds their defaults.
+flags.DEFINE_integer('num_labelled', None, 'ctw: labelled samples (real set: 4,979).')
+flags.DEFINE_integer('num_unlabelled', None, 'ctw: unlabelled samples (real set: 36,192).')
+flags.DEFINE_integer('num_antennas', None, 'ctw: working base-station antennas.')
+flags.DEFINE_integer('num_subcarriers', None, 'ctw: used subcarriers.')
+flags.DEFINE_integer('num_measurements', None, 'ctw: repeated measurements per position.')
+flags.DEFINE_integer('samples_per_file', None,
+                     'ctw: samples per file_<k>.hdf5 (default: the generator\'s).')
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'ctw: dataset dtype.')
 # mmWave.
 flags.DEFINE_float('aoa_noise_deg', 5.0, 'mmwave: AoA noise standard deviation (degrees).')
@@ -34,12 +40,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.kind == 'ctw':
+    from csiloc_jax.core import config_utils
     from csiloc_jax.csi import simulator
+    synthetic = config_utils.load_config(_CTW_BASE_CONFIG).data.synthetic
+    names = ('num_labelled', 'num_unlabelled', 'num_antennas', 'num_subcarriers',
+             'num_measurements')
+    kwargs = {name: synthetic[name] if FLAGS[name].value is None else FLAGS[name].value
+              for name in names}
+    if FLAGS.samples_per_file is not None:
+      kwargs['samples_per_file'] = FLAGS.samples_per_file
     summary = simulator.generate_ctw_dataset(
-        FLAGS.out_dir, num_labelled=FLAGS.num_labelled, num_unlabelled=FLAGS.num_unlabelled,
-        num_antennas=FLAGS.num_antennas, num_subcarriers=FLAGS.num_subcarriers,
-        num_measurements=FLAGS.num_measurements, samples_per_file=FLAGS.samples_per_file,
-        seed=FLAGS.seed, dtype=FLAGS.dtype, progress=True)
+        FLAGS.out_dir, seed=FLAGS.seed, dtype=FLAGS.dtype, progress=True, **kwargs)
   else:
     from csiloc_jax.mmwave import simulator
     kwargs = {} if FLAGS.num_survey is None else {'num_survey': FLAGS.num_survey}

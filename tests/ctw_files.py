@@ -45,6 +45,6 @@ def write_dataset(root, num_labelled=96, num_unlabelled=160, shape=(8, 12, 3),
     os.makedirs(os.path.join(root, folder), exist_ok=True)
     for k, start in enumerate(range(0, total, per_file)):
       n = min(per_file, total - start)
-      write_file(os.path.join(root, folder, f'file_{k + 1}.hdf5'), n, shape, with_pos,
+      write_file(os.path.join(root, folder, reader.file_name(k + 1)), n, shape, with_pos,
                  dtype, seed=seed * 1000 + k + (500 if with_pos else 0))
   return str(root)

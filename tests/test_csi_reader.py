@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import ctw_files
-from csiloc_jax.csi import reader
+from csiloc_jax.csi import features
 from csiloc_jax.csi import input_pipeline
+from csiloc_jax.csi import reader
 
 LAB = reader.LABELLED_DIR
 
@@ -105,7 +106,7 @@ def test_interrupted_cache_build_is_not_reused(tmp_path, monkeypatch):
     calls.append(1)
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(reader, 'extract_features', boom)
+  monkeypatch.setattr(features, 'extract_features', boom)
   with pytest.raises(KeyboardInterrupt):
     _build(folder, tmp_path)
   assert not _reader_threads()
@@ -113,32 +114,6 @@ def test_interrupted_cache_build_is_not_reused(tmp_path, monkeypatch):
   assert not any(n.startswith('.building') for n in os.listdir(tmp_path / 'cache'))
   arrays = _build(folder, tmp_path)
   assert arrays.features.shape[0] == 5
-
-
-@pytest.mark.parametrize('m', [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 65, 130])
-def test_average_matches_the_complex_numpy_definition(m):
-  rng = np.random.default_rng(m)
-  re = rng.normal(size=(3, 4, 50, m)).astype(np.float32)
-  im = rng.normal(size=(3, 4, 50, m)).astype(np.float32)
-  re[rng.random(re.shape) < 0.3] = 0.0
-  im[rng.random(im.shape) < 0.3] = -0.0
-  re[0, 0] = -0.0  # Whole entries of negative zeros: numpy's sum is +0.0 there.
-  im[0, 0] = -0.0
-  re[1, 1] *= 1e6  # A wide range, so that the summation order shows in the roundings.
-  h = re + 1j * im
-  count = ((re != 0) | (im != 0)).sum(-1)
-  expected = {'mean': h.mean(-1), 'valid_mean': h.sum(-1) / np.maximum(count, 1)}
-  # Float rounding only: a few float32 ulps of the entry's magnitude sum (the library
-  # follows numpy's summation order, so it is normally bit-identical, but the test does
-  # not depend on numpy's internals).
-  for average, ref in expected.items():
-    got = reader.average_measurements(re, im, average)
-    assert got.dtype == np.complex64
-    for part, a, b in (('re', got.real, ref.real), ('im', got.imag, ref.imag)):
-      scale = np.abs(re if part == 're' else im).sum(-1) / np.maximum(count, 1)
-      bound = 4 * np.finfo(np.float32).eps * np.maximum(scale, np.finfo(np.float32).tiny)
-      assert np.all(np.abs(a - b) <= bound), (average, part)
-      np.testing.assert_array_equal(a == 0, b == 0)   # Exact zeros stay exact.
 
 
 def _numpy_features(parts, feature, average):
@@ -155,8 +130,8 @@ def _numpy_features(parts, feature, average):
           'real_imag': np.stack([avg.real, avg.imag], -1)}[feature]
 
 
-@pytest.mark.parametrize('feature', reader.FEATURES)
-@pytest.mark.parametrize('average', reader.AVERAGES)
+@pytest.mark.parametrize('feature', features.FEATURES)
+@pytest.mark.parametrize('average', features.AVERAGES)
 def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, feature, average):
   # Files of unequal sizes, float32 and float64, exact zeros; chunks of 4 that divide no
   # file, cut into slices of 3 and 1 samples: many slices, so both buffer sets are
@@ -174,13 +149,13 @@ def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, featu
                          seed=k, extra={'H_Re': data['H_Re'], 'H_Im': data['H_Im']})
     parts.append(data)
   monkeypatch.setattr(reader, '_SLICE_BYTES', 3 * 2 * 4 * 6 * 5 * 4)
-  real_average = reader.average_measurements
+  real_average = features.average_measurements
 
   def slow_average(*args):
     time.sleep(0.005)  # The reader runs ahead now: a buffer it shares with us would change.
     return real_average(*args)
 
-  monkeypatch.setattr(reader, 'average_measurements', slow_average)
+  monkeypatch.setattr(features, 'average_measurements', slow_average)
   arrays = _build(folder, tmp_path, feature=feature, average=average, chunk_size=4)
   np.testing.assert_allclose(arrays.features, _numpy_features(parts, feature, average),
                              rtol=1e-6, atol=1e-6)

@@ -7,7 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
+from csiloc_jax.csi import reader
 from csiloc_jax.csi import simulator
+from csiloc_jax.csi.simulator import measurement
 
 C = simulator.SPEED_OF_LIGHT
 
@@ -20,10 +22,9 @@ PURE_LOS = simulator.ChannelModelConfig(
 
 def _read_set(folder):
   """Concatenates a CTW folder's files in file-number order -> dict of arrays."""
-  names = sorted(os.listdir(folder), key=lambda n: int(n[len('file_'):-len('.hdf5')]))
   out = {}
-  for name in names:
-    with h5py.File(os.path.join(folder, name), 'r') as f:
+  for path in reader.list_files(folder):
+    with h5py.File(path, 'r') as f:
       for key in f.keys():
         out.setdefault(key, []).append(f[key][...])
   return {k: np.concatenate(v) for k, v in out.items()}
@@ -269,7 +270,7 @@ def test_noise_power_matches_reported_snr_and_measurements_are_coherent():
 def test_phase_reference_and_averaging_keep_the_signal():
   model = simulator.make_channel_model(0, 56, 32)
   positions = simulator.sample_positions(model, 1, 0, 40)
-  h, snr = simulator.channel_response(positions, model, np.random.default_rng(1))
+  h, snr = simulator.channel_response(positions, model, np.random.default_rng(1), 5)
   clean = simulator.clean_channel(model, positions)
   # Antenna 0 at the centre subcarrier is the phase reference.
   ref = clean * np.exp(-1j * np.angle(clean[:, :1, 16:17]))
@@ -306,15 +307,15 @@ def test_channel_is_smooth_at_metres_and_varies_at_hundreds_of_metres():
 
 def test_buildings_block_the_line_of_sight():
   model = simulator.make_channel_model(0, 8, 4)
-  assert len(model.building_centre) > 5
+  assert len(model.buildings.centre) > 5
   # For every building: a UE just in front of it (seen from the BS) and one just
   # behind it, both on the ground.
-  c = model.building_centre
+  c = model.buildings.centre
   u = c / np.linalg.norm(c, axis=1, keepdims=True)
-  reach = (np.linalg.norm(model.building_half_size, axis=1) + 10.0)[:, None]
+  reach = (np.linalg.norm(model.buildings.half_size, axis=1) + 10.0)[:, None]
   xy = np.concatenate([c - reach * u, c + reach * u])
   ue = np.concatenate([xy, simulator.ground_height(model, xy)[:, None] + 1.5], -1)
-  loss = simulator._blockage_loss_db(model, np.zeros(3), ue)
+  loss = simulator.blockage_loss_db(model, np.zeros(3), ue)
   front, behind = np.split(loss, 2)
   k = np.argmax(behind - front)
   assert behind[k] > 15.0 and front[k] < 1.0
@@ -330,7 +331,7 @@ def test_buildings_block_the_line_of_sight():
 
 def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
   calls = {'n': 0}
-  real = simulator._measure_indices
+  real = measurement._measure_indices
 
   def failing(*args, **kwargs):
     calls['n'] += 1
@@ -338,15 +339,17 @@ def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
       raise KeyboardInterrupt
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(simulator, '_measure_indices', failing)
+  monkeypatch.setattr(measurement, '_measure_indices', failing)
   with pytest.raises(KeyboardInterrupt):
     simulator.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=0,
-                                   num_antennas=8, num_subcarriers=4, chunk_size=4)
+                                   num_antennas=8, num_subcarriers=4, num_measurements=5,
+                                   seed=0, chunk_size=4)
   assert os.listdir(tmp_path / 'CTW2020_labelled_data') == []
 
 
 def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):
-  kwargs = dict(num_antennas=8, num_subcarriers=4, num_measurements=2, samples_per_file=4)
+  kwargs = dict(num_antennas=8, num_subcarriers=4, num_measurements=2, samples_per_file=4,
+                seed=0)
   simulator.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=4, **kwargs)
   simulator.generate_ctw_dataset(str(tmp_path), num_labelled=5, num_unlabelled=4, **kwargs)
   # Stale file_3 of the larger run must not survive to be read as part of the set.
@@ -364,10 +367,16 @@ def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):
 
 
 def test_bad_arguments_are_rejected(tmp_path):
+  sizes = dict(num_labelled=1, num_unlabelled=1, num_antennas=8, num_subcarriers=4,
+               num_measurements=2, seed=0)
   with pytest.raises(ValueError, match='dtype'):
-    simulator.generate_ctw_dataset(str(tmp_path), dtype='float16')
+    simulator.generate_ctw_dataset(str(tmp_path), dtype='float16', **sizes)
   with pytest.raises(ValueError, match='chunk_size'):
-    simulator.generate_ctw_dataset(str(tmp_path), chunk_size=0)
+    simulator.generate_ctw_dataset(str(tmp_path), chunk_size=0, **sizes)
+  # Sizes, shape and seed come from the config (config.data.synthetic), never from a
+  # second set of defaults in the library.
+  with pytest.raises(TypeError, match='num_labelled'):
+    simulator.generate_ctw_dataset(str(tmp_path))
   with pytest.raises(ValueError, match='area_min'):
     simulator.ChannelModelConfig(area_min=(10.0, 0.0, 0.0), area_max=(5.0, 1.0, 1.0))
   with pytest.raises(ValueError, match='position_layout'):

@@ -3,8 +3,9 @@
 Data flow: ``CTW2020_{labelled,unlabelled}_data/file_<k>.hdf5`` (raw CSI, ~2 MB a sample)
 → :func:`scan_folder` validates every file's layout without reading the CSI →
 :func:`build_cache` reads a few samples at a time (the next slice is read while this one
-is processed), averages over the measurement axis, extracts the feature map and appends
-it to a ``.npy`` file under the cache directory →
+is processed), averages over the measurement axis and extracts the feature map
+(:mod:`csiloc_jax.csi.features`), and appends it to a ``.npy`` file under the cache
+directory →
 :class:`CTWArrays` exposes ``features`` ``[N, antennas, subcarriers, channels]`` (a
 read-only memmap) and ``positions`` ``[N, 3]`` → :mod:`csiloc_jax.csi.input_pipeline` cuts
 splits and batches.
@@ -12,7 +13,9 @@ splits and batches.
 Nothing here ever holds a whole dataset in memory: the real unlabelled set is ~37 GB of
 float32. The cache is keyed on the source files (names, sizes, modification times) and
 on every preprocessing option, so changing either rebuilds it; it is written to a
-temporary folder and renamed into place, so an interrupted build is never reused.
+temporary folder and renamed into place with ``meta.json`` written last, so a cache
+folder holding ``meta.json`` is complete and an interrupted build is never reused.
+The layout itself is described in docs/schemas.md, 'CTW-2020 layout'.
 
 Every layout problem raises :class:`CTWFormatError` naming the file, the dataset and
 what was expected.
@@ -23,8 +26,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -36,13 +37,20 @@ import h5py
 import ml_collections
 import numpy as np
 
+from csiloc_jax.core import metric_writer
+from csiloc_jax.core import runs
+from csiloc_jax.csi import features
+
 LABELLED_DIR = 'CTW2020_labelled_data'
 UNLABELLED_DIR = 'CTW2020_unlabelled_data'
 FILE_PATTERN = re.compile(r'^file_(\d+)\.hdf5$')
-FEATURES = ('real', 'real_imag', 'magnitude')
-AVERAGES = ('mean', 'valid_mean')
 # Bump when the cached representation changes so old caches are not reused.
 CACHE_VERSION = 1
+
+
+def file_name(k: int) -> str:
+  """Name of the ``k``-th file of a set (from 1), matching :data:`FILE_PATTERN`."""
+  return f'file_{k}.hdf5'
 
 
 class CTWFormatError(ValueError):
@@ -62,7 +70,8 @@ class SourceFile:
 # --------------------------------------------------------------------------------------
 # Layout validation.
 
-def _list_files(folder: str) -> list[str]:
+def list_files(folder: str) -> list[str]:
+  """Paths of the ``file_<k>.hdf5`` files in ``folder``, in numeric order of ``k``."""
   if not os.path.isdir(folder):
     raise CTWFormatError(f'{folder}: folder does not exist (expected a CTW-2020 folder '
                          f'holding file_<k>.hdf5 files)')
@@ -114,7 +123,7 @@ def _check_file(path: str, require_positions: bool) -> SourceFile:
 
 def scan_folder(folder: str, require_positions: bool) -> list[SourceFile]:
   """Validates every ``file_<k>.hdf5`` in ``folder`` (layout only; values come later)."""
-  files = [_check_file(p, require_positions) for p in _list_files(folder)]
+  files = [_check_file(p, require_positions) for p in list_files(folder)]
   first = files[0]
   for sf in files[1:]:
     for field in ('num_antennas', 'num_subcarriers', 'num_measurements'):
@@ -127,98 +136,7 @@ def scan_folder(folder: str, require_positions: bool) -> list[SourceFile]:
 
 
 # --------------------------------------------------------------------------------------
-# Feature extraction (one slice of samples at a time).
-
-def _pairwise_sum(x: np.ndarray) -> np.ndarray:
-  """Sum of float32 ``x`` over its last axis, in the order numpy sums a complex64 axis.
-
-  numpy (``pairwise_sum`` for complex types) adds fewer than 4 terms one by one; up to
-  64 terms as four running sums over blocks of four, combined as (0 + 1) + (2 + 3), and
-  the left-over terms added one by one; longer axes are split in two at a multiple of 4
-  first. Following that order per part gives bit for bit the parts of
-  ``(re + 1j * im).sum(-1)`` without building the complex array (three times the slice's
-  memory traffic), so the cache stays byte-identical to that definition.
-  """
-  m = x.shape[-1]
-  if m > 64:
-    total = _pairwise_sum(x[..., :4 * (m // 8)])
-    total += _pairwise_sum(x[..., 4 * (m // 8):])
-    return total
-  if m < 4:
-    total = x[..., 0].copy()
-    for k in range(1, m):
-      total += x[..., k]
-    return total
-  body = m - m % 4
-  r = [x[..., j] for j in range(4)]
-  if body > 4:
-    r = [x[..., j] + x[..., 4 + j] for j in range(4)]
-    for k in range(8, body, 4):
-      for j in range(4):
-        r[j] += x[..., k + j]
-  total = r[0] + r[1]
-  total += r[2] + r[3]
-  for k in range(body, m):
-    total += x[..., k]
-  return total
-
-
-# Rows (antenna-subcarrier entries) averaged at a time: a block's inputs and temporaries
-# stay in the CPU's cache between the few passes of the pairwise sum.
-_AVERAGE_BLOCK = 1 << 14
-
-
-def average_measurements(h_re: np.ndarray, h_im: np.ndarray, average: str) -> np.ndarray:
-  """Complex CSI averaged over the last (measurement) axis → ``[n, a, s]`` complex64.
-
-  ``mean`` is the paper's plain average. ``valid_mean`` skips failed estimates (stored as
-  exact zeros in both parts) and leaves 0 where every measurement failed.
-
-  Values are those of ``h = re + 1j * im`` in complex64 (after casting each part to
-  float32), then ``h.mean(-1)`` or ``h.sum(-1) / max(count, 1)``, bit for bit; the sums
-  run per part (:func:`_pairwise_sum`), a block of rows at a time. One exception: where
-  a part's sum is not finite, numpy's complex division also makes the other part NaN;
-  here each part keeps its own value.
-  """
-  if average not in AVERAGES:
-    raise ValueError(f'config.data.average must be one of {AVERAGES}, got {average!r}')
-  m = h_re.shape[-1]
-  re_rows, im_rows = h_re.reshape(-1, m), h_im.reshape(-1, m)
-  out = np.empty(h_re.shape[:-1], np.complex64)
-  out_rows = out.reshape(-1)
-  for lo in range(0, len(out_rows), _AVERAGE_BLOCK):
-    rows = slice(lo, lo + _AVERAGE_BLOCK)
-    if average == 'mean':
-      count = m
-    else:
-      # numpy divides in complex128, then rounds to complex64: for float32 operands that
-      # double rounding gives the correctly rounded float32 quotient, as this does.
-      valid = (re_rows[rows] != 0) | (im_rows[rows] != 0)
-      count = np.maximum(valid.sum(-1), 1).astype(np.float32)
-    for part, rows_in in ((out_rows.real, re_rows), (out_rows.imag, im_rows)):
-      total = _pairwise_sum(rows_in[rows].astype(np.float32, copy=False))
-      # numpy adds the pairwise sum to 0.0, which turns a -0.0 sum into +0.0.
-      total += np.float32(0)
-      np.divide(total, count, out=part[rows])
-  return out
-
-
-def extract_features(h_avg: np.ndarray, feature: str) -> np.ndarray:
-  """Averaged complex CSI ``[n, a, s]`` → float32 feature map ``[n, a, s, channels]``."""
-  if feature == 'real':
-    out = h_avg.real[..., None]
-  elif feature == 'real_imag':
-    out = np.stack([h_avg.real, h_avg.imag], axis=-1)
-  elif feature == 'magnitude':
-    out = np.abs(h_avg)[..., None]
-  else:
-    raise ValueError(f'config.data.feature must be one of {FEATURES}, got {feature!r}')
-  return out.astype(np.float32)
-
-
-def num_channels(feature: str) -> int:
-  return 2 if feature == 'real_imag' else 1
-
+# Value checks.
 
 def _check_finite(block: np.ndarray, path: str, key: str, start: int) -> None:
   bad = ~np.isfinite(block)
@@ -250,23 +168,22 @@ class CTWArrays:
 
 
 def _cache_key(files: list[SourceFile], feature: str, average: str) -> str:
-  entries = []
-  for sf in files:
-    st = os.stat(sf.path)
-    entries.append([os.path.basename(sf.path), st.st_size, st.st_mtime_ns])
-  blob = json.dumps({'files': entries, 'feature': feature, 'average': average,
-                     'version': CACHE_VERSION}, sort_keys=True)
-  return hashlib.sha1(blob.encode()).hexdigest()[:16]
+  """Fingerprint of the source files and the options (16 hex digits: a folder name)."""
+  return runs.fingerprint({'files': [runs.file_signature(sf.path) for sf in files],
+                           'feature': feature, 'average': average,
+                           'version': CACHE_VERSION})[:16]
 
 
 def build_cache(folder: str, cache_dir: str, *, feature: str = 'real',
                 average: str = 'mean', require_positions: bool = False,
                 chunk_size: int = 256) -> CTWArrays:
   """Preprocesses ``folder`` into ``cache_dir`` (or reuses a matching cache)."""
-  if feature not in FEATURES:
-    raise ValueError(f'config.data.feature must be one of {FEATURES}, got {feature!r}')
-  if average not in AVERAGES:
-    raise ValueError(f'config.data.average must be one of {AVERAGES}, got {average!r}')
+  if feature not in features.FEATURES:
+    raise ValueError(f'config.data.feature must be one of {features.FEATURES}, got '
+                     f'{feature!r}')
+  if average not in features.AVERAGES:
+    raise ValueError(f'config.data.average must be one of {features.AVERAGES}, got '
+                     f'{average!r}')
   files = scan_folder(folder, require_positions)
   key = _cache_key(files, feature, average)
   target = os.path.join(cache_dir, f'{os.path.basename(os.path.normpath(folder))}-{key}')
@@ -289,8 +206,8 @@ def build_cache(folder: str, cache_dir: str, *, feature: str = 'real',
 
 # Source bytes (H_Re + H_Im, as float32) read per HDF5 slice: small enough that a slice
 # the reader thread has just read is still in the CPU's cache when it is averaged (whole
-# 256-sample chunks go out to memory and back: 2-3x slower end to end on 2 cores), large
-# enough that per-slice overheads stay small.
+# 256-sample chunks would go out to memory and back, which is markedly slower end to
+# end), large enough that per-slice overheads stay small.
 _SLICE_BYTES = 8 << 20
 
 
@@ -369,12 +286,14 @@ def _write_cache(files: list[SourceFile], out: str, feature: str, average: str,
                  chunk_size: int, folder: str, key: str) -> None:
   total = sum(sf.num_samples for sf in files)
   a, s = files[0].num_antennas, files[0].num_subcarriers
-  shape = (total, a, s, num_channels(feature))
+  shape = (total, a, s, features.num_channels(feature))
   has_pos = all(sf.has_positions for sf in files)
   positions = np.zeros((total, 3), np.float64) if has_pos else None
   logging.info('Preprocessing %d samples from %d files in %s (feature=%s, average=%s)',
                total, len(files), folder, feature, average)
-  t0, done, source_bytes = time.perf_counter(), 0, 0
+  t0 = time.perf_counter()
+  # Counts samples done and source bytes read (meta's ``source_bytes``).
+  progress = metric_writer.Progress(total, unit='samples')
   # Features are appended after the .npy header with plain writes: the dirty pages of a
   # writable memmap count as the process's resident memory, which would then grow with
   # the dataset.
@@ -385,42 +304,35 @@ def _write_cache(files: list[SourceFile], out: str, feature: str, average: str,
         'fortran_order': False, 'shape': shape})
     for sf, start, h_re, h_im, pos in slices:
       with np.errstate(invalid='ignore'):  # inf - inf: such inputs are reported below.
-        h_avg = average_measurements(h_re, h_im, average)
+        h_avg = features.average_measurements(h_re, h_im, average)
       # Any non-finite input makes its average non-finite, so the element-wise check,
       # which names the first offending value, only has to run then.
       if not np.isfinite(h_avg).all():
         _check_rest_of_chunk(sf, start, chunk_size)
-      fh.write(np.ascontiguousarray(extract_features(h_avg, feature)).data)
-      source_bytes += h_re.nbytes + h_im.nbytes
-      done += len(h_re)
+      fh.write(np.ascontiguousarray(features.extract_features(h_avg, feature)).data)
+      progress.update(len(h_re), nbytes=h_re.nbytes + h_im.nbytes)
       if pos is not None:
         _check_finite(pos, sf.path, 'Pos', 0)
-        positions[done - sf.num_samples:done] = pos
+        positions[progress.step - sf.num_samples:progress.step] = pos
       if start + len(h_re) == sf.num_samples:
-        elapsed = time.perf_counter() - t0
-        logging.info('  %s: %d/%d samples, %.1f MB/s, ETA %.0f s',
-                     os.path.basename(sf.path), done, total,
-                     source_bytes / 1e6 / max(elapsed, 1e-9),
-                     elapsed / done * (total - done))
+        logging.info('  %s: %s', os.path.basename(sf.path), progress.line())
   if has_pos:
     np.save(os.path.join(out, 'positions.npy'), positions)
   meta = {'source': os.path.abspath(folder), 'key': key, 'feature': feature,
           'average': average, 'num_samples': total, 'feature_shape': list(shape[1:]),
           'num_measurements': files[0].num_measurements,
           'files': [os.path.basename(sf.path) for sf in files],
-          'source_bytes': source_bytes, 'seconds': time.perf_counter() - t0}
+          'source_bytes': progress.nbytes, 'seconds': time.perf_counter() - t0}
   # meta.json last: its presence marks a complete cache.
-  with open(os.path.join(out, 'meta.json'), 'w') as fh:
-    json.dump(meta, fh, indent=2)
+  runs.write_json(os.path.join(out, 'meta.json'), meta)
 
 
 def _open_cache(path: str) -> CTWArrays:
-  with open(os.path.join(path, 'meta.json')) as fh:
-    meta = json.load(fh)
-  features = np.load(os.path.join(path, 'features.npy'), mmap_mode='r')
+  meta = runs.read_json(os.path.join(path, 'meta.json'))
+  feature_map = np.load(os.path.join(path, 'features.npy'), mmap_mode='r')
   pos_path = os.path.join(path, 'positions.npy')
   positions = np.load(pos_path) if os.path.exists(pos_path) else None
-  return CTWArrays(features=features, positions=positions, source=meta['source'], meta=meta)
+  return CTWArrays(features=feature_map, positions=positions, source=meta['source'], meta=meta)
 
 
 # --------------------------------------------------------------------------------------

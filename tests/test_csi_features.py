@@ -1,0 +1,50 @@
+"""The feature maths: measurement averaging (numpy's complex definition, exact zeros)
+and the feature maps."""
+
+import numpy as np
+import pytest
+
+from csiloc_jax.csi import features
+
+
+@pytest.mark.parametrize('m', [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 65, 130])
+def test_average_matches_the_complex_numpy_definition(m):
+  rng = np.random.default_rng(m)
+  re = rng.normal(size=(3, 4, 50, m)).astype(np.float32)
+  im = rng.normal(size=(3, 4, 50, m)).astype(np.float32)
+  re[rng.random(re.shape) < 0.3] = 0.0
+  im[rng.random(im.shape) < 0.3] = -0.0
+  re[0, 0] = -0.0  # Whole entries of negative zeros: numpy's sum is +0.0 there.
+  im[0, 0] = -0.0
+  re[1, 1] *= 1e6  # A wide range, so that the summation order shows in the roundings.
+  h = re + 1j * im
+  count = ((re != 0) | (im != 0)).sum(-1)
+  expected = {'mean': h.mean(-1), 'valid_mean': h.sum(-1) / np.maximum(count, 1)}
+  # Float rounding only: a few float32 ulps of the entry's magnitude sum (the library
+  # follows numpy's summation order, so it is normally bit-identical, but the test does
+  # not depend on numpy's internals).
+  for average, ref in expected.items():
+    got = features.average_measurements(re, im, average)
+    assert got.dtype == np.complex64
+    for part, a, b in (('re', got.real, ref.real), ('im', got.imag, ref.imag)):
+      scale = np.abs(re if part == 're' else im).sum(-1) / np.maximum(count, 1)
+      bound = 4 * np.finfo(np.float32).eps * np.maximum(scale, np.finfo(np.float32).tiny)
+      assert np.all(np.abs(a - b) <= bound), (average, part)
+      np.testing.assert_array_equal(a == 0, b == 0)   # Exact zeros stay exact.
+
+
+def test_feature_maps_and_channel_counts():
+  h = np.array([[[3 + 4j, -1 - 2j]]], np.complex64)              # [1, 1, 2]
+  for feature in features.FEATURES:
+    out = features.extract_features(h, feature)
+    assert out.dtype == np.float32
+    assert out.shape == (1, 1, 2, features.num_channels(feature))
+  np.testing.assert_array_equal(features.extract_features(h, 'real')[..., 0], [[[3, -1]]])
+  np.testing.assert_array_equal(features.extract_features(h, 'real_imag')[0, 0],
+                                [[3, 4], [-1, -2]])
+  np.testing.assert_allclose(features.extract_features(h, 'magnitude')[..., 0],
+                             [[[5, np.sqrt(5)]]], rtol=1e-6)
+  with pytest.raises(ValueError, match='config.data.feature'):
+    features.extract_features(h, 'phase')
+  with pytest.raises(ValueError, match='config.data.average'):
+    features.average_measurements(np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 2)), 'median')
