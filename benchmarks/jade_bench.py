@@ -38,17 +38,12 @@ TARGET = 20.0
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _wrap(x):
-  return np.mod(x + np.pi, 2 * np.pi) - np.pi
-
-
 def robust_cost(anchors, clients, heading, theta, mask, scale) -> float:
-  """The library's JADE cost in float64 numpy (for scoring both solutions alike)."""
-  d = anchors[None, :, :] - clients[:, None, :]
-  beta = np.arctan2(d[..., 1], d[..., 0])
-  f = 2.0 * np.sin(0.5 * _wrap(theta + heading[:, None] - beta))
-  rho = 0.5 * scale ** 2 * np.log1p((f / scale) ** 2) if scale > 0 else 0.5 * f ** 2
-  return float(np.sum(np.where(mask, rho, 0.0)))
+  """The library's JADE cost evaluated in float64 (scores both solutions alike)."""
+  from csiloc_jax.mmwave import jade  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    args = (np.asarray(x, np.float64) for x in (anchors, clients, heading, theta))
+    return float(jade._cost(*args, np.asarray(mask), scale))  # pylint: disable=protected-access
 
 
 class ScipyJade:
@@ -75,10 +70,11 @@ class ScipyJade:
     return z[:k2].reshape(-1, 2), z[k2:k2 + n2].reshape(-1, 2), z[k2 + n2:]
 
   def _geometry(self, z):
+    from csiloc_jax.mmwave import geometry  # pylint: disable=g-import-not-at-top
     a, p, psi = self.unpack(z)
     d = a[self.k_idx] - p[self.n_idx]
     q = np.maximum(np.sum(d * d, -1), 1e-12)
-    r = _wrap(self.theta + psi[self.n_idx] - np.arctan2(d[:, 1], d[:, 0]))
+    r = geometry.wrap(self.theta + psi[self.n_idx] - np.arctan2(d[:, 1], d[:, 0]))
     return d, q, r
 
   def residuals(self, z):
@@ -97,9 +93,8 @@ class ScipyJade:
 
 # Problems up to this many unknowns use SciPy's exact (dense SVD) trust-region solver,
 # larger ones LSMR on the sparse Jacobian with Jacobian scaling: on this problem the
-# fastest of the settings tried (for a 300-sample region, one start: exact 24 s,
-# lsmr 12 s, lsmr + x_scale='jac' 6 s, dogbox + lsmr 86 s; for a 40-sample region:
-# exact 0.3 s, lsmr 3.3 s).
+# fastest of the settings tried (exact, lsmr, lsmr + x_scale='jac', dogbox + lsmr;
+# the timings are in benchmarks/README.md).
 DENSE_MAX_UNKNOWNS = 400
 
 
@@ -125,20 +120,21 @@ def _survey(quick: bool):
   from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
   config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))
-  num_survey = 40 if quick else config.data.num_survey
-  sim = simulator.simulate(floorplan_lib.load_floorplan(config.data.floorplan or None),
-                           seed=config.data.scenario_seed,
-                           aoa_noise_deg=config.data.aoa_noise_deg, num_survey=num_survey,
-                           num_trajectory_steps=16)
+  scenario = simulator.scenario_kwargs(config.data)
+  if quick:
+    scenario['num_survey'] = 40
+  sim = simulator.simulate(floorplan_lib.load_floorplan(scenario.pop('floorplan')),
+                           **dict(scenario, num_trajectory_steps=16))
   return config, sim['survey']
 
 
 def run(quick: bool) -> list[common.Row]:
   from csiloc_jax.mmwave import jade  # pylint: disable=g-import-not-at-top
   config, survey = _survey(quick)
-  opts = jade.JadeOptions.from_config(config.jade)
-  if quick:
-    opts = jade.JadeOptions(**{**opts.__dict__, 'num_restarts': 2, 'num_iters': 20})
+  from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
+  quick_iters = {'num_restarts': 2, 'num_iters': 20} if quick else {}
+  opts = config_utils.options_from_config(jade.JadeOptions, config.jade, 'config.jade',
+                                          seed=config.seed, **quick_iters)
   problems = jade.build_problems(survey['aoa'], survey['region'], survey['anchor_ap'],
                                  survey['anchor_kind'], survey['ap_position'].astype(np.float64),
                                  opts)

@@ -1,7 +1,7 @@
 """``tracker_k*`` and ``tracker_batch`` rows: the scan-compiled tracker vs Python loops.
 
 Input: a trajectory of the default floor (``mmwave.simulator``, the
-``configs/mmwave_tiny.py`` scenario, 388 steps), encoded with ``features.encode``, and
+``configs/mmwave_tiny.py`` scenario), encoded with ``features.encode``, and
 a bank of K tiny nets (``tiny_nets.MLP`` with the config's hidden sizes, stacked
 parameters from ``tiny_nets.init_bank``, label statistics and visibility rates filled
 in). The nets are untrained: speed does not depend on the weights, and both sides get
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 from absl import logging
 import jax
@@ -42,10 +41,9 @@ def _scenario(quick: bool):
   from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
   config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))
-  sim = simulator.simulate(floorplan_lib.load_floorplan(config.data.floorplan or None),
-                           seed=config.data.scenario_seed,
-                           aoa_noise_deg=config.data.aoa_noise_deg, num_survey=10,
-                           num_trajectory_steps=config.data.num_trajectory_steps)
+  scenario = simulator.scenario_kwargs(config.data)
+  sim = simulator.simulate(floorplan_lib.load_floorplan(scenario.pop('floorplan')),
+                           **dict(scenario, num_survey=10))
   return config, sim['trajectory']
 
 
@@ -153,7 +151,9 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
   config, traj = _scenario(quick)
   model = tiny_nets.MLP(hidden_sizes=tuple(config.nets.hidden_sizes),
                         activation=config.nets.activation)
-  opts = tracker.TrackerOptions.from_config(config.tracker)
+  from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
+  opts = config_utils.options_from_config(tracker.TrackerOptions, config.tracker,
+                                          'config.tracker')
   aoa = traj['aoa'][:100] if quick else traj['aoa']
   feats = np.asarray(features_lib.encode(aoa, reference=config.features.reference))
   num_paths = features_lib.path_counts(aoa)

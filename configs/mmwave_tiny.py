@@ -1,4 +1,4 @@
-"""mmWave localization with self-supervised tiny networks (PRODUCT.md Part B).
+"""mmWave localization with self-supervised tiny networks (docs/mmwave.md).
 
 JADE labels the survey from its ADoAs, one tiny MLP per region learns those labels, and a
 Kalman filter with NIS-based switching tracks the trajectory. Usage:
@@ -8,12 +8,42 @@ Kalman filter with NIS-based switching tracks the trajectory. Usage:
   python launch/mmwave.py --config=configs/mmwave_tiny.py --workdir=W \
       --config.data.survey=S.h5 --config.data.trajectory=T.h5
 
-``quick`` shrinks the generated scenario and the optimisation so a run takes well under
-a minute on a CPU (for tests and smoke checks, not for the reported numbers).
+``quick`` shrinks the generated scenario and the optimisation (for tests and smoke
+checks, not for the reported numbers).
+
+This file is the one place that holds the method's defaults: the library's option
+types (``JadeOptions``, ``TrainOptions``, ``TrackerOptions``) have none and are built
+from these sections, also in a notebook:
+``config_utils.load_config('configs/mmwave_tiny.py')``.
 """
 
 import ml_collections
 from ml_collections import config_dict
+
+
+def _nets(hidden_sizes: tuple, learning_rate: float,
+          batch_size: int) -> ml_collections.ConfigDict:
+  """One section of net-training settings (``config.nets`` and ``config.big_nn``)."""
+  nets = ml_collections.ConfigDict()
+  # Hidden layer widths of every net (the output is 2-D).
+  nets.hidden_sizes = hidden_sizes
+  # Hidden activation: 'relu', 'tanh', 'gelu' or 'silu'.
+  nets.activation = 'relu'
+  # Peak AdamW learning rate (warm-up then cosine decay).
+  nets.learning_rate = learning_rate
+  # AdamW weight decay.
+  nets.weight_decay = 1e-4
+  # Minibatch size per net.
+  nets.batch_size = batch_size
+  # Optimisation steps (all nets of a section step together).
+  nets.num_train_steps = 3000
+  # Steps between validation checks (the best-on-validation parameters are kept).
+  nets.eval_every = 250
+  # Fraction of each region's labelled samples held out for validation.
+  nets.validation_fraction = 0.1
+  # Probability of dropping each received path in a training input (augmentation).
+  nets.path_dropout = 0.05
+  return nets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -27,19 +57,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Where the survey and trajectory come from.
   config.data = ml_collections.ConfigDict()
-  # Survey HDF5 file in the B.2 schema; '' = generate the default scenario into
-  # workdir/data (with the scenario fields below).
+  # Survey HDF5 file in the mmWave schema of docs/schemas.md; '' = generate the default
+  # scenario into workdir/data (with the scenario fields below).
   config.data.survey = ''
-  # Trajectory HDF5 file in the B.2 schema (needs time_s); '' = generated with the survey.
+  # Trajectory HDF5 file in the same schema (needs time_s); '' = generated with the survey.
   config.data.trajectory = ''
   # Generated scenario: seed of the simulator (positions, headings, noise, anchor order).
   config.data.scenario_seed = 0
   # Generated scenario: AoA noise standard deviation, degrees.
   config.data.aoa_noise_deg = 5.0
-  # Generated scenario: survey samples per room (region).
-  config.data.num_survey = 300
-  # Generated scenario: steps of the walk through every room.
-  config.data.num_trajectory_steps = 388
+  # Generated scenario: survey samples per room (region); unset = the simulator's
+  # DEFAULT_SURVEY_PER_ROOM (csiloc_jax/mmwave/simulator.py).
+  config.data.num_survey = config_dict.placeholder(int)
+  # Generated scenario: steps of the walk through every room; unset = the simulator's
+  # DEFAULT_TRAJECTORY_STEPS.
+  config.data.num_trajectory_steps = config_dict.placeholder(int)
   # Generated scenario: floor plan JSON file; '' = the default six-room plan.
   config.data.floorplan = ''
   # Survey without a "region" dataset: cluster it into this many regions by received
@@ -74,58 +106,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'never': AoAs are counter-clockwise as in the schema, so the gauge is a proper
   # similarity; 'auto': also try a mirrored alignment (unknown angle convention).
   config.jade.gauge_reflection = 'never'
+  # "JADE alone" baseline: Levenberg-Marquardt iterations of each trajectory step's fit
+  # against JADE's anchor map (csiloc_jax/mmwave/jade.py, localize).
+  config.jade.localize_iters = 30
 
-  # The tiny per-region nets, trained all at once.
-  config.nets = ml_collections.ConfigDict()
-  # Hidden layer widths of every tiny net (the letter: 48, 48, 24; output is 2-D).
-  config.nets.hidden_sizes = (48, 48, 24)
-  # Hidden activation: 'relu', 'tanh', 'gelu' or 'silu'.
-  config.nets.activation = 'relu'
-  # Peak AdamW learning rate (warm-up then cosine decay).
-  config.nets.learning_rate = 3e-3
-  # AdamW weight decay.
-  config.nets.weight_decay = 1e-4
-  # Minibatch size per net.
-  config.nets.batch_size = 64
-  # Optimisation steps (all nets step together).
-  config.nets.num_train_steps = 3000
-  # Steps between validation checks (the best-on-validation parameters are kept).
-  config.nets.eval_every = 250
-  # Fraction of each region's labelled samples held out for validation.
-  config.nets.validation_fraction = 0.1
-  # Probability of dropping each received path in a training input (augmentation).
-  config.nets.path_dropout = 0.05
-
-  # The one-big-NN baseline, trained on every region's JADE labels.
-  config.big_nn = ml_collections.ConfigDict()
-  # The single-NN baseline over the whole floor: hidden layer widths.
-  config.big_nn.hidden_sizes = (256, 256, 128)
-  # Hidden activation.
-  config.big_nn.activation = 'relu'
-  # Peak AdamW learning rate.
-  config.big_nn.learning_rate = 2e-3
-  # AdamW weight decay.
-  config.big_nn.weight_decay = 1e-4
-  # Minibatch size.
-  config.big_nn.batch_size = 128
-  # Optimisation steps.
-  config.big_nn.num_train_steps = 3000
-  # Steps between validation checks.
-  config.big_nn.eval_every = 250
-  # Fraction of labelled samples held out for validation.
-  config.big_nn.validation_fraction = 0.1
-  # Path dropout probability (augmentation).
-  config.big_nn.path_dropout = 0.05
+  # The tiny per-region nets, trained all at once (hidden sizes as in Shastri et al.).
+  config.nets = _nets(hidden_sizes=(48, 48, 24), learning_rate=3e-3, batch_size=64)
+  # The one-big-NN baseline over the whole floor, trained on every region's JADE labels.
+  config.big_nn = _nets(hidden_sizes=(256, 256, 128), learning_rate=2e-3, batch_size=128)
 
   # Online tracking and net switching (csiloc_jax/mmwave/tracker.py).
   config.tracker = ml_collections.ConfigDict()
-  # Candidate selection: 'nis' or 'mahalanobis_euclidean' (PRODUCT.md B.6).
+  # Candidate selection: 'nis' or 'mahalanobis_euclidean' (docs/mmwave.md, 'Tracking').
   config.tracker.scheme = 'nis'
-  # Keep the current net while its NIS is at or under this (slides: 2).
+  # Keep the current net while its NIS is at or under this.
   config.tracker.threshold = 2.0
   # Only nets whose training inputs make this step's received-path pattern at most this
   # many nats less likely than the best net's may be kept or chosen; 0.0 = off (the
-  # letter's rule as written, which can lock onto a wrong net).
+  # published rule as written, which can lock onto a wrong net).
   config.tracker.visibility_gate_nats = 10.0
   # Constant-velocity model: white-acceleration spectral density, m^2/s^3.
   config.tracker.process_noise = 0.5
@@ -139,7 +137,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # per metre.
   config.tracker.euclidean_weight = 1.0
 
-  # quick: a smaller survey and shorter optimisation (about 30 s on a laptop CPU).
+  # quick: a smaller survey and shorter optimisation.
   if arg == 'quick':
     config.data.num_survey = 100
     config.jade.num_restarts = 2

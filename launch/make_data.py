@@ -31,8 +31,10 @@ flags.DEFINE_integer('samples_per_file', None,
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'ctw: dataset dtype.')
 # mmWave.
 flags.DEFINE_float('aoa_noise_deg', 5.0, 'mmwave: AoA noise standard deviation (degrees).')
+# Unset mmWave sizes take the simulator's DEFAULT_SURVEY_PER_ROOM / DEFAULT_TRAJECTORY_STEPS.
 flags.DEFINE_integer('num_survey', None, 'mmwave: survey samples per room (default: simulator\'s).')
-flags.DEFINE_integer('num_trajectory_steps', 388, 'mmwave: trajectory length.')
+flags.DEFINE_integer('num_trajectory_steps', None,
+                     'mmwave: trajectory length (default: simulator\'s).')
 flags.mark_flags_as_required(['out_dir'])
 
 
@@ -53,10 +55,10 @@ def main(argv):
         FLAGS.out_dir, seed=FLAGS.seed, dtype=FLAGS.dtype, progress=True, **kwargs)
   else:
     from csiloc_jax.mmwave import simulator
-    kwargs = {} if FLAGS.num_survey is None else {'num_survey': FLAGS.num_survey}
+    kwargs = {name: FLAGS[name].value for name in ('num_survey', 'num_trajectory_steps')
+              if FLAGS[name].value is not None}
     summary = simulator.write_scenario(
-        FLAGS.out_dir, seed=FLAGS.seed, aoa_noise_deg=FLAGS.aoa_noise_deg,
-        num_trajectory_steps=FLAGS.num_trajectory_steps, **kwargs)
+        FLAGS.out_dir, seed=FLAGS.seed, aoa_noise_deg=FLAGS.aoa_noise_deg, **kwargs)
   print(json.dumps(summary, indent=2, default=str))
 
 

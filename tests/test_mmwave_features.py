@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from csiloc_jax.mmwave import features
+from csiloc_jax.mmwave import geometry
 
 
 def _blocks(f, m):
@@ -35,7 +36,7 @@ def test_features_are_invariant_to_the_client_heading():
     kw = {'reference': reference, 'priority': np.arange(6.0)}
     base = np.asarray(features.encode(aoa.astype(np.float32), **kw))
     for psi in (0.7, -2.9, 3.1):
-      rotated = np.pi - np.mod(np.pi - (aoa - psi), 2 * np.pi)   # Wrapped, NaN kept.
+      rotated = geometry.wrap(aoa - psi)   # Wrapped, NaN kept.
       np.testing.assert_allclose(features.encode(rotated.astype(np.float32), **kw), base,
                                  atol=2e-5)
 

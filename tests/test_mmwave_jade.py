@@ -1,14 +1,30 @@
 """JADE: exact recovery without noise, the gauge from ap_position, degenerate regions."""
 
+import os
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import floorplan
 from csiloc_jax.mmwave import geometry
 from csiloc_jax.mmwave import jade
 from csiloc_jax.mmwave import simulator
 
-FAST = jade.JadeOptions(num_restarts=2, num_iters=40, min_anchor_samples=1)
+CONFIG = config_utils.load_config(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'))
+
+
+def _options(**overrides):
+  """The config's JADE options with fewer restarts and iterations (small test scenes)."""
+  overrides = {'num_restarts': 2, 'num_iters': 40, 'min_anchor_samples': 1, **overrides}
+  return config_utils.options_from_config(jade.JadeOptions, CONFIG.jade, 'config.jade',
+                                          seed=CONFIG.seed, **overrides)
+
+
+FAST = _options()
 
 
 @pytest.fixture(scope='module')
@@ -57,8 +73,7 @@ def test_reflection_is_observable_and_auto_handles_clockwise_angles(two_rooms):
   # Clockwise data solved as counter-clockwise is the mirror layout: a proper similarity
   # cannot put its APs on ap_position.
   assert min(d['gauge_residual_m'] for d in never.diagnostics.values()) > 0.3
-  auto = _run(two_rooms, jade.JadeOptions(num_restarts=2, num_iters=40, min_anchor_samples=1,
-                                          gauge_reflection='auto'), aoa=flipped)
+  auto = _run(two_rooms, _options(gauge_reflection='auto'), aoa=flipped)
   assert all(d['reflected'] for d in auto.diagnostics.values())
   assert np.linalg.norm(auto.labels - two_rooms['position'], axis=-1).max() < 1e-3
 
@@ -128,11 +143,54 @@ def test_localize_against_known_anchors(two_rooms):
   mask[5] = False
   mask[5, np.flatnonzero(np.isfinite(s['aoa'][5]))[:2]] = True   # Only two paths.
   starts = np.array([[3.0, 2.5], [9.0, 2.5]], np.float32)
-  pos, cost = jade.localize(np.nan_to_num(s['aoa']), mask, s['anchor_position'], starts)
+  pos, cost = jade.localize(np.nan_to_num(s['aoa']), mask, s['anchor_position'], starts,
+                            num_iters=CONFIG.jade.localize_iters,
+                            scale=CONFIG.jade.robust_scale)
   pos = np.asarray(pos)
   err = np.linalg.norm(pos - s['position'], axis=-1)
   assert np.isnan(pos[5]).all()
   assert np.nanmax(np.delete(err, 5)) < 1e-3
+
+
+def test_one_angle_wrap_for_numpy_and_jax():
+  x = np.array([-np.pi, np.pi, 3 * np.pi + 0.5, -0.25, 7.0])
+  wrapped = geometry.wrap(x)
+  assert isinstance(wrapped, np.ndarray) and wrapped.dtype == np.float64
+  np.testing.assert_allclose(wrapped, [np.pi, np.pi, np.pi + 0.5 - 2 * np.pi, -0.25,
+                                       7.0 - 2 * np.pi], atol=1e-12)
+  traced = jax.jit(geometry.wrap)(jnp.asarray(x, jnp.float32))
+  assert isinstance(traced, jax.Array)
+  np.testing.assert_allclose(np.asarray(traced), wrapped, atol=1e-5)
+
+
+def test_information_is_the_solvers_normal_equations_in_float64(two_rooms):
+  # The Schur-reduced anchor information equals the dense Gauss-Newton information
+  # (J^T W J over anchors and per-sample unknowns) with the samples eliminated.
+  problems = jade.build_problems(two_rooms['aoa'], two_rooms['region'],
+                                 two_rooms['anchor_ap'], two_rooms['anchor_kind'],
+                                 two_rooms['ap_position'], FAST)
+  r = 0
+  mask = problems.mask[r]
+  cols, rows = problems.anchor_index[r], problems.sample_index[r]
+  anchors = two_rooms['anchor_position'][np.maximum(cols, 0)].astype(np.float64)
+  clients = two_rooms['position'][np.maximum(rows, 0)].astype(np.float64)
+  heading = two_rooms['heading'][np.maximum(rows, 0)].astype(np.float64)
+  info = jade.anchor_information(anchors[None], clients[None], heading[None],
+                                 problems.theta[r][None], mask[None], 0.0)[0]
+  assert info.dtype == np.float64
+  n, k = mask.shape
+  jac = np.zeros((n, k, 2 * k + 3 * n))
+  d = anchors[None] - clients[:, None]
+  g = np.stack([-d[..., 1], d[..., 0]], -1) / np.sum(d * d, -1)[..., None]
+  for t, m in zip(*np.nonzero(mask)):   # Noiseless: r = 0, so cos(r / 2) = 1.
+    jac[t, m, 2 * m:2 * m + 2] = -g[t, m]
+    jac[t, m, 2 * k + 3 * t:2 * k + 3 * t + 2] = g[t, m]
+    jac[t, m, 2 * k + 3 * t + 2] = 1.0
+  jac = jac[mask]
+  full = jac.T @ jac
+  a, b, c = full[:2 * k, :2 * k], full[:2 * k, 2 * k:], full[2 * k:, 2 * k:]
+  np.testing.assert_allclose(info, a - b @ np.linalg.pinv(c, hermitian=True) @ b.T,
+                             atol=1e-8 * np.abs(a).max())
 
 
 def test_umeyama_recovers_a_similarity():

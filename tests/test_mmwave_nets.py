@@ -1,11 +1,18 @@
 """Tiny nets: stacked parameters, vmapped evaluation == per-net apply, training works."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import features
 from csiloc_jax.mmwave import tiny_nets
+
+
+CONFIG = config_utils.load_config(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'))
 
 
 def _bank(model, k, m, seed=0):
@@ -18,8 +25,8 @@ def _bank(model, k, m, seed=0):
       region_ids=jnp.arange(k))
 
 
-def test_parameter_count_of_the_letters_net():
-  model = tiny_nets.MLP((48, 48, 24))
+def test_parameter_count_of_the_papers_net():
+  model = tiny_nets.MLP((48, 48, 24), 'relu')
   bank = _bank(model, 3, 17)          # 17 anchors -> 51 features.
   leaves = jax.tree.leaves(bank.params)
   assert all(x.shape[0] == 3 for x in leaves)
@@ -28,7 +35,7 @@ def test_parameter_count_of_the_letters_net():
 
 
 def test_vmapped_evaluation_equals_per_net_apply():
-  model = tiny_nets.MLP((16, 8))
+  model = tiny_nets.MLP((16, 8), 'relu')
   k, m = 4, 6
   bank = _bank(model, k, m)
   aoa = np.random.default_rng(1).uniform(-3, 3, (10, m)).astype(np.float32)
@@ -58,9 +65,10 @@ def test_training_all_nets_at_once_fits_each_regions_labels():
                            np.stack([np.cos(rel1), -np.sin(rel1)], -1) + 10.0])
   region = np.repeat([0, 1], n)
   ts = tiny_nets.make_training_set(aoa, labels, region, [0, 1], 0.1, 0)
-  model = tiny_nets.MLP((32, 32))
-  opts = tiny_nets.TrainOptions(hidden_sizes=(32, 32), num_train_steps=800, eval_every=200,
-                                path_dropout=0.0, learning_rate=3e-3)
+  model = tiny_nets.MLP((32, 32), 'relu')
+  opts = config_utils.options_from_config(
+      tiny_nets.TrainOptions, CONFIG.nets, 'config.nets', seed=0, hidden_sizes=(32, 32),
+      num_train_steps=800, eval_every=200, path_dropout=0.0, learning_rate=3e-3)
   bank = tiny_nets.train_bank(model, ts, opts)
   pred = np.asarray(tiny_nets.predict_each(model, bank, features.encode(ts.aoa)))
   n_all = ts.num_train + ts.val_mask.sum(1)
@@ -83,7 +91,7 @@ def test_samples_without_a_jade_label_are_not_trained_on():
 
 
 def test_visibility_loglik_prefers_the_net_that_saw_such_inputs():
-  model = tiny_nets.MLP((4,))
+  model = tiny_nets.MLP((4,), 'relu')
   bank = _bank(model, 2, 3)
   bank = bank.replace(visibility_rate=jnp.array([[0.9, 0.9, 0.1], [0.1, 0.1, 0.9]]))
   ll = np.asarray(tiny_nets.visibility_loglik(bank, jnp.array([True, True, False])))

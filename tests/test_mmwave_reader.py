@@ -1,4 +1,4 @@
-"""Reading B.2 files: validation errors name file + dataset, defined behaviours hold."""
+"""Reading survey and trajectory files: errors name file + dataset, defined behaviours hold."""
 
 import h5py
 import numpy as np

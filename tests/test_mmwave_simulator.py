@@ -1,4 +1,4 @@
-"""The indoor simulator: mirror formula, path visibility, detection, and the B.2 files."""
+"""The indoor simulator: mirror formula, path visibility, detection, and the written files."""
 
 import json
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from csiloc_jax.mmwave import floorplan
+from csiloc_jax.mmwave import geometry
 from csiloc_jax.mmwave import simulator
 
 
@@ -134,9 +135,9 @@ def test_noiseless_aoa_is_anchor_bearing_minus_heading(scenario):
     anchors, kind, ap = f['anchor_position'][()], f['anchor_kind'][()], f['anchor_ap'][()]
     ap_pos = f['ap_position'][()]
   d = anchors[None] - pos[:, None]
-  expected = simulator.wrap_angle(np.arctan2(d[..., 1], d[..., 0]) - head[:, None])
+  expected = geometry.wrap(np.arctan2(d[..., 1], d[..., 0]) - head[:, None])
   finite = np.isfinite(aoa)
-  diff = simulator.wrap_angle(aoa[finite] - expected[finite])
+  diff = geometry.wrap(aoa[finite] - expected[finite])
   assert np.max(np.abs(diff)) < 1e-5
   # Direct-path anchors sit on their APs.
   np.testing.assert_allclose(anchors[kind == 0], ap_pos[ap[kind == 0]], atol=1e-6)

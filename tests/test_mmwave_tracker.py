@@ -1,18 +1,29 @@
 """Tracker: predict-only steps, the NIS switching rule, scan == vmapped batch of one, and
 the whole tracker against a plain numpy Kalman-filter loop."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import tiny_nets
 from csiloc_jax.mmwave import tracker
 
 # A linear "net" (no hidden layer) reading features directly lets the tests dictate each
 # candidate: features are [x, y, visible]; net k answers (x, y) + offset_k.
-MODEL = tiny_nets.MLP(hidden_sizes=())
+MODEL = tiny_nets.MLP(hidden_sizes=(), activation='relu')
+CONFIG = config_utils.load_config(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'))
+
+
+def _options(**overrides):
+  """The config's tracker options, with ``overrides``."""
+  return config_utils.options_from_config(tracker.TrackerOptions, CONFIG.tracker,
+                                          'config.tracker', **overrides)
 
 
 def _bank(offsets, visibility_rate=None):
@@ -69,7 +80,7 @@ def test_correct_net_is_kept_and_a_jump_triggers_a_switch():
   feats = feats.copy()
   bank = _bank([[0.0, 0.0], [0.0, 5.0]])
   feats[20:, 1] -= 5.0       # From step 20 net 0 says y - 5, net 1 says y.
-  track = jax.jit(tracker.make_tracker(MODEL, tracker.TrackerOptions(threshold=2.0)))
+  track = jax.jit(tracker.make_tracker(MODEL, _options(threshold=2.0)))
   out = jax.tree.map(np.asarray, track(bank, feats, np.full(40, 5), t))
   assert np.all(out['net'][:20] == 0)
   assert np.all(out['net'][21:] == 1)
@@ -84,7 +95,7 @@ def test_steps_with_too_few_paths_are_predict_only():
   feats = feats.copy()
   feats[[10, 11, 12], :2] = 1e3        # Garbage the tracker must not use.
   bank = _bank([[0.0, 0.0], [0.0, 30.0]])
-  track = jax.jit(tracker.make_tracker(MODEL, tracker.TrackerOptions()))
+  track = jax.jit(tracker.make_tracker(MODEL, _options()))
   out = jax.tree.map(np.asarray, track(bank, feats, num_paths, t))
   assert not out['updated'][10:13].any() and out['updated'][:10].all()
   assert np.all(out['net'][10:13] == out['net'][9])
@@ -98,7 +109,7 @@ def test_start_waits_for_a_usable_step_and_picks_by_received_paths():
   num_paths = np.array([0, 1] + [5] * 8)
   # Net 1 has always seen the single path, net 0 rarely: net 1 starts.
   bank = _bank([[0.0, 0.0], [0.0, 0.0]], visibility_rate=[[0.05], [0.95]])
-  out = jax.tree.map(np.asarray, tracker.make_tracker(MODEL, tracker.TrackerOptions())(
+  out = jax.tree.map(np.asarray, tracker.make_tracker(MODEL, _options())(
       bank, feats, num_paths, t))
   assert np.isnan(out['position'][:2]).all() and list(out['net'][:2]) == [-1, -1]
   assert out['net'][2] == 1
@@ -111,7 +122,7 @@ def test_scan_over_a_trajectory_equals_a_vmapped_batch_of_one():
   bank = _bank([[0.0, 0.0], [0.0, 3.0], [2.0, 0.0]])
   num_paths = np.full(40, 4)
   num_paths[7] = 1
-  track = tracker.make_tracker(MODEL, tracker.TrackerOptions(scheme='mahalanobis_euclidean'))
+  track = tracker.make_tracker(MODEL, _options(scheme='mahalanobis_euclidean'))
   single = jax.jit(track)(bank, feats, num_paths, t)
   batched = jax.jit(jax.vmap(track, in_axes=(None, 0, 0, 0)))(
       bank, feats[None], num_paths[None], t[None])
@@ -192,7 +203,7 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
   # too): every variant must make the reference's choices at every step.
   k, num_anchors, steps = 5, 6, 80
   rng = np.random.default_rng(3)
-  model = tiny_nets.MLP(hidden_sizes=(16, 8))
+  model = tiny_nets.MLP(hidden_sizes=(16, 8), activation='relu')
   params = tiny_nets.init_bank(model, jax.random.PRNGKey(3), k, num_anchors)
   a = rng.normal(0, 1, (k, 2, 2))
   bank = tiny_nets.NetBank(
@@ -209,7 +220,7 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
   feats = np.asarray(features_lib.encode(aoa))
   num_paths = features_lib.path_counts(aoa)
   time_s = np.cumsum(rng.uniform(0.2, 0.8, steps)).astype(np.float32)
-  opts = tracker.TrackerOptions(threshold=3.0, visibility_gate_nats=2.0)
+  opts = _options(threshold=3.0, visibility_gate_nats=2.0)
   variants = [(s, g) for s in tracker.SCHEMES for g in (2.0, 0.0)]
   track = tracker.make_tracker(model, opts)
   # Traced scheme and gate, vmapped as the pipeline runs them ...

@@ -78,6 +78,7 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
     records = [json.loads(line) for line in f]
   assert any('nets/steps_per_sec' in r and 'eta' in r for r in records)
   assert os.path.isdir(tmp_path / 'checkpoints')
+  assert (tmp_path / 'data' / 'scenario.done.json').exists()
   # Running again in the same workdir re-uses the scenario and the trained nets.
   again = train.train_and_evaluate(config, str(tmp_path))
   assert again['nets']['restored_from_checkpoint'] and not saved['nets']['restored_from_checkpoint']
@@ -111,6 +112,8 @@ def test_fit_resumes_from_its_checkpoint(small_scene, tmp_path):
   first = train.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
   again = train.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
   assert not first.restored and again.restored
+  # The nets' stage record sits beside the checkpoint it describes.
+  assert (tmp_path / 'nets.done.json').exists()
   for a, b in zip(jax.tree.leaves(first.bank), jax.tree.leaves(again.bank)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Other settings: the checkpoint does not apply and the nets are retrained.

@@ -9,13 +9,18 @@ The data flow, one module per step (``docs/mmwave.md`` has the method and its ch
   train.train_and_evaluate(config, workdir) ties them together; sweep.run_sweep varies
   the AoA noise and the switching threshold.
 
-Every step is importable on its own, e.g. from a notebook::
+Every step is importable on its own, e.g. from a notebook; settings come from the
+config file, the one place that holds their defaults::
 
-  from csiloc_jax.mmwave import simulator, reader, jade, train
-  paths = simulator.write_scenario('/tmp/scene', aoa_noise_deg=5.0)
+  from csiloc_jax.core import config_utils
+  from csiloc_jax.mmwave import simulator, reader, jade
+  config = config_utils.load_config('configs/mmwave_tiny.py')
+  paths = simulator.write_scenario('/tmp/scene', **simulator.scenario_kwargs(config.data))
   survey = reader.read_measurements(paths['survey'])
+  options = config_utils.options_from_config(jade.JadeOptions, config.jade, 'config.jade',
+                                             seed=config.seed)
   result = jade.run_jade(survey.aoa, survey.region, survey.anchor_ap,
-                         survey.anchor_kind, survey.ap_position)
+                         survey.anchor_kind, survey.ap_position, options)
 """
 
 from csiloc_jax.mmwave import features

@@ -1,9 +1,10 @@
 """Angle and similarity-transform helpers shared by JADE, the features and evaluation.
 
-Sits under every other mmWave module: wrapping angles to (-pi, pi], the chord residual
-``2 sin(r / 2)`` that JADE minimises, the closed-form heading that best explains a set
-of AoAs, and the Umeyama similarity fit that moves JADE's solution into the frame fixed
-by ``ap_position``.
+Sits under every other mmWave module: wrapping angles to (-pi, pi] (the one angle wrap
+of the package: the simulator, the reader and JADE all call :func:`wrap`), bearings, the
+closed-form heading that best explains a set of AoAs, and the Umeyama similarity fit
+that moves JADE's solution into the frame fixed by ``ap_position`` (see docs/mmwave.md,
+'JADE and its gauge').
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def wrap(x: jax.Array) -> jax.Array:
-  """Wraps radians to (-pi, pi]."""
-  return jnp.pi - jnp.mod(jnp.pi - x, 2 * jnp.pi)
+def wrap(x):
+  """Wraps radians to (-pi, pi] (``pi`` stays ``pi``, ``-pi`` becomes ``pi``).
+
+  A JAX array (or tracer) gives a JAX array; anything else is computed in numpy and
+  keeps its precision (the simulator and the reader wrap float64 host arrays).
+  """
+  xp = jnp if isinstance(x, jax.Array) else np
+  return xp.pi - xp.mod(xp.pi - xp.asarray(x), 2 * xp.pi)
 
 
 def bearing(anchor: jax.Array, client: jax.Array) -> jax.Array:

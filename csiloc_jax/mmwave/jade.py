@@ -5,7 +5,9 @@ Data flow: survey :class:`~csiloc_jax.mmwave.reader.Measurements` + region label
 (one jit-compiled Levenberg-Marquardt program, vmapped over regions and random restarts)
 -> :func:`run_jade` fixes the gauge from ``ap_position`` -> survey labels for the tiny
 networks, anchor estimates for the plots and for :func:`localize` (the "JADE alone"
-baseline on a trajectory).
+baseline on a trajectory). docs/mmwave.md ('JADE and its gauge') explains the method and
+its choices; the algorithm is Palacios, Casari, Widmer, "JADE: Zero-knowledge device
+localization and environment mapping for millimeter wave systems", INFOCOM 2017.
 
 The model. A measured AoA is ``theta_tm = wrap(atan2(a_m - p_t) - psi_t + eps)``. The
 unknowns of a region are its anchors ``a_m`` (physical and virtual alike: a virtual
@@ -18,7 +20,9 @@ residual is the chord ``2 sin(r / 2)`` of the wrapped angle error ``r`` (smooth,
 
 The solver is bundle adjustment: the normal equations have one 3x3 block per sample
 (position + heading) and 2x2 blocks per anchor, so each LM step eliminates the samples
-(Schur complement) and solves a dense ``2K x 2K`` system in the anchors. Restarts begin
+(Schur complement) and solves a dense ``2K x 2K`` system in the anchors. The damping,
+acceptance and step loop is :func:`_levenberg_marquardt`, shared with :func:`localize`
+(there the only unknowns are one sample's position and heading). Restarts begin
 from an angles-only guess (anchor directions by circular synchronisation, random
 ranges, clients near the origin) and the lowest-cost restart wins.
 
@@ -28,7 +32,7 @@ are fixed by the only positions a deployment really knows, ``ap_position``: the
 estimated physical anchors (``anchor_kind == 0``) of a region are aligned to their APs'
 mounting positions by a least-squares similarity (Umeyama), which is then applied to
 every client and anchor of that region. Reflection is *not* a gauge freedom: AoAs are
-measured counter-clockwise in the client's frame (the B.1 formula), so a mirrored layout
+measured counter-clockwise in the client's frame (the model above), so a mirrored layout
 negates every ADoA and does not fit; ``gauge_reflection='auto'`` allows a mirrored
 alignment (chosen when it fits the APs better and the APs are not collinear) for data
 whose angle convention might be clockwise.
@@ -47,8 +51,8 @@ Which anchors a region uses: those seen in at least ``min_anchor_fraction`` of i
 samples. Anchors glimpsed rarely (an AP seen through a doorway from a small part of the
 room) are placed from a narrow bundle of rays; keeping them added nearly flat
 directions that, with 5 deg noise, bent the whole layout (AP fit residuals of ~1 m
-instead of ~1 cm on the default floor). Regions are solved independently, as in the
-letter: an anchor used by two regions is estimated once per region, and
+instead of ~1 cm on the default floor). Regions are solved independently, as in Shastri,
+Garcia-Saavedra, Casari (IEEE Comm. Letters 2024): an anchor used by two regions is estimated once per region, and
 ``anchor_map`` keeps the estimate of the region that saw it most.
 """
 
@@ -70,25 +74,23 @@ OK = 'ok'
 
 @dataclasses.dataclass(frozen=True)
 class JadeOptions:
-  """Solver settings (mirrors ``config.jade``)."""
-  num_restarts: int = 8
-  num_iters: int = 100
-  # Cauchy scale of the chord residual, radians; 0 = plain least squares.
-  robust_scale: float = 0.3
-  # An anchor joins a region's problem when seen in this fraction of its samples...
-  min_anchor_fraction: float = 0.4
-  # ... and in at least this many of them.
-  min_anchor_samples: int = 8
-  # Samples seeing fewer of the region's anchors are left out (and get no label).
-  min_paths: int = 4
-  min_samples: int = 10
-  # 'never' or 'auto' (see the module docstring).
-  gauge_reflection: str = 'never'
-  seed: int = 0
+  """Solver settings: the fields of ``config.jade`` (their meaning and defaults are in
+  ``configs/mmwave_tiny.py``) plus the run's seed. No field has a default here; build
+  them from the config, e.g. in a notebook::
 
-  @classmethod
-  def from_config(cls, config) -> 'JadeOptions':
-    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
+    config = config_utils.load_config('configs/mmwave_tiny.py')
+    options = config_utils.options_from_config(JadeOptions, config.jade, 'config.jade',
+                                               seed=config.seed)
+  """
+  num_restarts: int
+  num_iters: int
+  robust_scale: float
+  min_anchor_fraction: float
+  min_anchor_samples: int
+  min_paths: int
+  min_samples: int
+  gauge_reflection: str
+  seed: int
 
 
 @dataclasses.dataclass
@@ -163,10 +165,14 @@ def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
 # The solver (pure JAX).
 
 
-def _parts(anchors, clients, heading, theta, mask):
-  """Chord residuals and their Jacobians for one region: f [N,K], J_a [N,K,2], J_x [N,K,3]."""
+def _parts(anchors, clients, heading, theta, mask, min_sq_dist=1e-12):
+  """Chord residuals and their Jacobians for one region: f [N,K], J_a [N,K,2], J_x [N,K,3].
+
+  ``min_sq_dist`` floors the squared client-anchor distance in the Jacobians (a client
+  placed on top of an anchor would make 1/distance explode).
+  """
   d = anchors[None, :, :] - clients[:, None, :]
-  q = jnp.maximum(jnp.sum(d * d, -1), 1e-12)
+  q = jnp.maximum(jnp.sum(d * d, -1), min_sq_dist)
   beta = jnp.arctan2(d[..., 1], d[..., 0])
   r = geometry.wrap(theta + heading[:, None] - beta)
   f = jnp.where(mask, 2.0 * jnp.sin(0.5 * r), 0.0)
@@ -191,8 +197,10 @@ def _cost(anchors, clients, heading, theta, mask, scale):
   return jnp.sum(jnp.where(mask, rho, 0.0))
 
 
-def _normal_equations(anchors, clients, heading, theta, mask, scale):
-  f, j_a, j_x = _parts(anchors, clients, heading, theta, mask)
+def _normal_equations(anchors, clients, heading, theta, mask, scale, min_sq_dist=1e-12):
+  """IRLS-weighted Gauss-Newton blocks of one region: per-sample ``u [N,3,3]``,
+  ``b_x [N,3]``, per-anchor ``v [K,2,2]``, ``b_a [K,2]`` and ``cross [N,3,2K]``."""
+  f, j_a, j_x = _parts(anchors, clients, heading, theta, mask, min_sq_dist)
   _, w = _robust(f, scale)
   w = jnp.where(mask, w, 0.0)
   u = jnp.einsum('nki,nkj,nk->nij', j_x, j_x, w)
@@ -210,6 +218,43 @@ def _block_diag(v):
   return jnp.einsum('kab,kl->kalb', v, eye).reshape(2 * k, 2 * k)
 
 
+def _centre_spread(anchors, anchor_ok):
+  """Centre and RMS spread of a region's real (not padding) anchors."""
+  wa = anchor_ok[:, None]
+  centre = jnp.sum(anchors * wa, 0) / jnp.maximum(wa.sum(), 1)
+  spread = jnp.sqrt(jnp.sum(((anchors - centre) ** 2) * wa) / jnp.maximum(wa.sum(), 1))
+  return centre, spread
+
+
+def _damp(m, lam):
+  """Marquardt damping of (a batch of) normal matrices: ``M + lam diag(diag(M) + 1e-6)``."""
+  diag = jnp.diagonal(m, axis1=-2, axis2=-1) + 1e-6
+  return m + lam * (diag[..., None] * jnp.eye(m.shape[-1], dtype=m.dtype))
+
+
+def _levenberg_marquardt(state, propose, cost, num_iters: int):
+  """The LM loop of both solvers: ``num_iters`` steps in one ``lax.scan``.
+
+  ``propose(state, lam)`` returns the damped Gauss-Newton step from ``state`` and
+  ``cost(state)`` scores a state. A step is accepted only if it lowers the (finite) cost;
+  the damping ``lam`` then shrinks 3x, otherwise it grows 4x. Returns
+  ``(best state, its cost)``.
+  """
+
+  def body(carry, _):
+    state, lam, current = carry
+    new = propose(state, lam)
+    new_cost = cost(new)
+    accept = jnp.isfinite(new_cost) & (new_cost < current)
+    state = jax.tree.map(lambda n, o: jnp.where(accept, n, o), new, state)
+    lam = jnp.clip(jnp.where(accept, lam / 3.0, lam * 4.0), 1e-9, 1e9)
+    return (state, lam, jnp.where(accept, new_cost, current)), None
+
+  (state, _, final), _ = jax.lax.scan(body, (state, jnp.asarray(1e-2), cost(state)), None,
+                                      length=num_iters)
+  return state, final
+
+
 def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
                num_iters: int, scale: float):
   """Levenberg-Marquardt with Schur elimination of the samples, for one region."""
@@ -218,21 +263,17 @@ def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
   def normalise(a, p):
     # Angles are blind to translation and scale; keeping the layout centred with unit
     # spread keeps the damping meaningful and float32 well conditioned.
-    wa = anchor_ok[:, None]
-    centre = jnp.sum(a * wa, 0) / jnp.maximum(wa.sum(), 1)
-    spread = jnp.sqrt(jnp.sum(((a - centre) ** 2) * wa) / jnp.maximum(wa.sum(), 1))
+    centre, spread = _centre_spread(a, anchor_ok)
     spread = jnp.maximum(spread, 1e-6)
     return (a - centre) / spread, (p - centre) / spread
 
-  def body(carry, _):
-    a, p, psi, lam, cost = carry
+  def propose(state, lam):
+    a, p, psi = state
     u, b_x, v, b_a, cross = _normal_equations(a, p, psi, theta, mask, scale)
     u = jnp.where(sample_ok[:, None, None], u, eye3)
     v = jnp.where(anchor_ok[:, None, None], v, eye2)
-    du = jnp.diagonal(u, axis1=1, axis2=2)
-    dv = jnp.diagonal(v, axis1=1, axis2=2)
-    u_d = u + lam * jax.vmap(jnp.diag)(du + 1e-6)
-    v_d = v + lam * jax.vmap(jnp.diag)(dv + 1e-6)
+    u_d = _damp(u, lam)
+    v_d = _damp(v, lam)
     u_inv = jnp.linalg.inv(u_d)
     z = u_inv @ cross                                   # [N, 3, 2K]
     s = _block_diag(v_d) - jnp.einsum('nia,nib->ab', cross, z)
@@ -243,17 +284,12 @@ def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
     dx = jnp.where(sample_ok[:, None], dx, 0.0)
     p_new, psi_new = p + dx[:, :2], geometry.wrap(psi + dx[:, 2])
     a_new, p_new = normalise(a_new, p_new)
-    new_cost = _cost(a_new, p_new, psi_new, theta, mask, scale)
-    accept = jnp.isfinite(new_cost) & (new_cost < cost)
-    a, p, psi = jax.tree.map(lambda n, o: jnp.where(accept, n, o), (a_new, p_new, psi_new),
-                             (a, p, psi))
-    lam = jnp.clip(jnp.where(accept, lam / 3.0, lam * 4.0), 1e-9, 1e9)
-    return (a, p, psi, lam, jnp.where(accept, new_cost, cost)), None
+    return a_new, p_new, psi_new
 
   anchors, clients = normalise(anchors, clients)
-  cost0 = _cost(anchors, clients, heading, theta, mask, scale)
-  (a, p, psi, _, cost), _ = jax.lax.scan(
-      body, (anchors, clients, heading, jnp.asarray(1e-2), cost0), None, length=num_iters)
+  (a, p, psi), cost = _levenberg_marquardt(
+      (anchors, clients, heading), propose,
+      lambda state: _cost(*state, theta, mask, scale), num_iters)
   return a, p, psi, cost
 
 
@@ -329,39 +365,34 @@ def solve_problems(key: jax.Array, theta: jax.Array, mask: jax.Array, *, num_res
 
 def anchor_information(anchors: np.ndarray, clients: np.ndarray, heading: np.ndarray,
                        theta: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
-  """Schur-reduced ``2K x 2K`` Gauss-Newton information of the anchors (batched).
+  """Schur-reduced ``2K x 2K`` Gauss-Newton information of the anchors, per region.
 
-  Shapes ``[..., K, 2]``, ``[..., N, 2]``, ``[..., N]``, ``[..., N, K]`` x2. Host-side
-  float64 numpy on purpose: the reduced matrix is a difference of large, nearly
-  cancelling sums along the gauge directions, which float32 cannot resolve; it is
-  computed once, after the solve. Anchors with no observation get zero rows.
+  Shapes ``[R, K, 2]``, ``[R, N, 2]``, ``[R, N]``, ``[R, N, K]`` x2. The same normal
+  equations as the solver (:func:`_normal_equations`), evaluated in float64: the reduced
+  matrix is a difference of large, nearly cancelling sums along the gauge directions,
+  which float32 cannot resolve; it is computed once, after the solve. Anchors with no
+  observation get zero rows.
   """
-  d = anchors[..., None, :, :] - clients[..., :, None, :]                  # [..., N, K, 2]
-  used = mask.any(-2)                                                      # [..., K]
-  centre = (np.sum(anchors * used[..., None], -2, keepdims=True) /
-            np.maximum(used.sum(-1), 1)[..., None, None])
-  spread = np.sqrt(np.sum(((anchors - centre) ** 2).sum(-1) * used, -1) /
-                   np.maximum(used.sum(-1), 1))
-  # A client the solver placed on top of an anchor would make 1/distance explode; floor
-  # distances at 1 % of the layout's spread (the bearing there is meaningless anyway).
-  q = np.maximum(np.sum(d * d, -1), (0.01 * spread[..., None, None]) ** 2)
-  beta = np.arctan2(d[..., 1], d[..., 0])
-  r = np.pi - np.mod(np.pi - (theta + heading[..., None] - beta), 2 * np.pi)
-  f = 2.0 * np.sin(0.5 * r)
-  c = np.cos(0.5 * r)
-  g = np.stack([-d[..., 1], d[..., 0]], -1) / q[..., None]
-  j_a = -c[..., None] * g
-  j_x = np.concatenate([c[..., None] * g, c[..., None]], -1)
-  w = np.where(mask, 1.0 / (1.0 + (f / scale) ** 2) if scale > 0 else 1.0, 0.0)
-  u = np.einsum('...nki,...nkj,...nk->...nij', j_x, j_x, w)
-  v = np.einsum('...nka,...nkb,...nk->...kab', j_a, j_a, w)
-  k = f.shape[-1]
-  cross = np.einsum('...nki,...nka,...nk->...nika', j_x, j_a, w)
-  cross = cross.reshape(cross.shape[:-2] + (2 * k,))
-  z = np.linalg.pinv(u, hermitian=True) @ cross
-  s = np.einsum('...kab,kl->...kalb', v, np.eye(k)).reshape(v.shape[:-3] + (2 * k, 2 * k))
-  s = s - np.einsum('...nia,...nib->...ab', cross, z)
-  return 0.5 * (s + np.swapaxes(s, -1, -2))
+  with jax.enable_x64(True):
+    args = (np.asarray(x, np.float64) for x in (anchors, clients, heading, theta))
+    return np.asarray(_anchor_information(*args, np.asarray(mask), scale=float(scale)))
+
+
+@functools.partial(jax.jit, static_argnames=('scale',))
+def _anchor_information(anchors, clients, heading, theta, mask, *, scale: float):
+
+  def one(anchors, clients, heading, theta, mask):
+    _, spread = _centre_spread(anchors, mask.any(-2))
+    # A client the solver placed on top of an anchor would make 1/distance explode; floor
+    # distances at 1 % of the layout's spread (the bearing there is meaningless anyway).
+    u, _, v, _, cross = _normal_equations(anchors, clients, heading, theta, mask, scale,
+                                          min_sq_dist=(0.01 * spread) ** 2)
+    # Left-out samples have u = 0: the pseudo-inverse drops them.
+    z = jnp.linalg.pinv(u, rtol=1e-15, hermitian=True) @ cross
+    info = _block_diag(v) - jnp.einsum('nia,nib->ab', cross, z)
+    return 0.5 * (info + info.T)
+
+  return jax.vmap(one)(anchors, clients, heading, theta, mask)
 
 
 def gauge_free_conditioning(info: np.ndarray, anchors: np.ndarray,
@@ -459,7 +490,7 @@ def fix_gauge(anchors: np.ndarray, weights: np.ndarray, ap_xy: np.ndarray,
 
 def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
              anchor_kind: np.ndarray, ap_position: np.ndarray,
-             options: JadeOptions = JadeOptions()) -> JadeResult:
+             options: JadeOptions) -> JadeResult:
   """Runs JADE on a survey and returns labels and anchors in the ``ap_position`` frame."""
   aoa = np.asarray(aoa, np.float32)
   num_samples, num_anchors = aoa.shape
@@ -483,8 +514,8 @@ def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
   anchor_ok = problems.anchor_index >= 0
   sample_ok = problems.sample_index >= 0
   counts = problems.mask.sum(1)                                            # [R, K]
-  info = anchor_information(a, p, sol['heading'], problems.theta.astype(np.float64),
-                            problems.mask, float(options.robust_scale))
+  info = anchor_information(a, p, sol['heading'], problems.theta, problems.mask,
+                            options.robust_scale)
   conditioning = gauge_free_conditioning(info, a, anchor_ok)
   finite = (np.all(np.isfinite(a) | ~anchor_ok[..., None], (-1, -2)) &
             np.all(np.isfinite(p) | ~sample_ok[..., None], (-1, -2)))
@@ -543,13 +574,15 @@ def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
 
 @functools.partial(jax.jit, static_argnames=('num_iters', 'scale'))
 def localize(theta: jax.Array, mask: jax.Array, anchors: jax.Array, starts: jax.Array, *,
-             num_iters: int = 30, scale: float = 0.3) -> tuple[jax.Array, jax.Array]:
+             num_iters: int, scale: float) -> tuple[jax.Array, jax.Array]:
   """Per-sample ADoA fit of the position against fixed anchors, vectorised over samples.
 
   Args:
     theta: ``[T, M]`` AoAs; mask: ``[T, M]`` usable paths (seen and anchor known).
     anchors: ``[M, 2]`` anchor positions (any finite value where unknown; masked out).
     starts: ``[S, 2]`` starting positions tried for every sample.
+    num_iters: Levenberg-Marquardt iterations (``config.jade.localize_iters``).
+    scale: Cauchy scale of the chord residual (``config.jade.robust_scale``).
 
   Returns:
     ``(position [T, 2], cost_per_path [T])`` of the best start; NaN position where fewer
@@ -558,30 +591,23 @@ def localize(theta: jax.Array, mask: jax.Array, anchors: jax.Array, starts: jax.
   anchors = jnp.where(jnp.isfinite(anchors), anchors, 0.0)
 
   def one(theta, mask, p0):
-    beta = geometry.bearing(anchors, p0)
-    psi = geometry.best_heading(theta, mask, beta)
+    # One sample is a region of one: its anchors are fixed, so only the per-sample
+    # block of the normal equations (position + heading) is solved.
+    psi0 = geometry.best_heading(theta, mask, geometry.bearing(anchors, p0))
 
-    def body(carry, _):
-      p, psi, lam, cost = carry
-      f, _, j_x = _parts(anchors, p[None], psi[None], theta[None], mask[None])
-      f, j_x = f[0], j_x[0]
-      _, w = _robust(f, scale)
-      w = jnp.where(mask, w, 0.0)
-      h = jnp.einsum('ki,kj,k->ij', j_x, j_x, w)
-      b = jnp.einsum('ki,k->i', j_x, w * f)
-      dx = -jnp.linalg.solve(h + lam * jnp.diag(jnp.diagonal(h) + 1e-6), b)
-      p_new, psi_new = p + dx[:2], geometry.wrap(psi + dx[2])
-      new_cost = _cost(anchors, p_new[None], psi_new[None], theta[None], mask[None], scale)
-      accept = jnp.isfinite(new_cost) & (new_cost < cost)
-      p = jnp.where(accept, p_new, p)
-      psi = jnp.where(accept, psi_new, psi)
-      lam = jnp.clip(jnp.where(accept, lam / 3.0, lam * 4.0), 1e-9, 1e9)
-      return (p, psi, lam, jnp.where(accept, new_cost, cost)), None
+    def propose(state, lam):
+      p, psi = state
+      u, b_x, _, _, _ = _normal_equations(anchors, p[None], psi[None], theta[None],
+                                           mask[None], scale)
+      dx = -jnp.linalg.solve(_damp(u[0], lam), b_x[0])
+      return p + dx[:2], geometry.wrap(psi + dx[2])
 
-    cost0 = _cost(anchors, p0[None], psi[None], theta[None], mask[None], scale)
-    (p, _, _, cost), _ = jax.lax.scan(body, (p0, psi, jnp.asarray(1e-2), cost0), None,
-                                      length=num_iters)
-    return p, cost
+    def cost(state):
+      p, psi = state
+      return _cost(anchors, p[None], psi[None], theta[None], mask[None], scale)
+
+    (p, _), final = _levenberg_marquardt((p0, psi0), propose, cost, num_iters)
+    return p, final
 
   def per_sample(theta, mask):
     p, cost = jax.vmap(one, (None, None, 0))(theta, mask, starts)

@@ -2,7 +2,7 @@
 
 Data flow: estimates from the tracker and the baselines + ``position`` ground truth
 (read by :func:`~csiloc_jax.mmwave.reader.read_ground_truth`, never by training)
--> :func:`error_summary` -> ``metrics.json``. A step without an estimate (NaN) counts
+-> :func:`error_summary` -> ``metrics.json`` (its keys: docs/schemas.md). A step without an estimate (NaN) counts
 as an infinite error: it is never sub-metre, and it is not silently dropped.
 """
 

@@ -1,6 +1,6 @@
 """PNG figures of an mmWave run (matplotlib, Agg backend; nothing is shown on screen).
 
-Data flow: the pipeline's results + ground truth -> ``floor.png`` (walls, APs, true and
+Data flow: :mod:`~csiloc_jax.mmwave.train`'s results + ground truth -> ``floor.png`` (walls, APs, true and
 JADE-estimated anchors), ``trajectory.png`` (true walk and the stitched estimate coloured
 by the chosen net) and the sweep's ``sweep.png``; ``error_cdf.png`` (every method) is
 drawn by :func:`csiloc_jax.core.plots.error_cdf`.

@@ -1,4 +1,4 @@
-"""Reading and validating measurement files (the HDF5 schema of PRODUCT.md B.2).
+"""Reading and validating mmWave measurement files (the HDF5 schema of docs/schemas.md).
 
 Data flow: ``survey.h5`` / ``trajectory.h5`` (from :mod:`simulator` or any other source)
 -> :func:`read_measurements` -> :class:`Measurements` -> features, JADE, nets, tracker.
@@ -27,12 +27,14 @@ import os
 import h5py
 import numpy as np
 
+from csiloc_jax.mmwave import geometry
+
 REQUIRED = ('aoa', 'anchor_ap', 'anchor_kind', 'ap_position')
 GROUND_TRUTH = ('position', 'heading', 'anchor_position')
 
 
 class MeasurementError(ValueError):
-  """A measurement file does not follow the B.2 schema."""
+  """A measurement file does not follow the schema (docs/schemas.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +76,6 @@ class GroundTruth:
   region: np.ndarray | None = None            # [T].
 
 
-def _wrap(x: np.ndarray) -> np.ndarray:
-  return np.pi - np.mod(np.pi - x, 2 * np.pi)
-
-
 def _read(f: h5py.File, path: str, name: str, ndim: int, kind: str,
           shape: tuple | None = None) -> np.ndarray:
   """Reads dataset ``name`` checking rank, number kind and (partial) shape."""
@@ -112,7 +110,7 @@ def _read(f: h5py.File, path: str, name: str, ndim: int, kind: str,
 
 def read_measurements(path: str, *, ground_truth: bool = False,
                       require_time: bool = False) -> Measurements | tuple[Measurements, GroundTruth]:
-  """Reads and validates one B.2 file.
+  """Reads and validates one survey or trajectory file.
 
   Args:
     path: the HDF5 file.
@@ -155,7 +153,7 @@ def read_measurements(path: str, *, ground_truth: bool = False,
     x = aoa.astype(np.float64)
     # float32(pi) is a hair above pi; it means pi, not -pi + 1e-7.
     x = np.where((x > np.pi) & (x <= np.pi + 1e-6), np.pi, x)
-    aoa = np.where(finite, _wrap(x), np.nan).astype(np.float32)
+    aoa = np.where(finite, geometry.wrap(x), np.nan).astype(np.float32)
 
     region = None
     if 'region' in f:

@@ -1,8 +1,9 @@
-"""Indoor 60 GHz simulator: floor plan -> survey and trajectory files in the B.2 schema.
+"""Indoor 60 GHz simulator: floor plan -> survey and trajectory files.
 
 Data flow: :mod:`floorplan` (walls, rooms, APs, route) -> this module (anchors, path
-visibility, detection, noisy AoAs) -> ``survey.h5`` / ``trajectory.h5`` -> read back by
-:mod:`measurements` for JADE, the features, the nets and the tracker.
+visibility, detection, noisy AoAs) -> ``survey.h5`` / ``trajectory.h5`` (the mmWave
+measurement schema of docs/schemas.md) -> read back by :mod:`reader` for JADE, the
+features, the nets and the tracker.
 
 Propagation model (quasi-optical, 2-D):
 
@@ -35,14 +36,14 @@ import h5py
 import numpy as np
 
 from csiloc_jax.mmwave import floorplan as floorplan_lib
+from csiloc_jax.mmwave import geometry
 
 FREQUENCY_HZ = 60e9
+# Scenario sizes when neither the caller nor ``config.data`` sets them (the config's
+# ``num_survey`` / ``num_trajectory_steps`` are unset by default and mean these).
+DEFAULT_SURVEY_PER_ROOM = 300
+DEFAULT_TRAJECTORY_STEPS = 388
 _EPS = 1e-9
-
-
-def wrap_angle(x: np.ndarray) -> np.ndarray:
-  """Wraps radians to (-pi, pi] (``pi`` stays ``pi``, ``-pi`` becomes ``pi``)."""
-  return np.pi - np.mod(np.pi - np.asarray(x), 2 * np.pi)
 
 
 def mirror(point: np.ndarray, q: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -181,7 +182,7 @@ def measure_aoa(anchor_pos: np.ndarray, positions: np.ndarray, headings: np.ndar
   d = anchor_pos[None] - positions[:, None]
   theta = np.arctan2(d[..., 1], d[..., 0]) - headings[:, None]
   theta = theta + noise_rad * rng.standard_normal(theta.shape)
-  return np.where(detected, wrap_angle(theta), np.nan)
+  return np.where(detected, geometry.wrap(theta), np.nan)
 
 
 def sample_survey(fp: floorplan_lib.FloorPlan, num_per_room: int, rng: np.random.Generator,
@@ -236,7 +237,7 @@ def sample_walk(fp: floorplan_lib.FloorPlan, num_steps: int, rng: np.random.Gene
   # The device is not held exactly along the walking direction, and wobbles.
   offset = rng.uniform(-np.pi, np.pi) + np.cumsum(np.deg2rad(3.0) * rng.standard_normal(
       num_steps))
-  return pos, wrap_angle(walking_dir + offset), time_s
+  return pos, geometry.wrap(walking_dir + offset), time_s
 
 
 def _write_file(path: str, data: dict, attrs: dict) -> None:
@@ -250,10 +251,12 @@ def _write_file(path: str, data: dict, attrs: dict) -> None:
 
 
 def simulate(fp: floorplan_lib.FloorPlan, *, seed: int = 0, aoa_noise_deg: float = 5.0,
-             num_survey: int = 300, num_trajectory_steps: int = 388,
+             num_survey: int = DEFAULT_SURVEY_PER_ROOM,
+             num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
              reflection_loss_db: float = 6.0, detection_threshold_db: float = 20.0,
              shuffle_anchors: bool = True) -> dict:
-  """Simulates a survey and a trajectory in memory; returns B.2 dicts plus truth."""
+  """Simulates a survey and a trajectory in memory; returns the two files' datasets
+  (docs/schemas.md) as dicts, ground truth included."""
   rng = np.random.default_rng(seed)
   lines = wall_lines(fp.walls)
   table = anchor_table(fp, lines)
@@ -289,10 +292,11 @@ def simulate(fp: floorplan_lib.FloorPlan, *, seed: int = 0, aoa_noise_deg: float
 
 
 def write_scenario(out_dir: str, *, seed: int = 0, aoa_noise_deg: float = 5.0,
-                   num_survey: int = 300, num_trajectory_steps: int = 388,
+                   num_survey: int = DEFAULT_SURVEY_PER_ROOM,
+                   num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
                    floorplan=None, reflection_loss_db: float = 6.0,
                    detection_threshold_db: float = 20.0) -> dict:
-  """Writes ``out_dir/survey.h5`` and ``out_dir/trajectory.h5`` (schema of PRODUCT.md B.2).
+  """Writes ``out_dir/survey.h5`` and ``out_dir/trajectory.h5`` (schema: docs/schemas.md).
 
   Args:
     out_dir: destination folder (created).
@@ -340,3 +344,12 @@ def write_scenario(out_dir: str, *, seed: int = 0, aoa_noise_deg: float = 5.0,
               trajectory_length_m=float(np.linalg.norm(np.diff(t_pos, axis=0), axis=-1).sum()),
               trajectory_duration_s=float(sim['trajectory']['time_s'][-1]),
               aoa_noise_deg=float(aoa_noise_deg), seed=int(seed), floorplan=fp.name)
+
+
+def scenario_kwargs(data) -> dict:
+  """:func:`write_scenario` / :func:`simulate` arguments asked for by a ``config.data``
+  section (``configs/mmwave_tiny.py``); unset sizes take the defaults above."""
+  return {'seed': data['scenario_seed'], 'aoa_noise_deg': data['aoa_noise_deg'],
+          'num_survey': data['num_survey'] or DEFAULT_SURVEY_PER_ROOM,
+          'num_trajectory_steps': data['num_trajectory_steps'] or DEFAULT_TRAJECTORY_STEPS,
+          'floorplan': data['floorplan'] or None}

@@ -10,17 +10,16 @@ alone) do not depend on the threshold and are reported once per noise level.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 
 from absl import logging
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from csiloc_jax.core import config_utils
+from csiloc_jax.core import runs
 from csiloc_jax.mmwave import metrics as metrics_lib
 from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import reader
@@ -40,7 +39,8 @@ def _sweep_point(config: ml_collections.ConfigDict, workdir: str,
   trajectory = reader.read_measurements(trajectory_path, require_time=True)
   fit = train.fit_models(config, survey_path)
   base = train.track_trajectory(config, fit, trajectory)   # Baselines (and checks).
-  opts = tracker_lib.TrackerOptions.from_config(config.tracker)
+  opts = config_utils.options_from_config(tracker_lib.TrackerOptions, config.tracker,
+                                         'config.tracker')
   combos = [(t, tracker_lib.SCHEMES.index(s), opts.visibility_gate_nats if g else 0.0)
             for t in thresholds for _, s, g in VARIANTS]
   thr, sch, gate = (jnp.asarray(c, dtype) for c, dtype in
@@ -48,8 +48,8 @@ def _sweep_point(config: ml_collections.ConfigDict, workdir: str,
   feats = features_lib.encode(trajectory.aoa, **fit.feature_kwargs)
   num_paths = jnp.asarray(features_lib.path_counts(trajectory.aoa))
   time_s = jnp.asarray(trajectory.time_s - trajectory.time_s[0], jnp.float32)
-  outs = train.variant_runner(fit.model, opts)(fit.bank, feats, num_paths, time_s, thr,
-                                                   sch, gate)
+  outs = tracker_lib.track_variants(fit.bank, feats, num_paths, time_s, thr, sch, gate,
+                                    model=fit.model, opts=opts)
   positions = np.asarray(outs['position'])
   truth = reader.read_ground_truth(trajectory_path).position
   survey_truth = reader.read_ground_truth(survey_path).position
@@ -120,8 +120,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                thresholds))
   result = {'noise_deg': noise, 'thresholds': thresholds, 'points': points,
             'variants': [v[0] for v in VARIANTS], 'elapsed_s': time.perf_counter() - t0}
-  with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
-    json.dump(result, f, indent=2)
+  runs.write_json(os.path.join(workdir, 'sweep.json'), result)
   table = markdown_tables(noise, thresholds, points)
   with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
     f.write(table)

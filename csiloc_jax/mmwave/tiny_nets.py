@@ -10,7 +10,12 @@ Labels are normalised per net (mean and one scale) so that every net learns an O
 target; the statistics travel with the parameters. Training draws a minibatch per net
 from that net's own region, optionally drops received paths at random (so nets stay
 sensible when a path disappears on the trajectory), and keeps per net the parameters
-with the lowest validation loss.
+with the lowest validation loss. docs/mmwave.md ('Tiny nets and features') gives the
+reasons for the architecture and the encoding.
+
+Every compiled program here is a module-level ``jax.jit`` whose data arrive as
+arguments and whose settings (the model, :class:`TrainOptions`) are static arguments,
+so ``jax.jit``'s own cache serves repeated trainings with the same settings and shapes.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'gelu': nn.gelu, 'silu': nn.si
 
 
 class MLP(nn.Module):
-  """The letter's tiny net: Dense layers of ``hidden_sizes`` then a 2-D output."""
-  hidden_sizes: Sequence[int] = (48, 48, 24)
+  """The tiny net of Shastri et al.: Dense layers of ``hidden_sizes`` then a 2-D output.
+
+  ``hidden_sizes`` and ``activation`` come from ``config.nets`` (or ``config.big_nn``).
+  """
+  hidden_sizes: Sequence[int]
+  activation: str
   output_size: int = 2
-  activation: str = 'relu'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -66,24 +74,30 @@ class NetBank:
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-  """Mirrors ``config.nets`` (or ``config.big_nn``)."""
-  hidden_sizes: tuple = (48, 48, 24)
-  activation: str = 'relu'
-  learning_rate: float = 3e-3
-  weight_decay: float = 1e-4
-  batch_size: int = 64
-  num_train_steps: int = 4000
-  eval_every: int = 250
-  validation_fraction: float = 0.1
-  path_dropout: float = 0.05
-  seed: int = 0
+  """The fields of ``config.nets`` (or ``config.big_nn``) plus a seed; meaning and
+  defaults are in ``configs/mmwave_tiny.py``. No field has a default here; build them
+  from the config, e.g. in a notebook::
 
-  @classmethod
-  def from_config(cls, config) -> 'TrainOptions':
-    kw = {f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config}
-    if 'hidden_sizes' in kw:
-      kw['hidden_sizes'] = tuple(int(h) for h in kw['hidden_sizes'])
-    return cls(**kw)
+    config = config_utils.load_config('configs/mmwave_tiny.py')
+    options = config_utils.options_from_config(TrainOptions, config.nets, 'config.nets',
+                                               seed=config.seed)
+
+  The options are a static argument of the compiled training program, so they must
+  stay hashable (``hidden_sizes`` is kept a tuple of ints).
+  """
+  hidden_sizes: tuple
+  activation: str
+  learning_rate: float
+  weight_decay: float
+  batch_size: int
+  num_train_steps: int
+  eval_every: int
+  validation_fraction: float
+  path_dropout: float
+  seed: int
+
+  def __post_init__(self):
+    object.__setattr__(self, 'hidden_sizes', tuple(int(h) for h in self.hidden_sizes))
 
 
 @dataclasses.dataclass
@@ -205,12 +219,13 @@ def _loss(model: MLP, params, x, y, w):
   return jnp.sum(w * jnp.sum((pred - y) ** 2, -1)) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+@functools.partial(jax.jit, static_argnames=('model', 'opts', 'reference'))
 def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: MLP,
                  opts: TrainOptions, reference: str):
   """``opts.eval_every`` steps of every net at once (one lax.scan), then validation.
 
   Pure: all data arrives in ``data``; ``model``/``opts``/``reference`` are static, so
-  the compiled program is shared by every call with the same shapes.
+  the compiled program is shared by every call with the same settings and shapes.
   """
   tx = _make_optimizer(opts)
   units, y_norm = data['units'], data['y_norm']
@@ -251,24 +266,16 @@ def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: 
   return params, opt_state, best_params, jnp.minimum(best_val, val), losses.mean(0), val
 
 
-_COMPILED: dict = {}
-
-
-def _compiled_chunk(args: tuple, model: MLP, opts: TrainOptions, reference: str):
-  """Ahead-of-time compiled :func:`_train_chunk`, cached by settings and shapes."""
-  shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), args)
-  key = (model, opts, reference, str(jax.tree.structure(args)), str(shapes))
-  if key not in _COMPILED:
-    fn = jax.jit(functools.partial(_train_chunk, model=model, opts=opts, reference=reference))
-    _COMPILED[key] = fn.lower(*args).compile()
-  return _COMPILED[key]
-
-
 @functools.partial(jax.jit, static_argnames=('model', 'opts', 'num_nets', 'num_anchors'))
 def _init_state(key, *, model: MLP, opts: TrainOptions, num_nets: int, num_anchors: int):
-  dummy = jnp.zeros((1, features_lib.num_features(num_anchors)), jnp.float32)
-  params = jax.vmap(lambda k: model.init(k, dummy)['params'])(jax.random.split(key, num_nets))
+  params = _init_params(key, model=model, num_nets=num_nets, num_anchors=num_anchors)
   return params, jax.vmap(_make_optimizer(opts).init)(params)
+
+
+@jax.jit
+def _unit_stack(aoa):
+  """``[..., M, 3]``: the encoding's transcendental part, computed once per training."""
+  return jnp.stack(features_lib.unit_vectors(aoa), -1)
 
 
 def train_bank(model: MLP, ts: TrainingSet, opts: TrainOptions, *,
@@ -280,7 +287,7 @@ def train_bank(model: MLP, ts: TrainingSet, opts: TrainOptions, *,
   params, opt_state = _init_state(jax.random.PRNGKey(opts.seed), model=model, opts=opts,
                                   num_nets=k, num_anchors=m)
   data = {
-      'units': jax.jit(lambda a: jnp.stack(features_lib.unit_vectors(a), -1))(ts.aoa),
+      'units': _unit_stack(ts.aoa),
       'y_norm': jnp.asarray((ts.labels - mean[:, None]) / scale[:, None, None], jnp.float32),
       'train_index': jnp.asarray(ts.train_index), 'num_train': jnp.asarray(ts.num_train),
       'val_mask': jnp.asarray(ts.val_mask), 'has_val': jnp.asarray(ts.val_mask.any(1)),
@@ -291,16 +298,19 @@ def train_bank(model: MLP, ts: TrainingSet, opts: TrainOptions, *,
   rng = jax.random.PRNGKey(opts.seed + 1)
   logging.info('%s: training %d nets of %s at once (initial compilation...)', name, k,
                tuple(opts.hidden_sizes))
-  # Compiled ahead (and cached) so the throughput figures measure training only.
+  settings = {'model': model, 'opts': opts, 'reference': reference}
+  # Compiled ahead so the throughput figures measure training only; ahead-of-time
+  # compilation fills the same cache as a call, so the loop below finds the program
+  # (and a later training with the same settings and shapes does not compile again).
   t0 = time.perf_counter()
-  train_chunk = _compiled_chunk((params, opt_state, best_params, best_val, rng, data),
-                                model, opts, reference)
+  _train_chunk.lower(params, opt_state, best_params, best_val, rng, data,
+                     **settings).compile()
   logging.info('%s: compiled in %.1f s', name, time.perf_counter() - t0)
   for chunk in range(num_chunks):  # Steps run inside the compiled scan; this only logs.
     rng, sub = jax.random.split(rng)
     progress.start()
-    params, opt_state, best_params, best_val, loss, val = train_chunk(
-        params, opt_state, best_params, best_val, sub, data)
+    params, opt_state, best_params, best_val, loss, val = _train_chunk(
+        params, opt_state, best_params, best_val, sub, data, **settings)
     loss = np.asarray(loss)
     progress.stop(opts.eval_every)
     if not np.all(np.isfinite(loss)):

@@ -5,10 +5,13 @@ Data flow: trajectory AoAs -> :func:`features.encode` -> :func:`make_tracker`'s
 states + which net was chosen (``train.track_trajectory`` and ``sweep`` call it).
 The candidates of every net at every step come first, in one vmapped call over the whole
 trajectory (``tiny_nets.predict_all``: a net's estimate never depends on the filter), then
-one ``lax.scan`` runs the filter and the switching rule. The returned function is pure,
-so it can be ``vmap``-ed over many trajectories (same length) and over thresholds.
+one ``lax.scan`` runs the filter and the switching rule (:func:`select`, the function
+the tests check, is the one the scan calls). The returned function is pure, so it can
+be ``vmap``-ed over many trajectories (same length) and over thresholds;
+:func:`track_variants` is that vmap over (threshold, scheme, gate), compiled once per
+model and options.
 
-Per step ``t`` (B.6 of PRODUCT.md):
+The method and why each rule is there: docs/mmwave.md ('Tracking'). Per step ``t``:
 
 1. Kalman predict with a constant-velocity state ``[x, y, vx, vy]``, white-acceleration
    process noise of spectral density ``q`` (m^2/s^3) and ``dt`` from ``time_s``.
@@ -27,7 +30,7 @@ Per step ``t`` (B.6 of PRODUCT.md):
    Both schemes only consider *eligible* nets: those under whose training inputs the
    step's pattern of received paths is at most ``visibility_gate_nats`` less likely
    than under the best net's (independent Bernoulli paths per net). Without the gate
-   (``visibility_gate_nats <= 0``, the letter's rule as written) a wrong net that
+   (``visibility_gate_nats <= 0``, the rule of Shastri et al. as written) a wrong net that
    answers smoothly keeps a small NIS, because the filter follows it, and the tracker
    never leaves it; the gate removes nets that have never seen inputs like this step's.
 5. Kalman update with the chosen estimate.
@@ -44,6 +47,7 @@ there.) Steps before the start output NaN (counted as failures by the metrics).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -56,19 +60,22 @@ SCHEMES = ('nis', 'mahalanobis_euclidean')
 
 @dataclasses.dataclass(frozen=True)
 class TrackerOptions:
-  """Mirrors ``config.tracker``."""
-  scheme: str = 'nis'
-  threshold: float = 2.0
-  process_noise: float = 0.5
-  measurement_noise_m: float = 0.3
-  initial_speed_mps: float = 1.0
-  min_paths: int = 3
-  euclidean_weight: float = 1.0
-  visibility_gate_nats: float = 10.0
+  """The fields of ``config.tracker`` (meaning and defaults: ``configs/mmwave_tiny.py``).
 
-  @classmethod
-  def from_config(cls, config) -> 'TrackerOptions':
-    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
+  No field has a default here; build them from the config, e.g. in a notebook::
+
+    config = config_utils.load_config('configs/mmwave_tiny.py')
+    options = config_utils.options_from_config(TrackerOptions, config.tracker,
+                                               'config.tracker')
+  """
+  scheme: str
+  threshold: float
+  process_noise: float
+  measurement_noise_m: float
+  initial_speed_mps: float
+  min_paths: int
+  euclidean_weight: float
+  visibility_gate_nats: float
 
 
 def mahalanobis(points: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
@@ -98,24 +105,19 @@ def _is_nis(scheme_id: int | jax.Array) -> bool:
   return isinstance(scheme_id, int) and scheme_id == 0
 
 
-def _switch(current: jax.Array, nis: jax.Array, score: jax.Array, eligible: jax.Array,
-            threshold: jax.Array) -> jax.Array:
-  """Keep ``current`` while its NIS <= threshold (and it is eligible), else the eligible
-  candidate with the lowest ``score``."""
-  best = jnp.argmin(jnp.where(eligible, score, jnp.inf))
-  keep = (nis[current] <= threshold) & eligible[current]
-  return jnp.where(keep, current, best).astype(jnp.int32)
-
-
 def select(current: jax.Array, nis: jax.Array, threshold: jax.Array,
            scheme: str | int | jax.Array, *,
            eligible: jax.Array | None = None, candidates: jax.Array | None = None,
            previous: jax.Array | None = None, label_mean: jax.Array | None = None,
-           label_cov: jax.Array | None = None, euclidean_weight: float = 1.0) -> jax.Array:
+           label_cov: jax.Array | None = None, euclidean_weight: float = 1.0,
+           distance: jax.Array | None = None) -> jax.Array:
   """The switching rule: keep ``current`` while its NIS <= threshold, else switch.
 
   ``eligible [K]`` (default: all) restricts both keeping and switching to candidates
-  whose inputs are plausible for them (see ``visibility_gate_nats``).
+  whose inputs are plausible for them (see ``visibility_gate_nats``). The
+  ``'mahalanobis_euclidean'`` score needs ``candidates``, ``previous`` and either
+  ``label_mean`` and ``label_cov`` or their ``distance`` = :func:`mahalanobis`
+  precomputed (the tracker computes it for every step before its scan).
   """
   if eligible is None:
     eligible = jnp.ones(nis.shape, bool)
@@ -123,10 +125,16 @@ def select(current: jax.Array, nis: jax.Array, threshold: jax.Array,
   if _is_nis(scheme_id):
     score = nis
   else:
-    me_score = (mahalanobis(candidates, label_mean, label_cov) +
-                euclidean_weight * jnp.linalg.norm(candidates - previous, axis=-1))
+    if distance is None:
+      distance = mahalanobis(candidates, label_mean, label_cov)
+    me_score = distance + euclidean_weight * jnp.sqrt(
+        jnp.sum((candidates - previous) ** 2, -1))
     score = jnp.where(scheme_id == 0, nis, me_score)
-  return _switch(current, nis, score, eligible, threshold)
+  # Keep ``current`` while its NIS <= threshold (and it is eligible), else the eligible
+  # candidate with the lowest score.
+  best = jnp.argmin(jnp.where(eligible, score, jnp.inf))
+  keep = (nis[current] <= threshold) & eligible[current]
+  return jnp.where(keep, current, best).astype(jnp.int32)
 
 
 def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
@@ -192,13 +200,9 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
       nu = cand_t - pos_pred
       nis = jnp.sum(nu * nu, -1) / s
       # 4. Selection (or the start rule on the first usable step).
-      if maha_t is None:
-        score = nis
-      else:
-        me_score = maha_t + opts.euclidean_weight * jnp.sqrt(
-            jnp.sum((cand_t - prev) ** 2, -1))
-        score = jnp.where(scheme_id == 0, nis, me_score)
-      chosen = _switch(jnp.maximum(net, 0), nis, score, eligible_t, threshold)
+      chosen = select(jnp.maximum(net, 0), nis, threshold, scheme_id, eligible=eligible_t,
+                      candidates=cand_t, previous=prev, distance=maha_t,
+                      euclidean_weight=opts.euclidean_weight)
       chosen = jnp.where(started, chosen, first_t)
       z = cand_t[chosen]
       # 5. Update: K = P^- H^T S^-1 = [g_a I; g_b I], x = x^- + K (z - H x^-),
@@ -232,3 +236,18 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
     return {**outs, 'updated': usable, 'candidates': cand}
 
   return track
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'opts'))
+def track_variants(bank: tiny_nets.NetBank, feats: jax.Array, num_paths: jax.Array,
+                   time_s: jax.Array, thresholds: jax.Array, schemes: jax.Array,
+                   gates: jax.Array, *, model: tiny_nets.MLP, opts: TrackerOptions) -> dict:
+  """One trajectory tracked under V variants at once: ``thresholds``, ``schemes``
+  (indices into ``SCHEMES``) and ``gates`` are ``[V]``; every output gains a leading V.
+
+  One compiled scan, vmapped over the variants; ``jax.jit`` caches it per model,
+  options and shapes, so a sweep or a resumed run does not recompile.
+  """
+  track = make_tracker(model, opts)
+  return jax.vmap(track, in_axes=(None, None, None, None, 0, 0, 0))(
+      bank, feats, num_paths, time_s, thresholds, schemes, gates)

@@ -1,6 +1,7 @@
 """The whole mmWave method as library functions: ``train_and_evaluate(config, workdir)``.
 
-Data flow (PRODUCT.md Part B)::
+Data flow (the method and its choices: docs/mmwave.md; the files it reads and writes,
+``metrics.json`` and the workdir layout: docs/schemas.md)::
 
   survey.h5 ──read (no ground truth)──> regions ──> JADE (labels, anchors)
       └──> features ──> tiny nets (one per region, stacked) + one big NN  [checkpointed]
@@ -11,8 +12,15 @@ Data flow (PRODUCT.md Part B)::
 :func:`fit_models` is the training half and reads the survey through
 ``read_measurements(..., ground_truth=False)``: ground-truth positions cannot reach the
 nets. :func:`track_trajectory` is the online half. :func:`train_and_evaluate` adds data
-generation, checkpoints, evaluation, ``metrics.json`` and the plots; ``launch/mmwave.py``
-only parses flags and calls it.
+generation, checkpoints, evaluation (:func:`evaluate_trajectory`), ``metrics.json`` and
+the plots; ``launch/mmwave.py`` only parses flags and calls it. A notebook gets the same
+settings from ``config_utils.load_config('configs/mmwave_tiny.py')``.
+
+"Is this already done?" is answered by :class:`csiloc_jax.core.runs.Stage` records: a
+generated scenario (``workdir/data/scenario.done.json``) is re-used while its settings
+are unchanged, and the trained nets (``workdir/checkpoints/nets.done.json``, written
+after the checkpoint is on disk) are restored while the survey file and the settings
+they depend on are unchanged.
 
 "JADE alone" on a trajectory is defined as: every step is localised on its own by an
 ADoA least-squares fit (position + heading, Levenberg-Marquardt, vmapped over steps and
@@ -24,9 +32,6 @@ mapped anchors have no JADE-alone estimate.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import os
 import time
 
@@ -86,24 +91,20 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, 
   if data.survey:
     return data.survey, data.trajectory, {'generated': False}
   out_dir = os.path.join(workdir, 'data')
-  args = {'seed': data.scenario_seed, 'aoa_noise_deg': data.aoa_noise_deg,
-          'num_survey': data.num_survey, 'num_trajectory_steps': data.num_trajectory_steps,
-          'floorplan': data.floorplan or None}
-  record = os.path.join(out_dir, 'scenario.json')
-  if os.path.exists(record):
-    # Re-use the files of an earlier run with the same scenario settings, so that a
-    # resumed run finds the survey its checkpoint was trained on.
-    with open(record) as f:
-      previous = json.load(f)
-    if previous.get('args') == args and all(os.path.exists(previous['summary'][k])
-                                             for k in ('survey', 'trajectory')):
-      logging.info('re-using the scenario generated earlier in %s', out_dir)
-      summary = previous['summary']
-      return summary['survey'], summary['trajectory'], dict(summary, generated=True)
-  summary = simulator.write_scenario(out_dir, **args)
-  with open(record, 'w') as f:
-    json.dump({'args': args, 'summary': summary}, f, indent=2)
-  logging.info('generated scenario in %s: %s', out_dir, summary)
+  args = simulator.scenario_kwargs(data)
+  plan = args['floorplan']
+  plan_file = runs.file_signature(plan) if plan and os.path.isfile(plan) else None
+  stage = runs.Stage(out_dir, 'scenario', runs.fingerprint(args, plan_file))
+  summary = stage.result()
+  if summary and all(os.path.exists(summary[k]) for k in ('survey', 'trajectory')):
+    # The files of an earlier run with the same scenario settings: a resumed run finds
+    # the survey its checkpoint was trained on.
+    logging.info('re-using the scenario generated earlier in %s', out_dir)
+  else:
+    stage.reset()
+    summary = simulator.write_scenario(out_dir, **args)
+    stage.finish(summary)
+    logging.info('generated scenario in %s: %s', out_dir, summary)
   return summary['survey'], summary['trajectory'], dict(summary, generated=True)
 
 
@@ -120,14 +121,12 @@ def _bank_state(bank: tiny_nets.NetBank) -> dict:
   return flax.serialization.to_state_dict(jax.tree.map(np.asarray, bank))
 
 
-def _fingerprint(config, survey_path: str) -> str:
+def _nets_fingerprint(config, survey_path: str) -> str:
   """What the trained nets depend on: the survey file and the method's settings."""
-  st = os.stat(survey_path)
-  parts = {'survey': os.path.abspath(survey_path), 'size': st.st_size, 'mtime': st.st_mtime_ns,
-           'seed': config.seed, 'regions': config.data.num_regions_if_missing}
-  for name in ('features', 'jade', 'nets', 'big_nn'):
-    parts[name] = config_utils.config_to_dict(config[name])
-  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+  settings = {name: config_utils.config_to_dict(config[name])
+              for name in ('features', 'jade', 'nets', 'big_nn')}
+  return runs.fingerprint(os.path.abspath(survey_path), runs.file_signature(survey_path),
+                          config.seed, config.data.num_regions_if_missing, settings)
 
 
 def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
@@ -137,14 +136,17 @@ def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
 
   Reads the survey without its ground-truth datasets. With ``checkpoint_dir`` the
   trained nets are saved there, and restored instead of retrained when
-  ``config.resume`` is set and the survey and settings are unchanged.
+  ``config.resume`` is set and the survey and settings are unchanged (a
+  :class:`~csiloc_jax.core.runs.Stage` named ``nets`` in ``checkpoint_dir`` records
+  which inputs the saved nets were trained on).
   """
   survey = reader.read_measurements(survey_path, ground_truth=False)
   region, source = regions_lib.assign_regions(survey.region, survey.visible,
                                               config.data.num_regions_if_missing, config.seed)
   timing = {}
   t0 = time.perf_counter()
-  jade_opts = jade.JadeOptions.from_config(dict(config.jade, seed=config.seed))
+  jade_opts = config_utils.options_from_config(jade.JadeOptions, config.jade, 'config.jade',
+                                               seed=config.seed)
   jade_result = jade.run_jade(survey.aoa, region, survey.anchor_ap, survey.anchor_kind,
                               survey.ap_position, jade_opts)
   timing['jade'] = time.perf_counter() - t0
@@ -155,8 +157,10 @@ def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
                      'physical APs (anchor_kind 0) with known ap_position')
   feature_kwargs = _feature_kwargs(config, survey)
 
-  net_opts = tiny_nets.TrainOptions.from_config(dict(config.nets, seed=config.seed))
-  big_opts = tiny_nets.TrainOptions.from_config(dict(config.big_nn, seed=config.seed + 1))
+  net_opts = config_utils.options_from_config(tiny_nets.TrainOptions, config.nets,
+                                              'config.nets', seed=config.seed)
+  big_opts = config_utils.options_from_config(tiny_nets.TrainOptions, config.big_nn,
+                                              'config.big_nn', seed=config.seed + 1)
   model = tiny_nets.MLP(net_opts.hidden_sizes, activation=net_opts.activation)
   big_model = tiny_nets.MLP(big_opts.hidden_sizes, activation=big_opts.activation)
   ts = tiny_nets.make_training_set(survey.aoa, jade_result.labels, jade_result.label_region,
@@ -168,15 +172,23 @@ def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
                                        big_opts.validation_fraction, config.seed)
 
   ckpt = checkpointing.Checkpointer(checkpoint_dir) if checkpoint_dir else None
-  fingerprint = _fingerprint(config, survey_path)
+  stage = (runs.Stage(checkpoint_dir, 'nets', _nets_fingerprint(config, survey_path))
+           if ckpt is not None else None)
   restored = None
   if ckpt is not None and config.resume and ckpt.latest_step() is not None:
-    restored = _try_restore(ckpt, fingerprint, model, big_model, ts, big_ts, feature_kwargs)
+    record = stage.result()
+    if record is None:
+      logging.info('checkpoint in %s is for another survey or settings: retraining',
+                   checkpoint_dir)
+    else:
+      restored = _try_restore(ckpt, record['step'], model, big_model, ts, big_ts)
   if restored is not None:
     bank, big_bank = restored
     logging.info('restored trained nets from %s (survey and settings unchanged)',
                  checkpoint_dir)
   else:
+    if stage is not None:
+      stage.reset()   # The checkpoint is about to stop matching any record.
     t0 = time.perf_counter()
     bank = tiny_nets.train_bank(model, ts, net_opts, writer=writer, name='nets',
                                 **feature_kwargs)
@@ -189,16 +201,18 @@ def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
       # Step = generation of trained nets: orbax refuses to overwrite an existing step
       # (even with force=True), and max_to_keep=1 drops the stale one.
       ckpt.save((ckpt.latest_step() or 0) + 1, {'nets': _bank_state(bank),
-                                           'big_nn': _bank_state(big_bank)},
-                {'fingerprint': fingerprint, 'region_ids': ts.region_ids.tolist()})
+                                                'big_nn': _bank_state(big_bank)},
+                {'region_ids': ts.region_ids.tolist()})
+      ckpt.wait()
+      stage.finish({'step': ckpt.latest_step(), 'region_ids': ts.region_ids.tolist()})
   if ckpt is not None:
     ckpt.close()
   return SurveyFit(survey, region, source, jade_result, model, bank, big_model, big_bank,
                    feature_kwargs, timing, restored=restored is not None)
 
 
-def _try_restore(ckpt, fingerprint, model, big_model, ts, big_ts, feature_kwargs):
-  """The saved banks if they were trained on the same survey with the same settings."""
+def _try_restore(ckpt, step, model, big_model, ts, big_ts):
+  """The saved banks (the caller has checked they match the survey and settings)."""
 
   def abstract(m, t):
     k, _, num_anchors = t.aoa.shape
@@ -212,13 +226,9 @@ def _try_restore(ckpt, fingerprint, model, big_model, ts, big_ts, feature_kwargs
 
   target = {'nets': abstract(model, ts), 'big_nn': abstract(big_model, big_ts)}
   try:
-    state, meta = ckpt.restore(target)
+    state, _ = ckpt.restore(target, step=step)
   except Exception as e:  # A checkpoint of another shape: retrain rather than fail.
     logging.warning('ignoring checkpoint in %s: %s', ckpt.directory, e)
-    return None
-  if meta.get('fingerprint') != fingerprint:
-    logging.info('checkpoint in %s is for another survey or settings: retraining',
-                 ckpt.directory)
     return None
   banks = []
   for key in ('nets', 'big_nn'):
@@ -229,14 +239,6 @@ def _try_restore(ckpt, fingerprint, model, big_model, ts, big_ts, feature_kwargs
         visibility_rate=jnp.asarray(s['visibility_rate']),
         region_ids=jnp.asarray(s['region_ids'])))
   return tuple(banks)
-
-
-@functools.lru_cache(maxsize=16)
-def variant_runner(model: tiny_nets.MLP, opts: tracker_lib.TrackerOptions):
-  """One compiled tracker scan, vmapped over (threshold, scheme, gate) variants; cached
-  so repeated runs with the same settings and shapes do not recompile."""
-  track = tracker_lib.make_tracker(model, opts)
-  return jax.jit(jax.vmap(track, in_axes=(None, None, None, None, 0, 0, 0)))
 
 
 def track_trajectory(config: ml_collections.ConfigDict, fit: SurveyFit,
@@ -250,20 +252,21 @@ def track_trajectory(config: ml_collections.ConfigDict, fit: SurveyFit,
   reader.check_compatible(fit.survey, trajectory)
   if trajectory.time_s is None:
     raise reader.MeasurementError(f'{trajectory.path}: required dataset "time_s" is '
-                                        'missing (a trajectory needs timestamps)')
+                                  'missing (a trajectory needs timestamps)')
   feats = features_lib.encode(trajectory.aoa, **fit.feature_kwargs)
   num_paths = jnp.asarray(features_lib.path_counts(trajectory.aoa))
   time_s = jnp.asarray(trajectory.time_s - trajectory.time_s[0], jnp.float32)
-  opts = tracker_lib.TrackerOptions.from_config(config.tracker)
+  opts = config_utils.options_from_config(tracker_lib.TrackerOptions, config.tracker,
+                                         'config.tracker')
   names = [v[0] for v in SWITCHING_VARIANTS]
   schemes = jnp.asarray([tracker_lib.SCHEMES.index(v[1]) for v in SWITCHING_VARIANTS])
   gates = jnp.asarray([opts.visibility_gate_nats if v[2] else 0.0
                        for v in SWITCHING_VARIANTS], jnp.float32)
   thresholds = jnp.full((len(names),), opts.threshold, jnp.float32)
-  run_all = variant_runner(fit.model, opts)
   t0 = time.perf_counter()
-  outs = jax.tree.map(np.asarray, run_all(fit.bank, feats, num_paths, time_s, thresholds,
-                                          schemes, gates))
+  outs = jax.tree.map(np.asarray, tracker_lib.track_variants(
+      fit.bank, feats, num_paths, time_s, thresholds, schemes, gates, model=fit.model,
+      opts=opts))
   elapsed = time.perf_counter() - t0
   logging.info('tracked %d steps x %d variants x %d candidate nets in %.2f s (incl. '
                'compilation)', len(num_paths), len(names), fit.bank.num_nets, elapsed)
@@ -275,19 +278,21 @@ def track_trajectory(config: ml_collections.ConfigDict, fit: SurveyFit,
   known = np.all(np.isfinite(anchor_map), -1)
   mask = trajectory.visible & known[None]
   pos, cost = jade.localize(jnp.asarray(trajectory.aoa), jnp.asarray(mask),
-                            jnp.asarray(anchor_map, jnp.float32), fit.bank.label_mean)
+                            jnp.asarray(anchor_map, jnp.float32), fit.bank.label_mean,
+                            num_iters=config.jade.localize_iters,
+                            scale=float(config.jade.robust_scale))
   result['jade_alone'] = {'position': np.asarray(pos), 'cost_per_path': np.asarray(cost)}
   return result
 
 
 def evaluate_trajectory(fit: SurveyFit, trajectory: reader.Measurements, tracked: dict,
-             config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+                        config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   """Metrics against ground truth; returns ``(metrics, errors per method)``."""
   survey_truth = reader.read_ground_truth(fit.survey.path)
   traj_truth = reader.read_ground_truth(trajectory.path)
   if traj_truth.position is None:
     raise reader.MeasurementError(f'{trajectory.path}: dataset "position" is missing; '
-                                        'evaluation needs the trajectory ground truth')
+                                  'evaluation needs the trajectory ground truth')
   truth = traj_truth.position
   region_ids = np.asarray(fit.bank.region_ids)
   errs, methods = {}, {}
