@@ -3,10 +3,10 @@
 Ours is the library exactly as ``trainer.fit`` runs it: the model from
 ``models.build_position_model`` / ``build_autoencoder`` for ``configs/ctw_model{N}.py``,
 ``steps.create_train_state`` (Adam, the config's learning rate), ``steps.compute_gradients``
-+ ``apply_gradients`` with the trainer's input normalisation, compiled by
-``parallel.DataParallel.compile_train_step`` with the
-config's backend (pmap), the state replicated and donated, and a host numpy batch
-sharded onto the device every step (as the input pipeline delivers it). The reference
++ ``apply_gradients`` compiled by ``parallel.DataParallel.compile_train_step`` with the
+config's backend (pmap), the state and the input normaliser replicated (the state
+donated), and a host numpy batch sharded onto the device every step (as the input
+pipeline delivers it). The reference
 is :mod:`torch_reference` on the same numpy batches in the same process.
 
 Which step each row times (batch 64, ``[56, 924, 1]`` inputs, float32):
@@ -40,18 +40,11 @@ import numpy as np
 
 from benchmarks import common
 from csiloc_jax.core import config_utils
+from csiloc_jax.core import parallel
 from csiloc_jax.csi import features
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import models
-from csiloc_jax.core import parallel
 from csiloc_jax.csi import steps
-
-try:  # The trainer's own normalisation closure, so the step is exactly training's.
-  from csiloc_jax.csi.trainer import _normalize_fn  # pylint: disable=g-import-not-at-top
-except ImportError:  # pragma: no cover - a renamed helper must not break the benchmark.
-  def _normalize_fn(normalizer):
-    mean, inv_std = jnp.asarray(normalizer.mean), jnp.asarray(normalizer.inv_std)
-    return lambda x: (x - mean) * inv_std
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           'configs')
@@ -96,15 +89,18 @@ class JaxRunner:
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.float32))['params']
     self.num_params = models.count_params(params)
     state = steps.create_train_state(model.apply, params, learning_rate)
-    options = dict(loss=loss, normalize=_normalize_fn(normalizer), axis_name=self.dp.axis_name)
+    options = dict(loss=loss, axis_name=self.dp.axis_name)
     # As trainer.fit runs it: gradient and update as two programs.
-    self.p_step = self.dp.compile_train_step(
-        functools.partial(steps.compute_gradients, **options), steps.apply_gradients)
+    self.p_step = self.dp.compile_train_step(steps.compute_gradients, steps.apply_gradients,
+                                             **options)
     self.p_state = self.dp.replicate(state)
+    self.p_normalizer = self.dp.replicate(normalizer)
     self.xla_flops = None
     try:  # FLOPs of the same step as one program (XLA's cost analysis).
-      one_program = self.dp.compile_step(functools.partial(steps.train_step, **options))
-      cost = one_program.lower(self.p_state, self.dp.shard(batches[0])).cost_analysis()
+      one_program = self.dp.compile_step(steps.train_step, **options)
+      cost = one_program.func.lower(*one_program.args, self.p_state,
+                                    self.dp.shard(batches[0]),
+                                    self.p_normalizer).cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
       self.xla_flops = float(cost['flops'])
     except Exception as e:  # pylint: disable=broad-except
@@ -116,7 +112,8 @@ class JaxRunner:
     t0 = time.perf_counter()
     metrics = None
     for i in range(n):
-      self.p_state, metrics = self.p_step(self.p_state, self.dp.shard(self.batches[i % 2]))
+      self.p_state, metrics = self.p_step(self.p_state, self.dp.shard(self.batches[i % 2]),
+                                          self.p_normalizer)
     jax.block_until_ready(metrics)
     elapsed = time.perf_counter() - t0
     self.last_loss = float(self.dp.unreplicate(metrics)['loss'])

@@ -1,6 +1,7 @@
 """The train step gives the same loss and parameters on 4 devices (pmap and
 jit(shard_map), as one program or as the trainer's gradient + update programs) as one
-program on 1 device, including a padded batch."""
+program on 1 device, including a padded batch; the per-example evaluation step gives
+the same outputs, in batch order."""
 
 import functools
 
@@ -10,27 +11,41 @@ import numpy as np
 import pytest
 
 from csiloc_jax.core import config_utils
-from csiloc_jax.csi import models
 from csiloc_jax.core import parallel
+from csiloc_jax.csi import input_pipeline
+from csiloc_jax.csi import models
 from csiloc_jax.csi import steps
+
+
+def _normalizer(shape):
+  """``x * 0.5``, as a normaliser passed to the steps."""
+  return input_pipeline.Normalizer(np.zeros(shape, np.float32),
+                                   np.full(shape, 0.5, np.float32))
 
 
 def _run(backend, devices, model, params, batches, loss, split=False):
   dp = parallel.DataParallel(backend, devices=devices)
   state = steps.create_train_state(model.apply, params, 1e-2)
   if split:
-    p_step = dp.compile_train_step(functools.partial(
-        steps.compute_gradients, loss=loss, normalize=lambda x: x * 0.5,
-        axis_name=dp.axis_name), steps.apply_gradients)
+    p_step = dp.compile_train_step(steps.compute_gradients, steps.apply_gradients,
+                                   loss=loss, axis_name=dp.axis_name)
   else:
-    p_step = dp.compile_step(functools.partial(
-        steps.train_step, loss=loss, normalize=lambda x: x * 0.5, axis_name=dp.axis_name))
+    p_step = dp.compile_step(steps.train_step, loss=loss, axis_name=dp.axis_name)
   p_state = dp.replicate(state)
+  p_normalizer = dp.replicate(_normalizer(batches[0]['x'].shape[1:]))
   losses = []
   for batch in batches:
-    p_state, metrics = p_step(p_state, dp.shard(batch))
+    p_state, metrics = p_step(p_state, dp.shard(batch), p_normalizer)
     losses.append(float(dp.unreplicate(metrics)['loss']))
   return losses, dp.unreplicate(p_state).params
+
+
+def _model(k, loss, shape):
+  """Paper model ``k``'s position model or autoencoder, and its initial parameters."""
+  cfg = config_utils.load_config(f'configs/ctw_model{k}.py').model
+  model = (models.build_position_model(cfg) if loss == 'position'
+           else models.build_autoencoder(cfg, shape))
+  return model, model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
 
 
 def _batches(num, shape, with_y, pad_last):
@@ -55,10 +70,7 @@ def _batches(num, shape, with_y, pad_last):
 def test_four_devices_match_one_device(k, loss, backend, split):
   assert jax.device_count() == 4, 'conftest should provide 4 fake CPU devices'
   shape = (8, 12, 1)
-  cfg = config_utils.load_config(f'configs/ctw_model{k}.py').model
-  model = (models.build_position_model(cfg) if loss == 'position'
-           else models.build_autoencoder(cfg, shape))
-  params = model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
+  model, params = _model(k, loss, shape)
   batches = _batches(3, shape, loss == 'position', pad_last=True)
   ref_losses, ref_params = _run('pmap', jax.devices()[:1], model, params, batches, loss)
   losses, new_params = _run(backend, jax.devices(), model, params, batches, loss, split)
@@ -71,6 +83,33 @@ def test_four_devices_match_one_device(k, loss, backend, split):
   moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                        new_params, params)
   assert max(jax.tree.leaves(moved)) > 1e-4
+
+
+def _evaluate(backend, devices, model, params, batches, loss):
+  dp = parallel.DataParallel(backend, devices=devices)
+  p_eval = dp.compile_eval_step(steps.eval_step, apply_fn=model.apply, loss=loss)
+  p_params = dp.replicate(params)
+  p_normalizer = dp.replicate(_normalizer(batches[0]['x'].shape[1:]))
+  outputs = [dp.gather(p_eval(p_params, dp.shard(b), p_normalizer)) for b in batches]
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+
+
+@pytest.mark.parametrize('k, loss', [(2, 'position'), (4, 'reconstruction')])
+@pytest.mark.parametrize('backend', ['pmap', 'shard_map'])
+def test_four_device_evaluation_matches_one_device(k, loss, backend):
+  shape = (8, 12, 1)
+  model, params = _model(k, loss, shape)
+  batches = _batches(2, shape, loss == 'position', pad_last=True)
+  # The reference: the step jitted on one device, batch by batch.
+  single = jax.jit(functools.partial(steps.eval_step, apply_fn=model.apply, loss=loss))
+  ref = [jax.device_get(single(params, b, _normalizer(shape))) for b in batches]
+  ref_pred, ref_loss = (np.concatenate(xs) for xs in zip(*ref))
+  pred, per_example = _evaluate(backend, jax.devices(), model, params, batches, loss)
+  assert pred.shape == ref_pred.shape and per_example.shape == (16,)
+  np.testing.assert_allclose(pred, ref_pred, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(per_example, ref_loss, rtol=1e-5, atol=1e-7)
+  # The padded end of the last batch contributes no loss.
+  assert np.all(per_example[13:] == 0.0) and np.all(per_example[:13] > 0.0)
 
 
 def test_padding_is_ignored_by_the_loss():

@@ -1,19 +1,28 @@
-"""Data parallelism: the one place where a pure train step is transformed for devices.
+"""Data parallelism: the one place where a pure step is transformed for devices.
 
-A train step is written once as ``step(state, batch) -> (state, metrics)`` with
-``lax.pmean``/``lax.psum`` over the named batch axis. :class:`DataParallel` compiles it
-either with ``jax.pmap`` (the default, as the design asks) or as
-``jax.jit(jax.shard_map(...))`` over a 1-D device mesh, and owns the matching data
-layout: how to replicate the state, shard a host batch and bring results back.
+A step is written once, for any number of devices, as ``step(state, batch, *replicated,
+**options)``: ``state`` (e.g. a TrainState, or parameters) and the ``replicated``
+arguments (e.g. an input normaliser) are the same on every device, ``batch`` is split
+along its first axis, and reductions over the batch go through ``lax.psum``/``pmean``
+over the named axis. :class:`DataParallel` compiles it either with ``jax.pmap`` (the
+default, as the design asks) or as ``jax.jit(jax.shard_map(...))`` over a 1-D device
+mesh, and owns the matching data layout: how to replicate a pytree, shard a host batch
+and bring results back.
 
-Layouts differ between the two forms: under pmap the state carries a leading device
-axis and a batch is reshaped to ``[num_devices, per_device, ...]``; under shard_map the
-state is one replicated global array and a batch keeps its global shape, sharded along
-its first axis. Callers never see the difference.
+Layouts differ between the two forms: under pmap a replicated pytree carries a leading
+device axis and a batch is reshaped to ``[num_devices, per_device, ...]``; under
+shard_map a replicated pytree is one global array and a batch keeps its global shape,
+sharded along its first axis. Callers never see the difference.
+
+Data (parameters, normalisers) always travels as arguments and ``options`` (the loss
+name, the model's ``apply``) are hashable static arguments of module-level functions, so
+compiling the same step twice reuses jax's own compilation cache: nothing here keeps a
+cache, or data, alive.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -23,11 +32,39 @@ import numpy as np
 BACKENDS = ('pmap', 'shard_map')
 
 
-class DataParallel:
-  """Compiles a pmean-style step for all local devices and lays out data for it."""
+def _call(step_fn: Callable, options: tuple, *args: Any) -> Any:
+  """``step_fn(*args, **options)``: the one function that pmap compiles, so that jax's
+  cache, keyed on the function and its static arguments, finds an earlier compilation."""
+  return step_fn(*args, **dict(options))
 
-  def __init__(self, backend: str = 'pmap', axis_name: str = 'batch',
-               devices: list | None = None):
+
+def _identity(tree: Any) -> Any:
+  return tree
+
+
+def _shard_mapped(step_fn: Callable, options: tuple, mesh: jax.sharding.Mesh,
+                  axis_name: str, out_specs: Any, state: Any, batch: Any, *replicated: Any
+                  ) -> Any:
+  # check_vma=False keeps pmap's semantics: with it on, shard_map already sums the
+  # gradient of a replicated parameter over the axis, and the step's explicit psum
+  # would then count it once per device.
+  in_specs = (P(), P(axis_name)) + (P(),) * len(replicated)
+  return jax.shard_map(functools.partial(step_fn, **dict(options)), mesh=mesh,
+                       in_specs=in_specs, out_specs=out_specs,
+                       check_vma=False)(state, batch, *replicated)
+
+
+# Module-level, so jax's compilation cache is shared by every DataParallel instance.
+_STATIC = (0, 1, 2, 3, 4)
+_SHARD_MAPPED = jax.jit(_shard_mapped, static_argnums=_STATIC)
+_SHARD_MAPPED_DONATING = jax.jit(_shard_mapped, static_argnums=_STATIC,
+                                 donate_argnums=(len(_STATIC),))
+
+
+class DataParallel:
+  """Compiles a psum-style step for all local devices and lays out data for it."""
+
+  def __init__(self, backend: str, axis_name: str = 'batch', devices: list | None = None):
     if backend not in BACKENDS:
       raise ValueError(f'parallel backend must be one of {BACKENDS}, got {backend!r}')
     self.backend = backend
@@ -37,57 +74,76 @@ class DataParallel:
     self.mesh = jax.sharding.Mesh(np.asarray(self.devices), (axis_name,))
 
   # -- compilation ---------------------------------------------------------------------
-  def compile_step(self, step_fn: Callable, donate_state: bool = True) -> Callable:
-    """Returns the parallel ``p_step(state, batch) -> (out, metrics)`` as one program.
-
-    ``out`` (e.g. the new state, or the gradients) and ``metrics`` are replicated.
-    """
-    donate = (0,) if donate_state else ()
+  def _compile(self, step_fn: Callable, options: dict, out_specs: Any,
+               donate_state: bool) -> Callable:
+    opts = tuple(sorted(options.items()))  # Hashable, and equal for equal options.
     if self.backend == 'pmap':
-      return jax.pmap(step_fn, axis_name=self.axis_name, devices=self.devices,
-                      donate_argnums=donate)
-    # check_vma=False keeps pmap's semantics: with it on, shard_map already sums the
-    # gradient of a replicated parameter over the axis, and the step's explicit pmean
-    # would then return a sum, not a mean.
-    sharded = jax.shard_map(step_fn, mesh=self.mesh,
-                            in_specs=(P(), P(self.axis_name)),
-                            out_specs=(P(), P()), check_vma=False)
-    return jax.jit(sharded, donate_argnums=donate)
+      p_fn = jax.pmap(_call, axis_name=self.axis_name, devices=self.devices,
+                      static_broadcasted_argnums=(0, 1),
+                      donate_argnums=(2,) if donate_state else ())
+      return functools.partial(p_fn, step_fn, opts)
+    jitted = _SHARD_MAPPED_DONATING if donate_state else _SHARD_MAPPED
+    return functools.partial(jitted, step_fn, opts, self.mesh, self.axis_name, out_specs)
 
-  def compile_train_step(self, gradient_fn: Callable, update_fn: Callable) -> Callable:
-    """``p_step(state, batch) -> (state, metrics)`` as two compiled programs.
+  def compile_step(self, step_fn: Callable, donate_state: bool = True,
+                   **options: Any) -> Callable:
+    """``p_step(state, batch, *replicated) -> (out, metrics)`` as one program.
 
-    ``gradient_fn(state, batch) -> (grads, metrics)`` (e.g. the CSI system's
-    ``steps.compute_gradients`` with its options bound) runs on the sharded batch;
-    ``update_fn(state, grads) -> state`` (e.g. ``steps.apply_gradients``) then updates
-    the donated state in place. The result equals the two composed as one program,
-    but on CPU it is much faster for the large dense models: XLA:CPU maps a program's
-    temporaries afresh on every execution, and in one program the gradient and Adam's
-    intermediates are such temporaries (106 MB for Model 1: 27 k page faults, ~65 ms of
-    kernel time per step), whereas as a program's output and in-place updates of
-    donated buffers they are ordinary, reused memory (Model 1's step: 73 → 27 ms on a
-    2-core CPU).
+    ``step_fn(state, batch, *replicated, **options)``; ``options`` must be hashable.
+    ``out`` (e.g. the new state, or the gradients) and ``metrics`` are replicated. The
+    result is a ``functools.partial`` of a pmapped or jitted function over its static
+    arguments, so ``p_step.func.lower(*p_step.args, state, batch, *replicated)`` gives
+    XLA's lowering (e.g. for its cost analysis).
     """
-    p_grad = self.compile_step(gradient_fn, donate_state=False)
+    return self._compile(step_fn, options, (P(), P()), donate_state)
+
+  def compile_train_step(self, gradient_fn: Callable, update_fn: Callable,
+                         **options: Any) -> Callable:
+    """``p_step(state, batch, *replicated) -> (state, metrics)`` as two programs.
+
+    ``gradient_fn(state, batch, *replicated, **options) -> (grads, metrics)`` (e.g. the
+    CSI system's ``steps.compute_gradients``) runs on the sharded batch;
+    ``update_fn(state, grads) -> state`` (e.g. ``steps.apply_gradients``) then updates
+    the donated state in place. The result equals the two composed as one program, but
+    on CPU it is much faster for the large dense models: XLA:CPU maps a program's
+    temporaries afresh on every execution (page faults and kernel time on every step),
+    and in one program the gradient and Adam's intermediates are such temporaries,
+    whereas as a program's output and in-place updates of donated buffers they are
+    ordinary, reused memory.
+    """
+    p_grad = self.compile_step(gradient_fn, donate_state=False, **options)
     if self.backend == 'pmap':
       p_apply = jax.pmap(update_fn, devices=self.devices, donate_argnums=(0,))
     else:
       p_apply = jax.jit(update_fn, donate_argnums=(0,))
 
-    def p_step(state, batch):
-      grads, metrics = p_grad(state, batch)
+    def p_step(state, batch, *replicated):
+      grads, metrics = p_grad(state, batch, *replicated)
       return p_apply(state, grads), metrics
 
     return p_step
 
+  def compile_eval_step(self, eval_fn: Callable, **options: Any) -> Callable:
+    """``p_eval(state, batch, *replicated) -> outputs`` with per-example outputs.
+
+    ``eval_fn(state, batch, *replicated, **options)`` returns a pytree of arrays whose
+    first axis is the (device-local) batch axis. They stay on the devices, sharded like
+    the batch; :meth:`gather` brings them back as host arrays in batch order. Nothing is
+    reduced across devices, so the values are those of a one-device evaluation.
+    """
+    return self._compile(eval_fn, options, P(self.axis_name), donate_state=False)
+
   # -- data layout ---------------------------------------------------------------------
   def replicate(self, tree: Any) -> Any:
-    """Puts a host pytree (e.g. a TrainState) on every device."""
+    """Puts a host pytree (e.g. a TrainState, a normaliser) on every device."""
     if self.backend == 'pmap':
-      # pmap wants one copy per device stacked on a leading axis, laid out one per device.
+      # pmap wants one copy per device stacked on a leading axis. Placed by a pmapped
+      # identity, the copies are laid out exactly like a pmapped step's outputs, so the
+      # step's first call (and an evaluation of fresh parameters) does not compile a
+      # second program for another input layout.
       stacked = jax.tree.map(
           lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)), tree)
-      return jax.device_put(stacked, NamedSharding(self.mesh, P(self.axis_name)))
+      return jax.pmap(_identity, devices=self.devices)(stacked)
     # From a host copy, never an alias: the compiled step donates its state argument,
     # which must not invalidate the caller's arrays.
     return jax.device_put(jax.device_get(tree), NamedSharding(self.mesh, P()))
@@ -110,3 +166,10 @@ class DataParallel:
       return jax.tree.map(
           lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
     return jax.device_put(batch, NamedSharding(self.mesh, P(self.axis_name)))
+
+  def gather(self, tree: Any) -> Any:
+    """Host arrays in batch order from :meth:`compile_eval_step`'s sharded outputs."""
+    tree = jax.device_get(tree)
+    if self.backend == 'pmap':
+      return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+    return tree

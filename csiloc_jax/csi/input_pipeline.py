@@ -17,6 +17,7 @@ import queue
 import threading
 from typing import Iterator, Sequence
 
+import jax
 import numpy as np
 
 
@@ -35,9 +36,14 @@ def split_indices(num: int, fractions: Sequence[float], seed: int) -> list[np.nd
   return parts
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Normalizer:
-  """Affine map ``(x - mean) * inv_std`` with statistics from the training split."""
+  """Affine map ``(x - mean) * inv_std`` with statistics from the training split.
+
+  A pytree of its two arrays, so the compiled steps take it as an argument (replicated
+  like the parameters) rather than holding it as a compile-time constant.
+  """
   mean: np.ndarray
   inv_std: np.ndarray
 

@@ -2,12 +2,17 @@
 
 The step is written once, for any number of devices: ``compute_gradients`` sends every
 reduction over the batch through ``lax.psum`` over the named axis, ``apply_gradients``
-is the Adam update, ``train_step`` is the two composed, and :mod:`csiloc_jax.core.parallel`
-is the only place that transforms them (pmap or jit(shard_map); the trainer compiles
-the two halves as separate programs, see ``DataParallel.compile_train_step``). The
-losses are weighted by the batch ``mask`` so padded examples count for nothing, and the
-global mean is formed as (sum over devices of masked sums) / (sum over devices of mask
-counts) — equal to the single-device mean whatever the device count.
+is the Adam update, ``train_step`` is the two composed, ``eval_step`` gives per-example
+predictions and losses, and :mod:`csiloc_jax.core.parallel` is the only place that
+transforms them (pmap or jit(shard_map); the trainer compiles the two halves of the
+train step as separate programs, see ``DataParallel.compile_train_step``). The losses
+are weighted by the batch ``mask`` so padded examples count for nothing, and the global
+mean is formed as (sum over devices of masked sums) / (sum over devices of mask counts)
+— equal to the single-device mean whatever the device count.
+
+Every step takes the input ``normalizer`` (an ``input_pipeline.Normalizer``, a pytree
+of ``mean`` and ``inv_std``) as an argument, next to the state and the batch: data is
+never closed over, so a compiled step serves any normaliser of the same shape.
 """
 
 from __future__ import annotations
@@ -58,11 +63,11 @@ def _sum_over_devices(x: Any, axis_name: str) -> Any:
   return x if jax.lax.axis_size(axis_name) == 1 else jax.lax.psum(x, axis_name)
 
 
-def compute_gradients(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
+def compute_gradients(state: TrainState, batch: dict, normalizer: Any, *, loss: str,
                       axis_name: str = AXIS) -> tuple[Any, dict]:
   """Gradient of the global mean loss on a (device-local shard of a) batch, and metrics."""
   per_example = LOSSES[loss]
-  x = normalize(batch['x'])
+  x = normalizer(batch['x'])
   target_x = x
   mask = batch['mask']
   count = _sum_over_devices(jnp.sum(mask), axis_name)
@@ -83,22 +88,26 @@ def apply_gradients(state: TrainState, grads: Any) -> TrainState:
   return state.apply_gradients(grads=grads)
 
 
-def train_step(state: TrainState, batch: dict, *, loss: str, normalize: Callable,
+def train_step(state: TrainState, batch: dict, normalizer: Any, *, loss: str,
                axis_name: str = AXIS) -> tuple[TrainState, dict]:
   """One optimiser step: :func:`compute_gradients` then :func:`apply_gradients`.
 
   ``parallel.DataParallel.compile_train_step`` runs the two halves as two compiled
   programs (see there why); this composition is the same step as one function.
   """
-  grads, metrics = compute_gradients(state, batch, loss=loss, normalize=normalize,
+  grads, metrics = compute_gradients(state, batch, normalizer, loss=loss,
                                      axis_name=axis_name)
   return apply_gradients(state, grads), metrics
 
 
-def eval_step(params: Any, batch: dict, *, apply_fn: Callable, loss: str,
-              normalize: Callable) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Predictions and masked per-example loss for one batch (single device, jit)."""
-  x = normalize(batch['x'])
+def eval_step(params: Any, batch: dict, normalizer: Any, *, apply_fn: Callable,
+              loss: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Predictions and masked per-example loss for one (device-local shard of a) batch.
+
+  Nothing is reduced over the batch, so ``DataParallel.compile_eval_step`` runs it on
+  any number of devices with the values of a one-device evaluation.
+  """
+  x = normalizer(batch['x'])
   pred = apply_fn({'params': params}, x)
   per_example = LOSSES[loss](pred, x, batch.get('y')) * batch['mask']
   return pred, per_example

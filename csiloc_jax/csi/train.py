@@ -10,7 +10,10 @@ The library function behind ``launch/train.py`` (and notebooks, tests, ``compare
 5. fine-tune / train the position model with early stopping on validation loss;
 6. evaluate the best weights on the test split; write metrics, predictions and plots.
 
-Every stage checkpoints, so running it again on the same workdir resumes.
+Every stage checkpoints, so running it again on the same workdir resumes; a finished
+run records a :class:`csiloc_jax.core.runs.Stage` (``run.done.json``) with the
+fingerprint of its config, and running the same config again returns its
+``metrics.json`` without touching the workdir.
 """
 
 from __future__ import annotations
@@ -93,9 +96,20 @@ def _load_pretrained(run_dir: str, autoencoder, input_shape):
   return restored.params, _load_normalizer(norm_path)
 
 
+def _run_stage(config: ml_collections.ConfigDict, workdir: str) -> runs.Stage:
+  """The record of a finished run of ``config`` in ``workdir``."""
+  return runs.Stage(os.path.abspath(workdir), 'run',
+                    runs.fingerprint(config_utils.config_to_dict(config)))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the configured model end to end and returns the ``metrics.json`` contents."""
   t_start = time.perf_counter()
+  stage = _run_stage(config, workdir)
+  if stage.result() is not None:
+    logging.info('%s already finished this config; reusing its metrics', workdir)
+    return runs.read_json(os.path.join(workdir, 'metrics.json'))
+  stage.reset()
   workdir, writer = metric_writer.start_run(config, workdir)
   mc = config.model
 
@@ -160,7 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ranges = positions.max(0) - positions.min(0)
   for split in ('val', 'test'):
     _, pred_scaled = trainer.predict(result.params, position_model.apply, 'position',
-                                      phase_data, splits[split], config.finetune.batch_size)
+                                     phase_data, splits[split], config.finetune.batch_size,
+                                     config.parallel)
     pred = scaler.inverse(pred_scaled)
     true = positions[np.sort(splits[split])]
     summary['test' if split == 'test' else 'validation'] = (
@@ -185,6 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        xlabel='3-D position error (m)', ylabel='fraction of test samples')
   plots.positions_xy(test_true, test_pred, os.path.join(workdir, 'positions_xy.png'),
                      title=f'{mc.name}: test positions (XY plane)')
+  stage.finish()
   t = summary['test']
   logging.info('%s test: MAE avg %.3f m, RMSE avg %.3f m, median distance %.3f m',
                mc.name, t['mae']['average'], t['rmse']['average'],

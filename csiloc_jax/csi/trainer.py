@@ -8,18 +8,23 @@ loss — the paper's protocol. It writes under ``workdir/<phase>/``:
 * ``checkpoints/latest`` — state + loop bookkeeping at the end of an epoch, at most every
   ``checkpoint_every_secs`` and after the last epoch (resume point);
 * ``checkpoints/best`` — the best-on-validation state;
-* lines in the run's ``metrics.jsonl`` (train loss, validation loss, steps/s, ETA).
+* lines in the run's ``metrics.jsonl`` (train loss, validation loss, steps/s, ETA);
+* ``phase.done.json`` — a :class:`csiloc_jax.core.runs.Stage` record of the finished
+  phase (written after both checkpoints), holding its :class:`PhaseResult` numbers.
 
 Resuming: a run restarted on the same workdir restores ``latest`` and continues with
 the epoch after it. Batch order depends only on ``(seed, epoch)``, so a resumed run ends
-with exactly the parameters of an uninterrupted one. A run whose phase already
-finished returns the best parameters without training.
+with exactly the parameters of an uninterrupted one. A phase recorded as finished with
+the same inputs returns the best parameters without training.
+
+Training and evaluation both run through :class:`csiloc_jax.core.parallel.DataParallel`
+on the replicated state; a host copy of the state is made only when a checkpoint is
+written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -32,9 +37,11 @@ import ml_collections
 import numpy as np
 
 from csiloc_jax.core import checkpointing
-from csiloc_jax.csi import input_pipeline
+from csiloc_jax.core import config_utils
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import parallel
+from csiloc_jax.core import runs
+from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import steps
 
 
@@ -54,6 +61,7 @@ class PhaseData:
 
 @dataclasses.dataclass
 class PhaseResult:
+  """What a finished phase gives the run: the best parameters and its summary numbers."""
   params: Any
   best_val_loss: float
   best_epoch: int
@@ -63,39 +71,44 @@ class PhaseResult:
   steps_per_sec: float
 
 
-def _normalize_fn(normalizer: input_pipeline.Normalizer) -> Callable:
-  mean = jnp.asarray(normalizer.mean)
-  inv_std = jnp.asarray(normalizer.inv_std)
-  return lambda x: (x - mean) * inv_std
-
-
-def predict(params: Any, apply_fn: Callable, loss: str, data: PhaseData,
-             indices: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
-  """Mean loss and predictions over ``np.sort(indices)`` (in that order)."""
+def _evaluate(dp: parallel.DataParallel, p_eval: Callable, p_params: Any, p_normalizer: Any,
+              data: PhaseData, indices: np.ndarray, batch_size: int,
+              with_predictions: bool) -> tuple[float, np.ndarray | None]:
+  """Mean loss (and predictions) over ``np.sort(indices)``, on replicated parameters."""
   indices = np.sort(np.asarray(indices))
-  step = _eval_step(apply_fn, loss, data.normalizer)
   preds, total = [], 0.0
   for batch in input_pipeline.prefetch(input_pipeline.batches(
       data.features, data.targets, indices, batch_size)):
-    pred, per_example = step(params, batch)
-    real = int(batch['mask'].sum())
-    preds.append(np.asarray(pred)[:real])
-    total += float(per_example.sum())
-  return total / max(len(indices), 1), np.concatenate(preds) if preds else np.zeros((0,))
+    pred, per_example = p_eval(p_params, dp.shard(batch), p_normalizer)
+    # The padded end of the last batch has mask 0: its loss is already zero and its
+    # predictions are dropped here.
+    total += float(dp.gather(per_example).sum())
+    if with_predictions:
+      preds.append(dp.gather(pred)[:int(batch['mask'].sum())])
+  mean = total / max(len(indices), 1)
+  if not with_predictions:
+    return mean, None
+  return mean, np.concatenate(preds) if preds else np.zeros((0,))
 
 
-# Compiled eval steps are cached per (model, loss, normaliser) so repeated validation
-# passes do not retrace.
-_EVAL_CACHE: dict = {}
+def predict(params: Any, apply_fn: Callable, loss: str, data: PhaseData,
+            indices: np.ndarray, batch_size: int,
+            parallel_config: ml_collections.ConfigDict) -> tuple[float, np.ndarray]:
+  """Mean loss and predictions over ``np.sort(indices)`` (in that order), data-parallel."""
+  dp = parallel.DataParallel(parallel_config.backend)
+  p_eval = dp.compile_eval_step(steps.eval_step, apply_fn=apply_fn, loss=loss)
+  return _evaluate(dp, p_eval, dp.replicate(params), dp.replicate(data.normalizer), data,
+                   indices, batch_size, with_predictions=True)
 
 
-def _eval_step(apply_fn, loss, normalizer):
-  key = (apply_fn, loss, id(normalizer))
-  if key not in _EVAL_CACHE:
-    _EVAL_CACHE[key] = (jax.jit(functools.partial(
-        steps.eval_step, apply_fn=apply_fn, loss=loss,
-        normalize=_normalize_fn(normalizer))), normalizer)
-  return _EVAL_CACHE[key][0]
+def _phase_stage(phase_dir: str, phase: str, loss: str, init_params: Any, data: PhaseData,
+                 train_config: ml_collections.ConfigDict) -> runs.Stage:
+  """The phase's record: finished with this training config, loss, split sizes and
+  parameter shapes."""
+  shapes = jax.tree.map(lambda x: list(np.shape(x)), init_params)
+  return runs.Stage(phase_dir, 'phase', runs.fingerprint(
+      phase, loss, config_utils.config_to_dict(train_config), shapes,
+      len(data.train_idx), len(data.val_idx)))
 
 
 def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
@@ -111,35 +124,56 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     raise ValueError(f'{phase}: empty training or validation split '
                      f'({len(data.train_idx)} / {len(data.val_idx)} samples)')
   phase_dir = os.path.join(workdir, phase)
+  stage = _phase_stage(phase_dir, phase, loss, init_params, data, tc)
   latest = checkpointing.Checkpointer(os.path.join(phase_dir, 'checkpoints', 'latest'))
   best = checkpointing.Checkpointer(os.path.join(phase_dir, 'checkpoints', 'best'))
 
   state = steps.create_train_state(model.apply, init_params, tc.learning_rate)
   abstract = jax.eval_shape(lambda: state)
-  meta = {'epoch': 0, 'best_val_loss': math.inf, 'best_epoch': -1, 'bad_epochs': 0,
-          'done': False, 'train_seconds': 0.0}
-  if latest.latest_step() is not None:
-    state, meta = latest.restore(abstract)
-    logging.info('%s: resuming after epoch %d (best validation loss %.5g at epoch %d)',
-                 phase, meta['epoch'], meta['best_val_loss'], meta['best_epoch'])
-  if meta['done']:
-    best_state, best_meta = best.restore(abstract)
+
+  def best_params() -> Any:
+    # Waiting for both checkpoints first: a phase is recorded only once they are on disk.
+    latest.wait()
+    best.wait()
+    best_state, _ = best.restore(abstract)
     latest.close()
     best.close()
-    logging.info('%s: already finished; using best epoch %d', phase, best_meta['epoch'])
-    return PhaseResult(best_state.params, best_meta['best_val_loss'], best_meta['epoch'],
-                     meta['epoch'], meta['bad_epochs'] >= tc.patience,
-                     meta['train_seconds'], float('nan'))
+    return best_state.params
+
+  def finish(meta: dict, steps_per_sec: float) -> PhaseResult:
+    params = best_params()
+    result = {'best_val_loss': meta['best_val_loss'], 'best_epoch': meta['best_epoch'],
+              'epochs_run': meta['epoch'], 'stopped_early': meta['bad_epochs'] >= tc.patience,
+              'train_seconds': meta['train_seconds'], 'steps_per_sec': steps_per_sec}
+    stage.finish(result)
+    return PhaseResult(params, **result)
+
+  recorded = stage.result()
+  if recorded is not None:
+    logging.info('%s: already finished; using best epoch %d', phase, recorded['best_epoch'])
+    return PhaseResult(best_params(), **recorded)
+
+  meta = {'epoch': 0, 'best_val_loss': math.inf, 'best_epoch': -1, 'bad_epochs': 0,
+          'train_seconds': 0.0}
+  if latest.latest_step() is not None:
+    state, meta = latest.restore(abstract)
+    meta.pop('done', None)  # Written by earlier versions; completion is the Stage's.
+    logging.info('%s: resuming after epoch %d (best validation loss %.5g at epoch %d)',
+                 phase, meta['epoch'], meta['best_val_loss'], meta['best_epoch'])
+  if meta['bad_epochs'] >= tc.patience or meta['epoch'] >= tc.num_epochs:
+    # Interrupted after its last checkpoint but before its record: nothing to train.
+    return finish(meta, float('nan'))
 
   steps_per_epoch = input_pipeline.epoch_steps(len(data.train_idx), tc.batch_size,
                                                tc.min_steps_per_epoch)
   progress = metric_writer.Progress(steps_per_epoch * tc.num_epochs,
                                     batch_size=tc.batch_size,
                                     done=steps_per_epoch * meta['epoch'])
-  p_step = dp.compile_train_step(functools.partial(
-      steps.compute_gradients, loss=loss, normalize=_normalize_fn(data.normalizer),
-      axis_name=dp.axis_name), steps.apply_gradients)
+  p_step = dp.compile_train_step(steps.compute_gradients, steps.apply_gradients,
+                                 loss=loss, axis_name=dp.axis_name)
+  p_eval = dp.compile_eval_step(steps.eval_step, apply_fn=model.apply, loss=loss)
   p_state = dp.replicate(state)
+  p_normalizer = dp.replicate(data.normalizer)
   pending_best = None
   last_save = time.perf_counter()
   logging.info('%s: %d train / %d validation samples, %d steps per epoch, %d device(s) '
@@ -153,7 +187,7 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     for i, batch in enumerate(input_pipeline.prefetch(input_pipeline.batches(
         data.features, data.targets, data.train_idx, tc.batch_size,
         shuffle_seed=(tc.seed, epoch), min_steps=tc.min_steps_per_epoch))):
-      p_state, metrics = p_step(p_state, dp.shard(batch))
+      p_state, metrics = p_step(p_state, dp.shard(batch), p_normalizer)
       epoch_losses.append(metrics['loss'])
       if (i + 1) % tc.log_every_steps == 0:
         loss_now = float(dp.unreplicate(metrics)['loss'])
@@ -171,9 +205,8 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
       raise NonFiniteLossError(f'{phase}: non-finite training loss {train_loss} in epoch '
                                f'{epoch}; check the input data and learning rate')
 
-    state = dp.unreplicate(p_state)
-    val_loss, _ = predict(state.params, model.apply, loss, data, data.val_idx,
-                           tc.batch_size)
+    val_loss, _ = _evaluate(dp, p_eval, p_state.params, p_normalizer, data, data.val_idx,
+                            tc.batch_size, with_predictions=False)
     improved = val_loss < meta['best_val_loss'] - tc.min_delta
     meta.update(epoch=epoch, bad_epochs=0 if improved else meta['bad_epochs'] + 1)
     if improved:
@@ -184,16 +217,23 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
                                  'examples_per_sec': s['examples_per_sec'],
                                  'eta_s': s['eta_s']}, phase=phase, epoch=epoch)
     stop = meta['bad_epochs'] >= tc.patience
-    meta['done'] = stop or epoch == tc.num_epochs
-    if improved:
-      pending_best = (epoch, state, dict(meta))
+    done = stop or epoch == tc.num_epochs
     # Checkpoints cost far more than a short epoch, so 'latest' is written at most every
     # checkpoint_every_secs (and at the end). A pending 'best' is always flushed first,
     # so the best-on-validation weights on disk are never older than 'latest' says.
     now = time.perf_counter()
-    if meta['done'] or now - last_save >= tc.checkpoint_every_secs:
+    save_now = done or now - last_save >= tc.checkpoint_every_secs
+    if improved:
+      # The next step donates p_state's buffers: a best state kept for a later save
+      # is a device copy.
+      pending_best = (epoch, p_state if save_now else jax.tree.map(jnp.copy, p_state),
+                      dict(meta))
+    if save_now:
+      state = dp.unreplicate(p_state)
       if pending_best is not None:
-        best.save(*pending_best)
+        best_epoch, p_best, best_meta = pending_best
+        best.save(best_epoch, state if best_epoch == epoch else dp.unreplicate(p_best),
+                  best_meta)
         pending_best = None
       latest.save(epoch, state, dict(meta))
       last_save = now
@@ -202,11 +242,4 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
                    epoch, tc.patience)
       break
 
-  latest.wait()
-  best.wait()
-  best_state, _ = best.restore(abstract)
-  latest.close()
-  best.close()
-  return PhaseResult(best_state.params, meta['best_val_loss'], meta['best_epoch'],
-                   meta['epoch'], meta['bad_epochs'] >= tc.patience,
-                   meta['train_seconds'], progress.steps_per_sec)
+  return finish(meta, progress.steps_per_sec)
