@@ -1,10 +1,38 @@
 """Shared defaults for the CTW-2020 experiments (the paper's protocol, Section IV).
 
-Not a model on its own: ``ctw_model{1..4}.py`` start from ``get_config`` here and set
-the model fields. ``get_config('quick')`` shrinks data and epochs for a smoke run.
+Not a model on its own: ``ctw_model{1..4}.py`` take ``paper_model(name)`` from here (the
+base config with one of the paper's models in ``config.model``) and ``ctw_compare.py``
+starts from ``get_config``; both load this file with ``runpy``, so no config file imports
+the library. ``get_config('quick')`` shrinks data and epochs for a smoke run.
 """
 
 import ml_collections
+
+# The paper's four models (Table I) as settings of ``config.model``: the encoder before
+# the MLP position head, and whether it is pretrained as an autoencoder first.
+PAPER_MODELS = {
+    'model1': {'encoder': 'flatten', 'pretrain': False},
+    'model2': {'encoder': 'cnn', 'pretrain': False},
+    'model3': {'encoder': 'mlp', 'pretrain': True},
+    'model4': {'encoder': 'cnn', 'pretrain': True},
+}
+
+
+def apply_paper_model(config: ml_collections.ConfigDict, name: str
+                      ) -> ml_collections.ConfigDict:
+  """Sets ``config.model`` to one of the paper's models (in place; returns config)."""
+  if name not in PAPER_MODELS:
+    raise ValueError(f'unknown model {name!r}; the paper has {sorted(PAPER_MODELS)}')
+  config.model.name = name
+  config.model.update(PAPER_MODELS[name])
+  return config
+
+
+def paper_model(name: str):
+  """The ``get_config`` of one of the paper's models (what ``ctw_model{1..4}.py`` use)."""
+  def model_config(arg: str = '') -> ml_collections.ConfigDict:
+    return apply_paper_model(get_config(arg), name)
+  return model_config
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -92,7 +120,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # but the normalised CSI it reconstructs is signed, so the last one is linear here.
   config.model.decoder_output_activation = 'linear'
   # How convolution kernel gradients are computed (values are the same either way, see
-  # csiloc_jax/layers.py): 'auto' = per-tap matmuls on CPU, XLA's own elsewhere; 'taps';
+  # csiloc_jax/csi/layers.py): 'auto' = per-tap matmuls on CPU, XLA's own elsewhere; 'taps';
   # 'xla'.
   config.model.conv_kernel_grad = 'auto'
 

@@ -14,17 +14,21 @@ For the real CTW-2020 data:
 """
 
 import os
+import runpy
 
-from csiloc_jax.core import config_utils
 import ml_collections
+
+_BASE = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py'))
 
 
 def get_config(arg: str = ''):
   if arg not in ('', 'paper', 'quick'):
     raise ValueError(f'unknown config argument {arg!r}; use "", "paper" or "quick"')
-  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py')
-  config = config_utils.load_config(base + (':quick' if arg == 'quick' else ''))
+  config = _BASE['get_config']('quick' if arg == 'quick' else '')
   compare = ml_collections.ConfigDict()
+  # The settings of config.model that make each paper model (name -> encoder, pretrain),
+  # from ctw_base.py's table: the models named below are built from these.
+  compare.paper_models = ml_collections.ConfigDict(_BASE['PAPER_MODELS'])
   # Models of Table I to train, comma-separated (model1 ... model4).
   compare.models = 'model1,model2,model3,model4'
   # Models of the label-efficiency sweep, comma-separated.
@@ -32,8 +36,7 @@ def get_config(arg: str = ''):
   # Labelled training-set sizes of the sweep (sizes >= the full split are skipped; the
   # full split's result comes from the main run).
   compare.label_budgets = (50, 100, 200, 400)
-  with config.unlocked():
-    config.compare = compare
+  config.compare = compare
 
   if arg == 'paper':
     config.compare.label_budgets = (100, 200, 500, 1000, 2000)

@@ -5,12 +5,7 @@ Usage: `python launch/train.py --config=configs/ctw_model2.py --workdir=W`; appe
 """
 
 import os
+import runpy
 
-from csiloc_jax.core import config_utils
-from csiloc_jax.csi import models
-
-
-def get_config(arg: str = ''):
-  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py')
-  config = config_utils.load_config(base + (':' + arg if arg else ''))
-  return models.apply_paper_model(config, 'model2')
+_BASE = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ctw_base.py'))
+get_config = _BASE['paper_model']('model2')

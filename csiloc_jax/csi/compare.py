@@ -9,21 +9,24 @@ label-efficiency sweep (test MAE vs number of labelled training samples).
     workdir/table1.md             Table I-shaped markdown (MAE, NMAE, RMSE, NRMSE)
     workdir/label_efficiency.md   MAE average per model and label budget
     workdir/label_efficiency.png, error_cdf.png
-    workdir/metrics.json          everything above as JSON
+    workdir/metrics.json          everything above as JSON (docs/schemas.md)
 
 The sweep answers the paper's central claim: pretraining on unlabelled CSI helps when
 labels are scarce. Pretraining does not depend on labels, so each autoencoder is trained
 once (in ``model3``/``model4``) and every sweep point only fine-tunes from it. Label
 budgets are nested prefixes of one random training split; validation and test splits
 are the same for every run, and every sweep run gets at least the full-label run's
-optimiser steps per epoch (``finetune.min_steps_per_epoch``). Every run resumes from its checkpoints, and a finished run
-(metrics.json present for the same config) is not repeated.
+optimiser steps per epoch (``finetune.min_steps_per_epoch``). Every run resumes from its
+checkpoints, and a run that finished with the same config is not repeated
+(``train_and_evaluate`` reuses it).
+
+Which encoder each model has and whether it is pretrained comes from the config
+(``config.compare.paper_models``, filled from ``configs/ctw_base.py``'s table).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any
 
@@ -32,45 +35,44 @@ import ml_collections
 import numpy as np
 
 from csiloc_jax.core import config_utils
-from csiloc_jax.csi import input_pipeline
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
-from csiloc_jax.csi import models
+from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import plots
 from csiloc_jax.csi import train
 
 AXES = ('x', 'y', 'z', 'average')
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """train_and_evaluate, skipped when ``workdir`` already finished this exact config."""
-  metrics_path = os.path.join(workdir, 'metrics.json')
-  config_path = os.path.join(workdir, 'config.json')
-  if os.path.exists(metrics_path) and os.path.exists(config_path):
-    with open(config_path) as f:
-      if json.load(f) == config_utils.config_to_dict(config):
-        logging.info('%s already finished; reusing its metrics', workdir)
-        with open(metrics_path) as g:
-          return json.load(g)
-  return train.train_and_evaluate(config, workdir)
+def _paper_model(config: ml_collections.ConfigDict, name: str) -> dict:
+  """``config.compare.paper_models[name]``: the model's encoder and whether it is
+  pretrained."""
+  known = config.compare.paper_models
+  if name not in known:
+    raise ValueError(f'unknown model {name!r}; config.compare.paper_models has '
+                     f'{sorted(known.keys())}')
+  return dict(known[name])
 
 
 def model_config(config: ml_collections.ConfigDict, name: str, root: str,
                  **data_overrides: Any) -> ml_collections.ConfigDict:
   """The comparison's base config turned into one paper model on the shared data."""
   cfg = copy.deepcopy(config)
+  settings = _paper_model(config, name)
   with cfg.unlocked():
     del cfg['compare']
-  models.apply_paper_model(cfg, name)
+  cfg.model.name = name
+  cfg.model.update(settings)
   cfg.data.root = root
   for key, value in data_overrides.items():
     cfg.data[key] = value
   return cfg
 
 
-def table_one(results: dict[str, dict]) -> str:
-  """Markdown shaped like the paper's Table I (test split, metres)."""
+def table_one(results: dict[str, dict], paper_models: dict[str, dict]) -> str:
+  """Markdown shaped like the paper's Table I (test split, metres); ``paper_models``
+  maps each model to its ``encoder`` and ``pretrain`` settings."""
   lines = []
   for metrics in (('mae', 'nmae'), ('rmse', 'nrmse')):
     head = ['Model', 'Pretraining', 'Finetuning']
@@ -79,9 +81,10 @@ def table_one(results: dict[str, dict]) -> str:
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('|' + '---|' * len(head))
     for name, res in results.items():
-      enc = models.PAPER_MODELS[name]
-      kind = 'CNN' if res['config_encoder'] == 'cnn' else 'MLP'
-      row = [name, kind if enc['pretrain'] else '', 'MLP' if enc['pretrain'] else kind]
+      settings = paper_models[name]
+      kind = 'CNN' if settings['encoder'] == 'cnn' else 'MLP'
+      pretrain = settings['pretrain']
+      row = [name, kind if pretrain else '', 'MLP' if pretrain else kind]
       for m in metrics:
         digits = 2 if m in ('mae', 'rmse') else 4
         row += [f'{res["test"][m][a]:.{digits}f}' for a in AXES]
@@ -111,10 +114,9 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results: dict[str, dict] = {}
   for name in names:
     logging.info('=== %s ===', name)
-    res = _run(model_config(config, name, root), os.path.join(workdir, name))
-    res['config_encoder'] = models.PAPER_MODELS[name]['encoder']
-    results[name] = res
-  table = table_one(results)
+    results[name] = train.train_and_evaluate(model_config(config, name, root),
+                                             os.path.join(workdir, name))
+  table = table_one(results, {name: _paper_model(config, name) for name in results})
   with open(os.path.join(workdir, 'table1.md'), 'w') as f:
     f.write(table)
   logging.info('Table I (test split):\n%s', table)
@@ -129,7 +131,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if name in results:
       sweep[name][num_train_all] = results[name]['test']['mae']['average']
     for n in budgets:
-      pretrained = os.path.join(workdir, name) if models.PAPER_MODELS[name]['pretrain'] else ''
+      pretrained = os.path.join(workdir, name) if _paper_model(config, name)['pretrain'] else ''
       cfg = model_config(config, name, root, num_train_labels=n)
       cfg.model.pretrained_dir = pretrained
       # Same optimiser budget as the full-label run: fewer labels must not also mean
@@ -137,7 +139,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
       cfg.finetune.min_steps_per_epoch = max(
           cfg.finetune.min_steps_per_epoch,
           input_pipeline.num_batches(num_train_all, cfg.finetune.batch_size))
-      res = _run(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
+      res = train.train_and_evaluate(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
       sweep[name][n] = res['test']['mae']['average']
   all_budgets = budgets + ([num_train_all] if num_train_all else [])
   eff = efficiency_table(sweep, all_budgets)

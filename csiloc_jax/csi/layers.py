@@ -5,7 +5,7 @@ Sits under :mod:`csiloc_jax.csi.models`: ``CNNEncoder`` / ``CNNDecoder`` are bui
 names, shapes and initialisers are those of ``nn.Conv`` / ``nn.ConvTranspose`` (padding
 'SAME') and ``nn.max_pool`` (window = stride, padding 'SAME'), so checkpoints and initial
 values are the same as with the flax layers; only how the *gradients* are computed
-differs, and they are equal to float rounding (``tests/test_layers.py``).
+differs, and they are equal to float rounding (``tests/test_csi_layers.py``).
 
 Why: profiling the Model 2 / Model 4 train steps on XLA:CPU showed two operations
 dominating, both in the backward pass:
@@ -13,8 +13,8 @@ dominating, both in the backward pass:
 * ``nn.max_pool``'s gradient lowers to ``select-and-scatter``, which XLA:CPU runs as a
   scalar loop. Non-overlapping pooling is a reshape + max, and its gradient is a few
   elementwise passes (:func:`max_pool`).
-* the kernel gradient of a convolution (a "backprop-filter" convolution) runs at a few
-  GFLOP/s on XLA:CPU for these small-kernel, large-image layers. It is exactly one
+* the kernel gradient of a convolution (a "backprop-filter" convolution) runs far below
+  matmul speed on XLA:CPU for these small-kernel, large-image layers. It is exactly one
   ``[N·H·W, C_in]ᵀ @ [N·H·W, C_out]`` matmul per kernel tap (:func:`_kernel_grad`), which
   runs at matmul speed.
 
@@ -189,7 +189,7 @@ class Conv(nn.Module):
   """``nn.Conv(features, kernel_size, padding='SAME')`` (stride 1, same parameters)."""
   features: int
   kernel_size: Sequence[int]
-  kernel_grad: str = 'auto'
+  kernel_grad: str
   min_channels: int = 8
 
   @nn.compact
@@ -203,7 +203,7 @@ class ConvTranspose(nn.Module):
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int]
-  kernel_grad: str = 'auto'
+  kernel_grad: str
   min_channels: int = 8
 
   @nn.compact

@@ -4,7 +4,7 @@ Computed in NumPy on host arrays of predictions ``p`` and ground truth ``y``, sh
 ``[n, 3]`` in metres. The normalising ranges are per axis over the *whole labelled set*
 (``max − min``), as the paper's NMAE numbers confirm (646, 943, 41 m on CTW-2020). RMSE
 uses the usual definition (square root of the mean); the paper's printed eq. 8 puts
-``1/n`` outside the root, which Table I's values contradict.
+``1/n`` outside the root, which Table I's values contradict (docs/csi.md, 'Metrics').
 """
 
 from __future__ import annotations

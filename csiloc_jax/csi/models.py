@@ -1,7 +1,7 @@
 """The paper's four CSI localization models (Table I) as flax.linen modules.
 
 Inputs are CSI feature maps ``[batch, antennas, subcarriers, channels]`` (channels = 1
-for the paper's real-part feature; see ``ctw_data``). Every position model is an
+for the paper's real-part feature; see :mod:`csiloc_jax.csi.features`). Every position model is an
 ``encoder`` followed by an MLP ``head``; every autoencoder is the same ``encoder``
 followed by a ``decoder``. Because the encoder submodule has the same name and class in
 both, a pretrained autoencoder's ``params['encoder']`` drops straight into the position
@@ -14,8 +14,10 @@ model (Models 3 and 4) — see :func:`transplant_encoder`.
 | 3 | MLP 256 → 128 → 64 → 32 (yes, MLP autoencoder) | MLP 128 → 64 → 3 |
 | 4 | CNN as Model 2 (yes, CNN autoencoder) | MLP 128 → 64 → 3 |
 
-Layer sizes come from the config (``config.model``) so they can be varied, but the
-defaults are exactly the paper's.
+Layer sizes come from the config (``config.model``, whose defaults in
+``configs/ctw_base.py`` are exactly the paper's) so they can be varied; the modules
+carry no defaults of their own. Which settings make Models 1-4 is also the configs'
+business (``configs/ctw_base.py``, ``PAPER_MODELS``).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class FlattenEncoder(nn.Module):
 
 class MLPEncoder(nn.Module):
   """Model 3's encoder: linear layers with ReLU (paper: 256 → 128 → 64 → 32)."""
-  features: Sequence[int] = (256, 128, 64, 32)
-  latent_activation: str = 'relu'
+  features: Sequence[int]
+  latent_activation: str
 
   @nn.compact
   def __call__(self, x):
@@ -65,9 +67,9 @@ class MLPEncoder(nn.Module):
 
 class MLPDecoder(nn.Module):
   """Mirror of :class:`MLPEncoder`, ending in a linear layer to the input size."""
-  features: Sequence[int] = (64, 128, 256)
-  output_shape: Sequence[int] = ()
-  output_activation: str = 'linear'
+  features: Sequence[int]
+  output_shape: Sequence[int]
+  output_activation: str
 
   @nn.compact
   def __call__(self, z):
@@ -81,14 +83,15 @@ class MLPDecoder(nn.Module):
 class CNNEncoder(nn.Module):
   """Models 2/4's encoder: (conv → ReLU → max pool) per entry of ``features``.
 
-  Output is the feature map ``[batch, H/4, W/4, 64]`` for the defaults; 'SAME' padding
-  and ceil-mode pooling keep every input size valid (the decoder crops back). The layers
-  are :mod:`csiloc_jax.csi.layers`' (flax's values and parameters, faster gradients on CPU).
+  Output is the feature map ``[batch, H/4, W/4, 64]`` for the paper's layers; 'SAME'
+  padding and ceil-mode pooling keep every input size valid (the decoder crops back).
+  The layers are :mod:`csiloc_jax.csi.layers`' (flax's values and parameters, faster
+  gradients on CPU).
   """
-  features: Sequence[int] = (32, 64)
-  kernel_sizes: Sequence[int] = (3, 2)
-  pool_size: Sequence[int] = (2, 2)
-  kernel_grad: str = 'auto'
+  features: Sequence[int]
+  kernel_sizes: Sequence[int]
+  pool_size: Sequence[int]
+  kernel_grad: str
 
   @nn.compact
   def __call__(self, x):
@@ -105,12 +108,12 @@ class CNNDecoder(nn.Module):
   Each transposed conv upsamples by the encoder's pool stride, undoing one pooling; the
   result is cropped to the input's spatial size (pooling rounded up).
   """
-  features: Sequence[int] = (32,)
-  kernel_size: int = 3
-  pool_size: Sequence[int] = (2, 2)
-  output_shape: Sequence[int] = ()
-  output_activation: str = 'linear'
-  kernel_grad: str = 'auto'
+  features: Sequence[int]
+  kernel_size: int
+  pool_size: Sequence[int]
+  output_shape: Sequence[int]
+  output_activation: str
+  kernel_grad: str
 
   @nn.compact
   def __call__(self, z):
@@ -127,8 +130,8 @@ class CNNDecoder(nn.Module):
 
 class MLPHead(nn.Module):
   """Position estimation head: linear layers with ReLU between (paper: 128 → 64 → 3)."""
-  features: Sequence[int] = (128, 64)
-  num_outputs: int = 3
+  features: Sequence[int]
+  num_outputs: int
 
   @nn.compact
   def __call__(self, z):
@@ -162,25 +165,6 @@ class AutoEncoder(nn.Module):
 
 # --------------------------------------------------------------------------------------
 # Construction from a config.
-
-# The paper's four models as settings of ``config.model`` (Table I).
-PAPER_MODELS: dict[str, dict] = {
-    'model1': {'encoder': 'flatten', 'pretrain': False},
-    'model2': {'encoder': 'cnn', 'pretrain': False},
-    'model3': {'encoder': 'mlp', 'pretrain': True},
-    'model4': {'encoder': 'cnn', 'pretrain': True},
-}
-
-
-def apply_paper_model(config: ml_collections.ConfigDict, name: str
-                      ) -> ml_collections.ConfigDict:
-  """Sets ``config.model`` to one of the paper's models (in place; returns config)."""
-  if name not in PAPER_MODELS:
-    raise ValueError(f'unknown model {name!r}; the paper has {sorted(PAPER_MODELS)}')
-  config.model.name = name
-  for key, value in PAPER_MODELS[name].items():
-    config.model[key] = value
-  return config
 
 def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
   kind = model_config.encoder

@@ -13,7 +13,8 @@ The library function behind ``launch/train.py`` (and notebooks, tests, ``compare
 Every stage checkpoints, so running it again on the same workdir resumes; a finished
 run records a :class:`csiloc_jax.core.runs.Stage` (``run.done.json``) with the
 fingerprint of its config, and running the same config again returns its
-``metrics.json`` without touching the workdir.
+``metrics.json`` without touching the workdir. Workdir layout: docs/data_flow.md;
+``metrics.json``: docs/schemas.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ the same inputs returns the best parameters without training.
 
 Training and evaluation both run through :class:`csiloc_jax.core.parallel.DataParallel`
 on the replicated state; a host copy of the state is made only when a checkpoint is
-written.
+written. Layout and records: docs/data_flow.md, 'Checkpoints and stage records'.
 """
 
 from __future__ import annotations
