@@ -46,7 +46,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Child programs: each prints one JSON line. Run with the same interpreter and path.
 # Peak memory is VmHWM (the high-water mark of this process image): ru_maxrss would
 # carry over the parent's peak through fork + exec.
-_PEAK = r'''
+_PEAK = r"""
 def peak_rss_mb():
   with open('/proc/self/status') as fh:
     for line in fh:
@@ -54,9 +54,11 @@ def peak_rss_mb():
         return int(line.split()[1]) / 1024
   import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-'''
+"""
 
-_CHILD_BUILD = _PEAK + r'''
+_CHILD_BUILD = (
+  _PEAK
+  + r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from csiloc_jax.csi import reader
@@ -67,9 +69,12 @@ seconds = time.perf_counter() - t0
 print(json.dumps({'seconds': seconds, 'source_bytes': arrays.meta['source_bytes'],
                   'num_samples': len(arrays),
                   'peak_rss_mb': peak_rss_mb()}))
-'''
+"""
+)
 
-_CHILD_READ = _PEAK + r'''
+_CHILD_READ = (
+  _PEAK
+  + r"""
 import json, os, sys, time
 files = sys.argv[1:]
 buf = bytearray(16 << 20)
@@ -85,7 +90,8 @@ for path in files:
       total += n
 seconds = time.perf_counter() - t0
 print(json.dumps({'seconds': seconds, 'bytes': total, 'peak_rss_mb': peak_rss_mb()}))
-'''
+"""
+)
 
 
 def _files(folder: str) -> list[str]:
@@ -116,10 +122,9 @@ def resident_fraction(paths: list[str]) -> float | None:
       pages = (size + page - 1) // page
       vec = (ctypes.c_ubyte * pages)()
       with open(path, 'rb') as fh, mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY) as mm:
-        first = ctypes.c_char.from_buffer(mm)   # Only to learn the mapping's address.
-        rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(first)), ctypes.c_size_t(size),
-                          vec)
-        del first                               # Release the export before unmapping.
+        first = ctypes.c_char.from_buffer(mm)  # Only to learn the mapping's address.
+        rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(first)), ctypes.c_size_t(size), vec)
+        del first  # Release the export before unmapping.
       if rc != 0:
         return None
       resident += sum(v & 1 for v in vec)
@@ -130,8 +135,9 @@ def resident_fraction(paths: list[str]) -> float | None:
 
 
 def _child(code: str, args: list[str]) -> dict:
-  out = subprocess.run([sys.executable, '-c', code] + args, capture_output=True, text=True,
-                       check=False)
+  out = subprocess.run(
+    [sys.executable, '-c', code] + args, capture_output=True, text=True, check=False
+  )
   if out.returncode:
     raise RuntimeError(f'benchmark child failed ({out.returncode}):\n{out.stderr[-3000:]}')
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -139,22 +145,31 @@ def _child(code: str, args: list[str]) -> dict:
 
 def _generate(root: str, num_samples: int, samples_per_file: int) -> dict:
   from csiloc_jax.csi import simulator  # pylint: disable=g-import-not-at-top
+
   marker = os.path.join(root, 'bench_dataset.json')
   if os.path.exists(marker):
     summary = runs.read_json(marker)
     if summary.get('num_unlabelled') == num_samples:
       return summary
   # The real set's shape and the default seed, from the one place that holds them.
-  synthetic = config_utils.load_config(
-      os.path.join(_ROOT, 'configs', 'ctw_base.py')).data.synthetic
+  synthetic = config_utils.load_config(os.path.join(_ROOT, 'configs', 'ctw_base.py')).data.synthetic
   t0 = time.perf_counter()
   summary = simulator.generate_ctw_dataset(
-      root, num_labelled=0, num_unlabelled=num_samples, num_antennas=synthetic.num_antennas,
-      num_subcarriers=synthetic.num_subcarriers,
-      num_measurements=synthetic.num_measurements, samples_per_file=samples_per_file,
-      seed=synthetic.seed)
-  summary = {'num_unlabelled': num_samples, 'folder': summary['unlabelled']['folder'],
-             'bytes': summary['unlabelled']['bytes'], 'seconds': time.perf_counter() - t0}
+    root,
+    num_labelled=0,
+    num_unlabelled=num_samples,
+    num_antennas=synthetic.num_antennas,
+    num_subcarriers=synthetic.num_subcarriers,
+    num_measurements=synthetic.num_measurements,
+    samples_per_file=samples_per_file,
+    seed=synthetic.seed,
+  )
+  summary = {
+    'num_unlabelled': num_samples,
+    'folder': summary['unlabelled']['folder'],
+    'bytes': summary['unlabelled']['bytes'],
+    'seconds': time.perf_counter() - t0,
+  }
   runs.write_json(marker, summary)
   return summary
 
@@ -173,8 +188,12 @@ def run(quick: bool, workdir: str | None = None) -> list[common.Row]:
       root = os.path.join(base, f'ctw_{n}')
       logging.info('ctw_read: generating %d samples under %s ...', n, root)
       datasets[n] = _generate(root, n, samples_per_file)
-      logging.info('ctw_read: %d samples, %.2f GB (%.0f s)', n, datasets[n]['bytes'] / 1e9,
-                   datasets[n]['seconds'])
+      logging.info(
+        'ctw_read: %d samples, %.2f GB (%.0f s)',
+        n,
+        datasets[n]['bytes'] / 1e9,
+        datasets[n]['seconds'],
+      )
 
     def build(n: int, cold: bool = True) -> dict:
       folder = datasets[n]['folder']
@@ -204,11 +223,16 @@ def run(quick: bool, workdir: str | None = None) -> list[common.Row]:
     results = {'ours': [], 'reference': []}
     order = [('ours', build), ('reference', read)]
     for r in range(rounds):
-      for name, fn in (order if r % 2 == 0 else order[::-1]):
+      for name, fn in order if r % 2 == 0 else order[::-1]:
         res = fn(big)
         results[name].append(res)
-        logging.info('ctw_read round %d %s: %.0f MB/s, peak RSS %.0f MB', r, name,
-                     res['mb_per_s'], res['peak_rss_mb'])
+        logging.info(
+          'ctw_read round %d %s: %.0f MB/s, peak RSS %.0f MB',
+          r,
+          name,
+          res['mb_per_s'],
+          res['peak_rss_mb'],
+        )
     small = build(sizes[0])
     # Warm cache: the files were just read; read them once more so they are resident
     # where memory allows, then time the preprocessing alone.
@@ -222,21 +246,24 @@ def run(quick: bool, workdir: str | None = None) -> list[common.Row]:
     rss_small = small['peak_rss_mb']
     rss_big = statistics.median(x['peak_rss_mb'] for x in results['ours'])
     details = {
-        'dataset_samples': list(sizes), 'dataset_bytes': [datasets[n]['bytes'] for n in sizes],
-        'chunk_size': chunk_size, 'rounds': rounds,
-        'ours_all_mb_per_s': [x['mb_per_s'] for x in results['ours']],
-        'reference_all_mb_per_s': [x['mb_per_s'] for x in results['reference']],
-        'ours_spread': common.spread([x['mb_per_s'] for x in results['ours']]),
-        'reference_spread': common.spread([x['mb_per_s'] for x in results['reference']]),
-        'peak_rss_mb': {str(sizes[0]): rss_small, str(big): rss_big},
-        'peak_rss_growth': rss_big / rss_small - 1.0,
-        'reference_peak_rss_mb': statistics.median(
-            x['peak_rss_mb'] for x in results['reference']),
-        'page_cache_resident_after_evict': resident_after_evict,
-        'warm_cache': {'ours_mb_per_s': warm_build['mb_per_s'],
-                       'reference_mb_per_s': warm_read['mb_per_s'],
-                       'resident_fraction': resident_warm},
-        'memory_flat': bool(rss_big <= 1.1 * rss_small + 50),
+      'dataset_samples': list(sizes),
+      'dataset_bytes': [datasets[n]['bytes'] for n in sizes],
+      'chunk_size': chunk_size,
+      'rounds': rounds,
+      'ours_all_mb_per_s': [x['mb_per_s'] for x in results['ours']],
+      'reference_all_mb_per_s': [x['mb_per_s'] for x in results['reference']],
+      'ours_spread': common.spread([x['mb_per_s'] for x in results['ours']]),
+      'reference_spread': common.spread([x['mb_per_s'] for x in results['reference']]),
+      'peak_rss_mb': {str(sizes[0]): rss_small, str(big): rss_big},
+      'peak_rss_growth': rss_big / rss_small - 1.0,
+      'reference_peak_rss_mb': statistics.median(x['peak_rss_mb'] for x in results['reference']),
+      'page_cache_resident_after_evict': resident_after_evict,
+      'warm_cache': {
+        'ours_mb_per_s': warm_build['mb_per_s'],
+        'reference_mb_per_s': warm_read['mb_per_s'],
+        'resident_fraction': resident_warm,
+      },
+      'memory_flat': bool(rss_big <= 1.1 * rss_small + 50),
     }
     if quick:
       details['shape_note'] = f'quick: {big} samples'

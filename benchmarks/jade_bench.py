@@ -41,6 +41,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def robust_cost(anchors, clients, heading, theta, mask, scale) -> float:
   """The library's JADE cost evaluated in float64 (scores both solutions alike)."""
   from csiloc_jax.mmwave import jade  # pylint: disable=g-import-not-at-top
+
   with jax.enable_x64(True):
     args = (np.asarray(x, np.float64) for x in (anchors, clients, heading, theta))
     return float(jade._cost(*args, np.asarray(mask), scale))  # pylint: disable=protected-access
@@ -67,10 +68,11 @@ class ScipyJade:
 
   def unpack(self, z):
     k2, n2 = 2 * self.num_k, 2 * self.num_n
-    return z[:k2].reshape(-1, 2), z[k2:k2 + n2].reshape(-1, 2), z[k2 + n2:]
+    return z[:k2].reshape(-1, 2), z[k2 : k2 + n2].reshape(-1, 2), z[k2 + n2 :]
 
   def _geometry(self, z):
     from csiloc_jax.mmwave import geometry  # pylint: disable=g-import-not-at-top
+
     a, p, psi = self.unpack(z)
     d = a[self.k_idx] - p[self.n_idx]
     q = np.maximum(np.sum(d * d, -1), 1e-12)
@@ -83,12 +85,14 @@ class ScipyJade:
 
   def jacobian(self, z):
     import scipy.sparse  # pylint: disable=g-import-not-at-top
+
     d, q, r = self._geometry(z)
     c = np.cos(0.5 * r)
-    gx, gy = -d[:, 1] / q, d[:, 0] / q            # d beta / d anchor
+    gx, gy = -d[:, 1] / q, d[:, 0] / q  # d beta / d anchor
     vals = np.concatenate([-c * gx, -c * gy, c * gx, c * gy, c])
-    return scipy.sparse.csr_matrix((vals, (self.rows, self.cols)),
-                                   shape=(len(self.theta), self.num_unknowns))
+    return scipy.sparse.csr_matrix(
+      (vals, (self.rows, self.cols)), shape=(len(self.theta), self.num_unknowns)
+    )
 
 
 # Problems up to this many unknowns use SciPy's exact (dense SVD) trust-region solver,
@@ -100,15 +104,21 @@ DENSE_MAX_UNKNOWNS = 400
 
 def _scipy_solve(problem: ScipyJade, starts: list, scale: float) -> tuple[float, tuple, int]:
   from scipy.optimize import least_squares  # pylint: disable=g-import-not-at-top
+
   best, best_z, nfev = np.inf, None, 0
   if problem.num_unknowns <= DENSE_MAX_UNKNOWNS:
     kwargs = dict(jac=lambda z: problem.jacobian(z).toarray(), tr_solver='exact')
   else:
     kwargs = dict(jac=problem.jacobian, tr_solver='lsmr', x_scale='jac')
   for anchors, clients, heading in starts:
-    res = least_squares(problem.residuals, problem.pack(anchors, clients, heading),
-                        method='trf', loss='cauchy' if scale > 0 else 'linear',
-                        f_scale=scale or 1.0, **kwargs)
+    res = least_squares(
+      problem.residuals,
+      problem.pack(anchors, clients, heading),
+      method='trf',
+      loss='cauchy' if scale > 0 else 'linear',
+      f_scale=scale or 1.0,
+      **kwargs,
+    )
     nfev += res.nfev
     if res.cost < best:
       best, best_z = res.cost, res.x
@@ -119,39 +129,57 @@ def _survey(quick: bool):
   from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
+
   config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))
   scenario = simulator.scenario_kwargs(config.data)
   if quick:
     scenario['num_survey'] = 40
-  sim = simulator.simulate(floorplan_lib.load_floorplan(scenario.pop('floorplan')),
-                           **dict(scenario, num_trajectory_steps=16))
+  sim = simulator.simulate(
+    floorplan_lib.load_floorplan(scenario.pop('floorplan')),
+    **dict(scenario, num_trajectory_steps=16),
+  )
   return config, sim['survey']
 
 
 def run(quick: bool) -> list[common.Row]:
   from csiloc_jax.mmwave import jade  # pylint: disable=g-import-not-at-top
+
   config, survey = _survey(quick)
   from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
+
   quick_iters = {'num_restarts': 2, 'num_iters': 20} if quick else {}
-  opts = config_utils.options_from_config(jade.JadeOptions, config.jade, 'config.jade',
-                                          seed=config.seed, **quick_iters)
-  problems = jade.build_problems(survey['aoa'], survey['region'], survey['anchor_ap'],
-                                 survey['anchor_kind'], survey['ap_position'].astype(np.float64),
-                                 opts)
+  opts = config_utils.options_from_config(
+    jade.JadeOptions, config.jade, 'config.jade', seed=config.seed, **quick_iters
+  )
+  problems = jade.build_problems(
+    survey['aoa'],
+    survey['region'],
+    survey['anchor_ap'],
+    survey['anchor_kind'],
+    survey['ap_position'].astype(np.float64),
+    opts,
+  )
   theta, mask = problems.theta, problems.mask
   scale = float(opts.robust_scale)
   key = jax.random.PRNGKey(opts.seed)
   kwargs = dict(num_restarts=opts.num_restarts, num_iters=opts.num_iters, scale=scale)
-  logging.info('jade: %d regions, padded %s, %d restarts x %d iterations',
-               len(problems.region_ids), theta.shape, opts.num_restarts, opts.num_iters)
+  logging.info(
+    'jade: %d regions, padded %s, %d restarts x %d iterations',
+    len(problems.region_ids),
+    theta.shape,
+    opts.num_restarts,
+    opts.num_iters,
+  )
 
   compile_s, sol = common.timed(
-      lambda: jax.block_until_ready(jade.solve_problems(key, theta, mask, **kwargs)))
+    lambda: jax.block_until_ready(jade.solve_problems(key, theta, mask, **kwargs))
+  )
   repeats = 2 if quick else 5
   ours_times = []
   for _ in range(repeats):
     t, sol = common.timed(
-        lambda: jax.block_until_ready(jade.solve_problems(key, theta, mask, **kwargs)))
+      lambda: jax.block_until_ready(jade.solve_problems(key, theta, mask, **kwargs))
+    )
     ours_times.append(t)
   sol = jax.tree.map(lambda x: np.asarray(x, np.float64), sol)
 
@@ -161,30 +189,60 @@ def run(quick: bool) -> list[common.Row]:
   for r in range(theta.shape[0]):
     anchor_ok = jnp.asarray(mask[r].any(0))
     keys = jax.random.split(region_keys[r], opts.num_restarts)
-    starts.append([tuple(np.asarray(v, np.float64) for v in jade._initial_guess(  # pylint: disable=protected-access
-        keys[s], jnp.asarray(theta[r]), jnp.asarray(mask[r]), anchor_ok))
-                   for s in range(opts.num_restarts)])
+    starts.append(
+      [
+        tuple(
+          np.asarray(v, np.float64)
+          for v in jade._initial_guess(  # pylint: disable=protected-access
+            keys[s], jnp.asarray(theta[r]), jnp.asarray(mask[r]), anchor_ok
+          )
+        )
+        for s in range(opts.num_restarts)
+      ]
+    )
 
   ours_cost = []
   for r in range(theta.shape[0]):
     sample_ok, anchor_ok = mask[r].any(1), mask[r].any(0)
-    ours_cost.append(robust_cost(sol['anchors'][r][anchor_ok], sol['clients'][r][sample_ok],
-                                 sol['heading'][r][sample_ok],
-                                 theta[r][np.ix_(sample_ok, anchor_ok)].astype(np.float64),
-                                 mask[r][np.ix_(sample_ok, anchor_ok)], scale))
+    ours_cost.append(
+      robust_cost(
+        sol['anchors'][r][anchor_ok],
+        sol['clients'][r][sample_ok],
+        sol['heading'][r][sample_ok],
+        theta[r][np.ix_(sample_ok, anchor_ok)].astype(np.float64),
+        mask[r][np.ix_(sample_ok, anchor_ok)],
+        scale,
+      )
+    )
 
-  details = {'num_regions': int(theta.shape[0]), 'padded_problem': list(theta.shape),
-             'num_paths': int(mask.sum()), 'num_restarts': opts.num_restarts,
-             'num_iters': opts.num_iters, 'compile_s': compile_s,
-             'ours_all_s': ours_times, 'ours_spread': common.spread(ours_times),
-             'ours_cost_per_region': ours_cost}
+  details = {
+    'num_regions': int(theta.shape[0]),
+    'padded_problem': list(theta.shape),
+    'num_paths': int(mask.sum()),
+    'num_restarts': opts.num_restarts,
+    'num_iters': opts.num_iters,
+    'compile_s': compile_s,
+    'ours_all_s': ours_times,
+    'ours_spread': common.spread(ours_times),
+    'ours_cost_per_region': ours_cost,
+  }
   if quick:
-    details['shape_note'] = (f'quick: {theta.shape[1]} samples/region, {opts.num_restarts} '
-                             f'restarts x {opts.num_iters} it')
+    details['shape_note'] = (
+      f'quick: {theta.shape[1]} samples/region, {opts.num_restarts} restarts x {opts.num_iters} it'
+    )
   ours = statistics.median(ours_times)
   if common.optional_import('scipy') is None:
-    return [common.unavailable('jade', 's', 'scipy is not installed (pip install -e .[bench])',
-                               ours=ours, target=TARGET, sense='time', **details)]
+    return [
+      common.unavailable(
+        'jade',
+        's',
+        'scipy is not installed (pip install -e .[bench])',
+        ours=ours,
+        target=TARGET,
+        sense='time',
+        **details,
+      )
+    ]
 
   ref_cost, ref_times, nfev = [], [], 0
   scipy_rounds = 1
@@ -204,10 +262,17 @@ def run(quick: bool) -> list[common.Row]:
     ref_cost = costs
     logging.info('jade: scipy round %d: %.1f s', rnd, ref_times[-1])
   gaps = [(o - s) / max(abs(s), 1e-12) for o, s in zip(ours_cost, ref_cost)]
-  details.update(reference_all_s=ref_times, reference_spread=common.spread(ref_times),
-                 reference_cost_per_region=ref_cost, reference_nfev=nfev,
-                 cost_relative_gap_max=max(gaps),
-                 same_final_cost=bool(max(gaps) <= 1e-3),
-                 note='cost gap > 0: ours ended higher than SciPy; < 0: lower')
-  return [common.Row('jade', ours, statistics.median(ref_times), 's', sense='time',
-                     target=TARGET, details=details)]
+  details.update(
+    reference_all_s=ref_times,
+    reference_spread=common.spread(ref_times),
+    reference_cost_per_region=ref_cost,
+    reference_nfev=nfev,
+    cost_relative_gap_max=max(gaps),
+    same_final_cost=bool(max(gaps) <= 1e-3),
+    note='cost gap > 0: ours ended higher than SciPy; < 0: lower',
+  )
+  return [
+    common.Row(
+      'jade', ours, statistics.median(ref_times), 's', sense='time', target=TARGET, details=details
+    )
+  ]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import os
+import re
 import sys
 import time
 import traceback
@@ -37,11 +37,16 @@ from absl import logging  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 GROUPS = {
-    'train': ('train_model1', 'train_model2', 'train_model3', 'train_model4',
-              'train_model3_finetune'),
-    'ctw_read': ('ctw_read',),
-    'jade': ('jade',),
-    'tracker': ('tracker_k1', 'tracker_k4', 'tracker_k16', 'tracker_k64', 'tracker_batch'),
+  'train': (
+    'train_model1',
+    'train_model2',
+    'train_model3',
+    'train_model4',
+    'train_model3_finetune',
+  ),
+  'ctw_read': ('ctw_read',),
+  'jade': ('jade',),
+  'tracker': ('tracker_k1', 'tracker_k4', 'tracker_k16', 'tracker_k64', 'tracker_batch'),
 }
 
 
@@ -66,15 +71,19 @@ def _parse_only(spec: str | None) -> dict[str, set[str] | None] | None:
 def _run_group(group: str, rows_wanted: set[str] | None, args) -> list[common.Row]:
   if group == 'train':
     from benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
+
     return train_throughput.run(args.quick, rows_wanted, backend=args.backend)
   if group == 'ctw_read':
     from benchmarks import ctw_read  # pylint: disable=g-import-not-at-top
+
     return ctw_read.run(args.quick, workdir=args.workdir)
   if group == 'jade':
     from benchmarks import jade_bench  # pylint: disable=g-import-not-at-top
+
     return jade_bench.run(args.quick)
   if group == 'tracker':
     from benchmarks import tracker_bench  # pylint: disable=g-import-not-at-top
+
     return tracker_bench.run(args.quick, rows_wanted)
   raise ValueError(group)
 
@@ -99,46 +108,65 @@ def format_table(rows: list[common.Row]) -> str:
     if 'reference_unavailable' in r.details:
       note = 'reference unavailable: ' + r.details['reference_unavailable']
     elif 'error' in r.details:
-      lines = r.details['error'].strip().splitlines()
-      errors = [l for l in lines if re.match(r'^[\w.]*(Error|Exception)\b', l)]
-      note = 'error: ' + (errors[-1] if errors else lines[-1])[:100]
+      trace = r.details['error'].strip().splitlines()
+      errors = [t for t in trace if re.match(r'^[\w.]*(Error|Exception)\b', t)]
+      note = 'error: ' + (errors[-1] if errors else trace[-1])[:100]
     elif r.target is not None and r.ratio is not None:
       note = 'meets target' if r.ratio >= r.target else 'below target'
     if 'shape_note' in r.details:
       note = (note + '; ' if note else '') + r.details['shape_note']
-    lines.append((r.name, _fmt(r.ours), _fmt(r.reference), r.unit,
-                  _fmt(r.ratio) + ('x' if r.ratio is not None else ''),
-                  (f'>= {r.target:g}x' if r.target is not None else ''), note))
-  widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
-            for i, h in enumerate(header)]
-  out = ['  '.join(h.ljust(w) for h, w in zip(header, widths)),
-         '  '.join('-' * w for w in widths)]
-  out += ['  '.join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
+    lines.append(
+      (
+        r.name,
+        _fmt(r.ours),
+        _fmt(r.reference),
+        r.unit,
+        _fmt(r.ratio) + ('x' if r.ratio is not None else ''),
+        (f'>= {r.target:g}x' if r.target is not None else ''),
+        note,
+      )
+    )
+  widths = [
+    max(len(h), *(len(cells[i]) for cells in lines)) if lines else len(h)
+    for i, h in enumerate(header)
+  ]
+  out = ['  '.join(h.ljust(w) for h, w in zip(header, widths)), '  '.join('-' * w for w in widths)]
+  out += ['  '.join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
   return '\n'.join(out)
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--out', help='write the rows, machine and versions to this JSON')
-  parser.add_argument('--quick', action='store_true',
-                      help='small shapes and few repeats: proves the benchmarks run')
-  parser.add_argument('--only', help='comma-separated rows or groups (' +
-                      ', '.join(GROUPS) + ')')
-  parser.add_argument('--backend', choices=('pmap', 'shard_map'), default=None,
-                      help='parallel backend for the train rows (default: the config\'s)')
-  parser.add_argument('--workdir', default=None,
-                      help='folder for generated datasets (default: a temporary folder)')
-  parser.add_argument('--hugepages', action='store_true',
-                      help='re-run under GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent '
-                      'huge pages for large allocations, both sides alike; see README)')
+  parser.add_argument(
+    '--quick', action='store_true', help='small shapes and few repeats: proves the benchmarks run'
+  )
+  parser.add_argument('--only', help='comma-separated rows or groups (' + ', '.join(GROUPS) + ')')
+  parser.add_argument(
+    '--backend',
+    choices=('pmap', 'shard_map'),
+    default=None,
+    help="parallel backend for the train rows (default: the config's)",
+  )
+  parser.add_argument(
+    '--workdir', default=None, help='folder for generated datasets (default: a temporary folder)'
+  )
+  parser.add_argument(
+    '--hugepages',
+    action='store_true',
+    help='re-run under GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent '
+    'huge pages for large allocations, both sides alike; see README)',
+  )
   parser.add_argument('-v', '--verbose', action='store_true', help='log progress')
   args = parser.parse_args(argv)
   tunables = os.environ.get('GLIBC_TUNABLES', '')
   if args.hugepages and 'glibc.malloc.hugetlb' not in tunables:
     # glibc reads its tunables at process start, so apply them by re-executing.
-    env = dict(os.environ, GLIBC_TUNABLES=':'.join(
-        t for t in (tunables, 'glibc.malloc.hugetlb=1') if t))
+    env = dict(
+      os.environ, GLIBC_TUNABLES=':'.join(t for t in (tunables, 'glibc.malloc.hugetlb=1') if t)
+    )
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
   logging.use_absl_handler()
@@ -160,26 +188,38 @@ def main(argv=None) -> int:
       # One broken group must not hide the others' results.
       tb = traceback.format_exc()
       print(tb, file=sys.stderr)
-      new_rows = [common.Row(n, None, None, '', details={'error': tb})
-                  for n in (sorted(wanted) if wanted else names)]
+      new_rows = [
+        common.Row(n, None, None, '', details={'error': tb})
+        for n in (sorted(wanted) if wanted else names)
+      ]
     group_seconds[group] = time.perf_counter() - tg
     for r in new_rows:
-      print(f'    {r.name}: ours {_fmt(r.ours)} {r.unit}, reference {_fmt(r.reference)}, '
-            f'ratio {_fmt(r.ratio)}', flush=True)
+      print(
+        f'    {r.name}: ours {_fmt(r.ours)} {r.unit}, reference {_fmt(r.reference)}, '
+        f'ratio {_fmt(r.ratio)}',
+        flush=True,
+      )
     rows += new_rows
 
   wall = time.perf_counter() - t0
   print()
   print(format_table(rows))
-  print(f'\n{len(rows)} rows in {wall:.0f} s ({"quick" if args.quick else "full"} run); '
-        f'load average {os.getloadavg()[0]:.2f} now, '
-        f'{machine["load_average"][0]:.2f} at start')
+  print(
+    f'\n{len(rows)} rows in {wall:.0f} s ({"quick" if args.quick else "full"} run); '
+    f'load average {os.getloadavg()[0]:.2f} now, '
+    f'{machine["load_average"][0]:.2f} at start'
+  )
   if args.out:
     machine['load_average_end'] = os.getloadavg()
-    result = {'rows': [r.to_json() for r in rows], 'machine': machine,
-              'versions': common.versions(), 'quick': args.quick,
-              'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
-              'wall_s': wall, 'group_wall_s': group_seconds}
+    result = {
+      'rows': [r.to_json() for r in rows],
+      'machine': machine,
+      'versions': common.versions(),
+      'quick': args.quick,
+      'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
+      'wall_s': wall,
+      'group_wall_s': group_seconds,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as fh:
       json.dump(result, fh, indent=2, default=_json_default)
@@ -190,6 +230,7 @@ def main(argv=None) -> int:
 def _json_default(x):
   try:
     import numpy as np  # pylint: disable=g-import-not-at-top
+
     if isinstance(x, np.generic):
       return x.item()
     if isinstance(x, np.ndarray):

@@ -31,8 +31,7 @@ from torch import nn
 
 
 def _act(name: str) -> nn.Module:
-  return {'relu': nn.ReLU(), 'linear': nn.Identity(), 'tanh': nn.Tanh(),
-          'gelu': nn.GELU()}[name]
+  return {'relu': nn.ReLU(), 'linear': nn.Identity(), 'tanh': nn.Tanh(), 'gelu': nn.GELU()}[name]
 
 
 class _Crop(nn.Module):
@@ -41,7 +40,7 @@ class _Crop(nn.Module):
     self.height, self.width = height, width
 
   def forward(self, x):
-    return x[:, :, :self.height, :self.width]
+    return x[:, :, : self.height, : self.width]
 
 
 class _Unflatten(nn.Module):
@@ -56,8 +55,11 @@ class _Unflatten(nn.Module):
 def _cnn_encoder(mc, channels: int, height: int, width: int):
   layers, c, h, w = [], channels, height, width
   for width_out, k in zip(mc.cnn_features, mc.cnn_kernel_sizes):
-    layers += [nn.Conv2d(c, width_out, k, padding='same'), nn.ReLU(),
-               nn.MaxPool2d(tuple(mc.pool_size), ceil_mode=True)]
+    layers += [
+      nn.Conv2d(c, width_out, k, padding='same'),
+      nn.ReLU(),
+      nn.MaxPool2d(tuple(mc.pool_size), ceil_mode=True),
+    ]
     c = width_out
     h, w = math.ceil(h / mc.pool_size[0]), math.ceil(w / mc.pool_size[1])
   return layers, c * h * w, (c, h, w)
@@ -105,8 +107,11 @@ def autoencoder(mc, input_shape: Sequence[int]) -> nn.Module:
     for width_out in reversed(mc.mlp_encoder_features[:-1]):
       dec += [nn.Linear(d, width_out), nn.ReLU()]
       d = width_out
-    dec += [nn.Linear(d, flat), _act(mc.decoder_output_activation),
-            _Unflatten((height, width, channels))]
+    dec += [
+      nn.Linear(d, flat),
+      _act(mc.decoder_output_activation),
+      _Unflatten((height, width, channels)),
+    ]
     # The library reconstructs NHWC: compare in that layout (a view for 1 channel).
     return nn.Sequential(*enc, *dec)
   if mc.encoder == 'cnn':
@@ -116,10 +121,9 @@ def autoencoder(mc, input_shape: Sequence[int]) -> nn.Module:
     dec = []
     for i, width_out in enumerate(widths):
       s = tuple(mc.pool_size)
-      pad = tuple((k - si + 1) // 2 for si in s)                    # ceil((k - s) / 2)
-      out_pad = tuple(si - k + 2 * p for si, p in zip(s, pad))    # output = s * input
-      dec += [nn.ConvTranspose2d(c, width_out, k, stride=s, padding=pad,
-                                 output_padding=out_pad)]
+      pad = tuple((k - si + 1) // 2 for si in s)  # ceil((k - s) / 2)
+      out_pad = tuple(si - k + 2 * p for si, p in zip(s, pad))  # output = s * input
+      dec += [nn.ConvTranspose2d(c, width_out, k, stride=s, padding=pad, output_padding=out_pad)]
       dec += [nn.ReLU()] if i < len(widths) - 1 else [_act(mc.decoder_output_activation)]
       c = width_out
     return nn.Sequential(*enc, *dec, _Crop(height, width))
@@ -129,8 +133,15 @@ def autoencoder(mc, input_shape: Sequence[int]) -> nn.Module:
 class TorchTrainer:
   """One model, its Adam optimizer and the masked-MSE train step on numpy batches."""
 
-  def __init__(self, model: nn.Module, loss: str, learning_rate: float,
-               mean: np.ndarray, inv_std: np.ndarray, nhwc_target: bool):
+  def __init__(
+    self,
+    model: nn.Module,
+    loss: str,
+    learning_rate: float,
+    mean: np.ndarray,
+    inv_std: np.ndarray,
+    nhwc_target: bool,
+  ):
     self.model = model
     self.loss = loss
     self.nhwc_target = nhwc_target
@@ -139,7 +150,7 @@ class TorchTrainer:
     self.inv_std = torch.from_numpy(np.ascontiguousarray(inv_std.transpose(2, 0, 1)))
 
   def step(self, batch: dict) -> torch.Tensor:
-    x = torch.from_numpy(batch['x']).permute(0, 3, 1, 2)              # NHWC -> NCHW
+    x = torch.from_numpy(batch['x']).permute(0, 3, 1, 2)  # NHWC -> NCHW
     x = (x - self.mean) * self.inv_std
     mask = torch.from_numpy(batch['mask'])
     self.opt.zero_grad(set_to_none=True)
@@ -157,6 +168,7 @@ class TorchTrainer:
   def flops_per_step(self, batch: dict) -> int:
     """FLOPs of forward + backward counted by PyTorch (matmuls and convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=g-import-not-at-top
+
     with FlopCounterMode(display=False) as counter:
       self.step(batch)
     return int(counter.get_total_flops())

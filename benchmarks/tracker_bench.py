@@ -40,26 +40,28 @@ def _scenario(quick: bool):
   from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import floorplan as floorplan_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import simulator  # pylint: disable=g-import-not-at-top
+
   config = config_utils.load_config(os.path.join(_ROOT, 'configs', 'mmwave_tiny.py'))
   scenario = simulator.scenario_kwargs(config.data)
-  sim = simulator.simulate(floorplan_lib.load_floorplan(scenario.pop('floorplan')),
-                           **dict(scenario, num_survey=10))
+  sim = simulator.simulate(
+    floorplan_lib.load_floorplan(scenario.pop('floorplan')), **dict(scenario, num_survey=10)
+  )
   return config, sim['trajectory']
 
 
 def _bank(model, num_nets: int, num_anchors: int, seed: int = 0):
   from csiloc_jax.mmwave import tiny_nets  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(seed)
   params = tiny_nets.init_bank(model, jax.random.PRNGKey(seed), num_nets, num_anchors)
   return tiny_nets.NetBank(
-      params=params,
-      label_mean=jnp.asarray(rng.uniform(0, 30, (num_nets, 2)), jnp.float32),
-      label_scale=jnp.asarray(rng.uniform(2, 5, (num_nets,)), jnp.float32),
-      label_cov=jnp.asarray(np.eye(2)[None] * rng.uniform(4, 9, (num_nets, 1, 1)),
-                            jnp.float32),
-      visibility_rate=jnp.asarray(rng.uniform(0.05, 0.95, (num_nets, num_anchors)),
-                                  jnp.float32),
-      region_ids=jnp.arange(num_nets, dtype=jnp.int32))
+    params=params,
+    label_mean=jnp.asarray(rng.uniform(0, 30, (num_nets, 2)), jnp.float32),
+    label_scale=jnp.asarray(rng.uniform(2, 5, (num_nets,)), jnp.float32),
+    label_cov=jnp.asarray(np.eye(2)[None] * rng.uniform(4, 9, (num_nets, 1, 1)), jnp.float32),
+    visibility_rate=jnp.asarray(rng.uniform(0.05, 0.95, (num_nets, num_anchors)), jnp.float32),
+    region_ids=jnp.arange(num_nets, dtype=jnp.int32),
+  )
 
 
 class LoopTracker:
@@ -80,7 +82,7 @@ class LoopTracker:
 
   def __call__(self, feats: np.ndarray, num_paths: np.ndarray, time_s: np.ndarray) -> dict:
     o = self.opts
-    r2 = o.measurement_noise_m ** 2
+    r2 = o.measurement_noise_m**2
     h = np.eye(2, 4)
     x, p, net, started = np.zeros(4), np.eye(4), -1, False
     m = feats.shape[-1] // 3
@@ -91,17 +93,22 @@ class LoopTracker:
       dt = float(dts[t])
       f = np.eye(4)
       f[0, 2] = f[1, 3] = dt
-      q = o.process_noise * np.block([[dt ** 3 / 3 * np.eye(2), dt ** 2 / 2 * np.eye(2)],
-                                      [dt ** 2 / 2 * np.eye(2), dt * np.eye(2)]])
+      q = o.process_noise * np.block(
+        [[dt**3 / 3 * np.eye(2), dt**2 / 2 * np.eye(2)], [dt**2 / 2 * np.eye(2), dt * np.eye(2)]]
+      )
       x_pred = f @ x
       p_pred = f @ p @ f.T + q
       feat = feats[t]
-      cand = np.stack([np.asarray(self.net(self.params[k], self.mean[k], self.scale[k], feat))
-                       for k in range(self.k)])
+      cand = np.stack(
+        [
+          np.asarray(self.net(self.params[k], self.mean[k], self.scale[k], feat))
+          for k in range(self.k)
+        ]
+      )
       s = h @ p_pred @ h.T + r2 * np.eye(2)
       nu = cand - x_pred[:2]
       nis = np.sum(nu * np.linalg.solve(s, nu.T).T, -1)
-      vis = (feat[2 * m:] > 0).astype(np.float64)
+      vis = (feat[2 * m :] > 0).astype(np.float64)
       loglik = self.log_rate @ vis + self.log1m_rate @ (1.0 - vis)
       gate = o.visibility_gate_nats
       eligible = (gate <= 0) | (loglik >= loglik.max() - gate)
@@ -119,7 +126,7 @@ class LoopTracker:
           p = (np.eye(4) - gain @ h) @ p_pred
         else:
           x = np.concatenate([z, np.zeros(2)])
-          p = np.diag([r2, r2, o.initial_speed_mps ** 2, o.initial_speed_mps ** 2])
+          p = np.diag([r2, r2, o.initial_speed_mps**2, o.initial_speed_mps**2])
         net, started = chosen, True
         positions[t] = z
       elif started:
@@ -139,25 +146,28 @@ def _agreement(ours: dict, ref: dict) -> dict:
   net_o, net_r = np.asarray(ours['net']), ref['net']
   pos_o, pos_r = np.asarray(ours['position'], np.float64), ref['position']
   both = np.isfinite(pos_o).all(-1) & np.isfinite(pos_r).all(-1)
-  return {'net_agreement': float(np.mean(net_o == net_r)),
-          'max_position_diff_m': float(np.max(np.abs(pos_o[both] - pos_r[both]),
-                                              initial=0.0))}
+  return {
+    'net_agreement': float(np.mean(net_o == net_r)),
+    'max_position_diff_m': float(np.max(np.abs(pos_o[both] - pos_r[both]), initial=0.0)),
+  }
 
 
 def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
   from csiloc_jax.mmwave import features as features_lib  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import tiny_nets  # pylint: disable=g-import-not-at-top
   from csiloc_jax.mmwave import tracker  # pylint: disable=g-import-not-at-top
+
   config, traj = _scenario(quick)
-  model = tiny_nets.MLP(hidden_sizes=tuple(config.nets.hidden_sizes),
-                        activation=config.nets.activation)
+  model = tiny_nets.MLP(
+    hidden_sizes=tuple(config.nets.hidden_sizes), activation=config.nets.activation
+  )
   from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
-  opts = config_utils.options_from_config(tracker.TrackerOptions, config.tracker,
-                                          'config.tracker')
+
+  opts = config_utils.options_from_config(tracker.TrackerOptions, config.tracker, 'config.tracker')
   aoa = traj['aoa'][:100] if quick else traj['aoa']
   feats = np.asarray(features_lib.encode(aoa, reference=config.features.reference))
   num_paths = features_lib.path_counts(aoa)
-  time_s = np.asarray(traj['time_s'])[:len(aoa)]
+  time_s = np.asarray(traj['time_s'])[: len(aoa)]
   steps = len(feats)
   num_anchors = aoa.shape[1]
   track = tracker.make_tracker(model, opts)
@@ -172,25 +182,43 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
     bank = _bank(model, k, num_anchors)
     jtrack = jax.jit(track)
     compile_s, out = common.timed(
-        lambda: jax.block_until_ready(jtrack(bank, feats, num_paths, time_s)))
+      lambda: jax.block_until_ready(jtrack(bank, feats, num_paths, time_s))
+    )
     loop = LoopTracker(model, bank, opts)
-    ref_out = loop(feats[:4], num_paths[:4], time_s[:4])         # Compile the net.
-    times = common.interleaved({
-        'ours': lambda: common.timed(lambda: jax.block_until_ready(
-            jtrack(bank, feats, num_paths, time_s)))[0],
-        'reference': lambda: common.timed(lambda: loop(feats, num_paths, time_s))[0]},
-        repeats)
+    ref_out = loop(feats[:4], num_paths[:4], time_s[:4])  # Compile the net.
+    times = common.interleaved(
+      {
+        'ours': lambda: common.timed(
+          lambda: jax.block_until_ready(jtrack(bank, feats, num_paths, time_s))
+        )[0],
+        'reference': lambda: common.timed(lambda: loop(feats, num_paths, time_s))[0],
+      },
+      repeats,
+    )
     ref_out = loop(feats, num_paths, time_s)
     ours_us = statistics.median(times['ours']) / steps * 1e6
     ref_us = statistics.median(times['reference']) / steps * 1e6
-    details = {'num_nets': k, 'steps': steps, 'compile_s': compile_s,
-               'num_features': int(feats.shape[-1]),
-               'net_flops_per_step': net_flops(model, feats.shape[-1], k),
-               'ours_spread': common.spread(times['ours']),
-               'reference_spread': common.spread(times['reference']),
-               **_agreement(out, ref_out)}
-    rows.append(common.Row(name, ours_us, ref_us, 'us/step', sense='time',
-                           target=TARGETS.get(name), details={**details, **note}))
+    details = {
+      'num_nets': k,
+      'steps': steps,
+      'compile_s': compile_s,
+      'num_features': int(feats.shape[-1]),
+      'net_flops_per_step': net_flops(model, feats.shape[-1], k),
+      'ours_spread': common.spread(times['ours']),
+      'reference_spread': common.spread(times['reference']),
+      **_agreement(out, ref_out),
+    }
+    rows.append(
+      common.Row(
+        name,
+        ours_us,
+        ref_us,
+        'us/step',
+        sense='time',
+        target=TARGETS.get(name),
+        details={**details, **note},
+      )
+    )
     logging.info('%s: ours %.1f us/step, loop %.1f us/step', name, ours_us, ref_us)
 
   if only is None or 'tracker_batch' in only:
@@ -200,40 +228,61 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
     rng = np.random.default_rng(1)
     noise = np.deg2rad(config.data.aoa_noise_deg)
     aoa_b = aoa[None] + noise * rng.standard_normal((num_traj,) + aoa.shape).astype(np.float32)
-    feats_b = np.asarray(jax.jit(lambda a: features_lib.encode(
-        a, reference=config.features.reference))(aoa_b))
+    feats_b = np.asarray(
+      jax.jit(lambda a: features_lib.encode(a, reference=config.features.reference))(aoa_b)
+    )
     paths_b = np.broadcast_to(num_paths, (num_traj, steps))
     time_b = np.broadcast_to(time_s, (num_traj, steps))
     vtrack = jax.jit(jax.vmap(track, in_axes=(None, 0, 0, 0)))
     jtrack = jax.jit(track)
     compile_s, out_b = common.timed(
-        lambda: jax.block_until_ready(vtrack(bank, feats_b, paths_b, time_b)))
+      lambda: jax.block_until_ready(vtrack(bank, feats_b, paths_b, time_b))
+    )
     jax.block_until_ready(jtrack(bank, feats_b[0], paths_b[0], time_b[0]))
 
     def one_by_one():
       outs = [jtrack(bank, feats_b[i], paths_b[i], time_b[i]) for i in range(num_traj)]
       return jax.block_until_ready(outs)
 
-    times = common.interleaved({
-        'ours': lambda: common.timed(lambda: jax.block_until_ready(
-            vtrack(bank, feats_b, paths_b, time_b)))[0],
-        'reference': lambda: common.timed(one_by_one)[0]}, repeats)
+    times = common.interleaved(
+      {
+        'ours': lambda: common.timed(
+          lambda: jax.block_until_ready(vtrack(bank, feats_b, paths_b, time_b))
+        )[0],
+        'reference': lambda: common.timed(one_by_one)[0],
+      },
+      repeats,
+    )
     check = jtrack(bank, feats_b[num_traj // 2], paths_b[0], time_b[0])
-    same = bool(np.allclose(np.asarray(check['position']),
-                            np.asarray(out_b['position'][num_traj // 2]), atol=1e-4,
-                            equal_nan=True))
+    same = bool(
+      np.allclose(
+        np.asarray(check['position']),
+        np.asarray(out_b['position'][num_traj // 2]),
+        atol=1e-4,
+        equal_nan=True,
+      )
+    )
     total = num_traj * steps
     ours = total / statistics.median(times['ours'])
     ref = total / statistics.median(times['reference'])
     flops = net_flops(model, feats.shape[-1], num_nets)
-    details = {'num_trajectories': num_traj, 'steps': steps, 'num_nets': num_nets,
-               'net_flops_per_traj_step': flops,
-               'ours_net_gflops': ours * flops / 1e9, 'reference_net_gflops': ref * flops / 1e9,
-               'compile_s': compile_s, 'ours_spread': common.spread(times['ours']),
-               'reference_spread': common.spread(times['reference']),
-               'vmapped_equals_single': same}
+    details = {
+      'num_trajectories': num_traj,
+      'steps': steps,
+      'num_nets': num_nets,
+      'net_flops_per_traj_step': flops,
+      'ours_net_gflops': ours * flops / 1e9,
+      'reference_net_gflops': ref * flops / 1e9,
+      'compile_s': compile_s,
+      'ours_spread': common.spread(times['ours']),
+      'reference_spread': common.spread(times['reference']),
+      'vmapped_equals_single': same,
+    }
     if quick:
       details['shape_note'] = f'quick: {num_traj} trajectories x {steps} steps'
-    rows.append(common.Row('tracker_batch', ours, ref, 'traj-steps/s',
-                           target=TARGETS['tracker_batch'], details=details))
+    rows.append(
+      common.Row(
+        'tracker_batch', ours, ref, 'traj-steps/s', target=TARGETS['tracker_batch'], details=details
+      )
+    )
   return rows

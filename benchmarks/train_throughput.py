@@ -46,17 +46,16 @@ from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import models
 from csiloc_jax.csi import steps
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          'configs')
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 # row name -> (paper model, loss): 'position' = supervised / fine-tuning step,
 # 'reconstruction' = autoencoder pretraining step.
 SPECS: dict[str, tuple[str, str]] = {
-    'train_model1': ('model1', 'position'),
-    'train_model2': ('model2', 'position'),
-    'train_model3': ('model3', 'reconstruction'),
-    'train_model4': ('model4', 'reconstruction'),
-    'train_model3_finetune': ('model3', 'position'),
+  'train_model1': ('model1', 'position'),
+  'train_model2': ('model2', 'position'),
+  'train_model3': ('model3', 'reconstruction'),
+  'train_model4': ('model4', 'reconstruction'),
+  'train_model3_finetune': ('model3', 'position'),
 }
 TARGET = 1.0
 
@@ -73,16 +72,28 @@ def _input_shape(config, quick: bool) -> tuple[int, int, int]:
 
 def _batches(batch_size: int, shape: tuple[int, ...], count: int = 2) -> list[dict]:
   rng = np.random.default_rng(0)
-  return [{'x': rng.standard_normal((batch_size,) + shape, dtype=np.float32),
-           'y': rng.standard_normal((batch_size, 3), dtype=np.float32),
-           'mask': np.ones((batch_size,), np.float32)} for _ in range(count)]
+  return [
+    {
+      'x': rng.standard_normal((batch_size,) + shape, dtype=np.float32),
+      'y': rng.standard_normal((batch_size, 3), dtype=np.float32),
+      'mask': np.ones((batch_size,), np.float32),
+    }
+    for _ in range(count)
+  ]
 
 
 class JaxRunner:
   """A compiled library train step with its replicated state, timed in blocks."""
 
-  def __init__(self, model, loss: str, learning_rate: float, backend: str,
-               normalizer: input_pipeline.Normalizer, batches: list[dict]):
+  def __init__(
+    self,
+    model,
+    loss: str,
+    learning_rate: float,
+    backend: str,
+    normalizer: input_pipeline.Normalizer,
+    batches: list[dict],
+  ):
     self.dp = parallel.DataParallel(backend)
     self.batches = batches
     shape = batches[0]['x'].shape[1:]
@@ -91,16 +102,17 @@ class JaxRunner:
     state = steps.create_train_state(model.apply, params, learning_rate)
     options = dict(loss=loss, axis_name=self.dp.axis_name)
     # As trainer.fit runs it: gradient and update as two programs.
-    self.p_step = self.dp.compile_train_step(steps.compute_gradients, steps.apply_gradients,
-                                             **options)
+    self.p_step = self.dp.compile_train_step(
+      steps.compute_gradients, steps.apply_gradients, **options
+    )
     self.p_state = self.dp.replicate(state)
     self.p_normalizer = self.dp.replicate(normalizer)
     self.xla_flops = None
     try:  # FLOPs of the same step as one program (XLA's cost analysis).
       one_program = self.dp.compile_step(steps.train_step, **options)
-      cost = one_program.func.lower(*one_program.args, self.p_state,
-                                    self.dp.shard(batches[0]),
-                                    self.p_normalizer).cost_analysis()
+      cost = one_program.func.lower(
+        *one_program.args, self.p_state, self.dp.shard(batches[0]), self.p_normalizer
+      ).cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
       self.xla_flops = float(cost['flops'])
     except Exception as e:  # pylint: disable=broad-except
@@ -112,8 +124,9 @@ class JaxRunner:
     t0 = time.perf_counter()
     metrics = None
     for i in range(n):
-      self.p_state, metrics = self.p_step(self.p_state, self.dp.shard(self.batches[i % 2]),
-                                          self.p_normalizer)
+      self.p_state, metrics = self.p_step(
+        self.p_state, self.dp.shard(self.batches[i % 2]), self.p_normalizer
+      )
     jax.block_until_ready(metrics)
     elapsed = time.perf_counter() - t0
     self.last_loss = float(self.dp.unreplicate(metrics)['loss'])
@@ -125,7 +138,7 @@ class TorchRunner:
     self.trainer = trainer
     self.batches = batches
     self.num_params = sum(p.numel() for p in trainer.model.parameters())
-    self.flops = trainer.flops_per_step(batches[0])   # Also the first (warm-up) step.
+    self.flops = trainer.flops_per_step(batches[0])  # Also the first (warm-up) step.
     self.last_loss = None
 
   def block(self, n: int) -> float:
@@ -140,7 +153,7 @@ class TorchRunner:
 def _matmul_gflops(torch_mod, size: int, reps: int = 5) -> dict:
   """2-framework dense-matmul rate: the ceiling both sides' matrix kernels share."""
   a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-  flops = 2.0 * size ** 3
+  flops = 2.0 * size**3
   out = {}
   ja = jnp.asarray(a)
   mm = jax.jit(lambda x: x @ x)
@@ -161,6 +174,7 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
   why_no_torch = 'torch is not installed (pip install -e .[bench])'
   if torch_mod is not None:
     from benchmarks import torch_reference as torch_ref  # pylint: disable=g-import-not-at-top
+
     torch_ref.set_threads(common.num_threads())
   rounds = 2 if quick else 5
   block_s = 0.3 if quick else 2.0
@@ -178,22 +192,41 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
     batches = _batches(batch_size, shape)
     rng = np.random.default_rng(1)
     normalizer = input_pipeline.Normalizer(
-        (0.01 * rng.standard_normal(shape)).astype(np.float32),
-        (1.0 + 0.01 * rng.standard_normal(shape)).astype(np.float32))
+      (0.01 * rng.standard_normal(shape)).astype(np.float32),
+      (1.0 + 0.01 * rng.standard_normal(shape)).astype(np.float32),
+    )
     use_backend = backend or config.parallel.backend
 
-    model = (models.build_autoencoder(config.model, shape) if loss == 'reconstruction'
-             else models.build_position_model(config.model))
-    logging.info('%s: compiling (%s, batch %d, input %s, %s)...', name, model_name,
-                 batch_size, shape, use_backend)
+    model = (
+      models.build_autoencoder(config.model, shape)
+      if loss == 'reconstruction'
+      else models.build_position_model(config.model)
+    )
+    logging.info(
+      '%s: compiling (%s, batch %d, input %s, %s)...',
+      name,
+      model_name,
+      batch_size,
+      shape,
+      use_backend,
+    )
     runners: dict[str, Any] = {
-        'ours': JaxRunner(model, loss, phase.learning_rate, use_backend, normalizer, batches)}
+      'ours': JaxRunner(model, loss, phase.learning_rate, use_backend, normalizer, batches)
+    }
     if torch_ref is not None:
-      tmodel = (torch_ref.autoencoder(config.model, shape) if loss == 'reconstruction'
-                else torch_ref.position_model(config.model, shape))
+      tmodel = (
+        torch_ref.autoencoder(config.model, shape)
+        if loss == 'reconstruction'
+        else torch_ref.position_model(config.model, shape)
+      )
       trainer = torch_ref.TorchTrainer(
-          tmodel, loss, phase.learning_rate, normalizer.mean, normalizer.inv_std,
-          nhwc_target=loss == 'reconstruction' and config.model.encoder == 'mlp')
+        tmodel,
+        loss,
+        phase.learning_rate,
+        normalizer.mean,
+        normalizer.inv_std,
+        nhwc_target=loss == 'reconstruction' and config.model.encoder == 'mlp',
+      )
       runners['reference'] = TorchRunner(trainer, batches)
 
     # Warm-up (one more step each after compilation / the FLOP-counting step), then
@@ -209,55 +242,69 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
       before = resource.getrusage(resource.RUSAGE_SELF)
       seconds = runners[k].block(n) / n
       after = resource.getrusage(resource.RUSAGE_SELF)
-      usage[k].append(((after.ru_utime - before.ru_utime) / n,
-                       (after.ru_stime - before.ru_stime) / n,
-                       (after.ru_minflt - before.ru_minflt) / n))
+      usage[k].append(
+        (
+          (after.ru_utime - before.ru_utime) / n,
+          (after.ru_stime - before.ru_stime) / n,
+          (after.ru_minflt - before.ru_minflt) / n,
+        )
+      )
       return seconds
 
-    times = common.interleaved({k: functools.partial(timed_block, k) for k in runners},
-                               rounds)
+    times = common.interleaved({k: functools.partial(timed_block, k) for k in runners}, rounds)
     stats = {k: common.summarize(v) for k, v in times.items()}
     for k, rows_k in usage.items():
-      stats[k].update(user_cpu_s_per_step=float(np.median([u[0] for u in rows_k])),
-                      sys_cpu_s_per_step=float(np.median([u[1] for u in rows_k])),
-                      minor_faults_per_step=float(np.median([u[2] for u in rows_k])))
+      stats[k].update(
+        user_cpu_s_per_step=float(np.median([u[0] for u in rows_k])),
+        sys_cpu_s_per_step=float(np.median([u[1] for u in rows_k])),
+        minor_faults_per_step=float(np.median([u[2] for u in rows_k])),
+      )
     ours_sps = batch_size / stats['ours']['median_s']
     ref_sps = batch_size / stats['reference']['median_s'] if 'reference' in stats else None
 
     model_flops = runners['reference'].flops if 'reference' in runners else None
     flops = model_flops or runners['ours'].xla_flops
     details = {
-        'step': 'autoencoder pretraining' if loss == 'reconstruction' else 'position model',
-        'model': model_name, 'batch_size': batch_size, 'input_shape': list(shape),
-        'backend': use_backend, 'num_params': runners['ours'].num_params,
-        'compile_s': runners['ours'].compile_s,
-        'steps_per_round': steps_per_block, 'timing': stats,
-        'ours_best': batch_size / stats['ours']['min_s'],
-        'model_gflop_per_step': (model_flops / 1e9) if model_flops else None,
-        'xla_gflop_per_step': (runners['ours'].xla_flops / 1e9
-                               if runners['ours'].xla_flops else None),
-        'ours_gflops': flops / stats['ours']['median_s'] / 1e9 if flops else None,
-        'matmul_peak_gflops': peak,
-        'final_loss': {k: r.last_loss for k, r in runners.items()},
+      'step': 'autoencoder pretraining' if loss == 'reconstruction' else 'position model',
+      'model': model_name,
+      'batch_size': batch_size,
+      'input_shape': list(shape),
+      'backend': use_backend,
+      'num_params': runners['ours'].num_params,
+      'compile_s': runners['ours'].compile_s,
+      'steps_per_round': steps_per_block,
+      'timing': stats,
+      'ours_best': batch_size / stats['ours']['min_s'],
+      'model_gflop_per_step': (model_flops / 1e9) if model_flops else None,
+      'xla_gflop_per_step': (
+        runners['ours'].xla_flops / 1e9 if runners['ours'].xla_flops else None
+      ),
+      'ours_gflops': flops / stats['ours']['median_s'] / 1e9 if flops else None,
+      'matmul_peak_gflops': peak,
+      'final_loss': {k: r.last_loss for k, r in runners.items()},
     }
     if quick:
       details['shape_note'] = f'quick: input {list(shape)}'
 
     if 'reference' in stats:
-      details.update(reference_best=batch_size / stats['reference']['min_s'],
-                     reference_gflops=(flops / stats['reference']['median_s'] / 1e9
-                                       if flops else None),
-                     reference_num_params=runners['reference'].num_params)
+      details.update(
+        reference_best=batch_size / stats['reference']['min_s'],
+        reference_gflops=(flops / stats['reference']['median_s'] / 1e9 if flops else None),
+        reference_num_params=runners['reference'].num_params,
+      )
     if ref_sps is None:
-      rows.append(common.unavailable(name, 'samples/s', why_no_torch, ours=ours_sps,
-                                     target=TARGET, **details))
+      rows.append(
+        common.unavailable(name, 'samples/s', why_no_torch, ours=ours_sps, target=TARGET, **details)
+      )
     else:
-      rows.append(common.Row(name, ours_sps, ref_sps, 'samples/s', target=TARGET,
-                             details=details))
-    logging.info('%s: ours %.1f samples/s, reference %s samples/s (%s)', name, ours_sps,
-                 f'{ref_sps:.1f}' if ref_sps else 'n/a',
-                 {k: f'{v["median_s"] * 1e3:.0f} ms/step ±{100 * v["spread"]:.0f}%'
-                  for k, v in stats.items()})
-    del runners
+      rows.append(common.Row(name, ours_sps, ref_sps, 'samples/s', target=TARGET, details=details))
+    logging.info(
+      '%s: ours %.1f samples/s, reference %s samples/s (%s)',
+      name,
+      ours_sps,
+      f'{ref_sps:.1f}' if ref_sps else 'n/a',
+      {k: f'{v["median_s"] * 1e3:.0f} ms/step ±{100 * v["spread"]:.0f}%' for k, v in stats.items()},
+    )
+    runners.clear()  # free both models before the next shape
     gc.collect()
   return rows

@@ -11,15 +11,14 @@ import ml_collections
 # The paper's four models (Table I) as settings of ``config.model``: the encoder before
 # the MLP position head, and whether it is pretrained as an autoencoder first.
 PAPER_MODELS = {
-    'model1': {'encoder': 'flatten', 'pretrain': False},
-    'model2': {'encoder': 'cnn', 'pretrain': False},
-    'model3': {'encoder': 'mlp', 'pretrain': True},
-    'model4': {'encoder': 'cnn', 'pretrain': True},
+  'model1': {'encoder': 'flatten', 'pretrain': False},
+  'model2': {'encoder': 'cnn', 'pretrain': False},
+  'model3': {'encoder': 'mlp', 'pretrain': True},
+  'model4': {'encoder': 'cnn', 'pretrain': True},
 }
 
 
-def apply_paper_model(config: ml_collections.ConfigDict, name: str
-                      ) -> ml_collections.ConfigDict:
+def apply_paper_model(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """Sets ``config.model`` to one of the paper's models (in place; returns config)."""
   if name not in PAPER_MODELS:
     raise ValueError(f'unknown model {name!r}; the paper has {sorted(PAPER_MODELS)}')
@@ -30,8 +29,10 @@ def apply_paper_model(config: ml_collections.ConfigDict, name: str
 
 def paper_model(name: str):
   """The ``get_config`` of one of the paper's models (what ``ctw_model{1..4}.py`` use)."""
+
   def model_config(arg: str = '') -> ml_collections.ConfigDict:
     return apply_paper_model(get_config(arg), name)
+
   return model_config
 
 

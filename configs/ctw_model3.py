@@ -1,4 +1,4 @@
-"""Model 3: MLP autoencoder (256-128-64-32) pretrained on unlabelled CSI, encoder + MLP head fine-tuned.
+"""Model 3: MLP autoencoder (256-128-64-32) pretrained on unlabelled CSI, then fine-tuned.
 
 Usage: `python launch/train.py --config=configs/ctw_model3.py --workdir=W`; append
 `:quick` for a smoke run. Every other field is the paper's protocol (configs/ctw_base.py).

@@ -21,8 +21,7 @@ import ml_collections
 from ml_collections import config_dict
 
 
-def _nets(hidden_sizes: tuple, learning_rate: float,
-          batch_size: int) -> ml_collections.ConfigDict:
+def _nets(hidden_sizes: tuple, learning_rate: float, batch_size: int) -> ml_collections.ConfigDict:
   """One section of net-training settings (``config.nets`` and ``config.big_nn``)."""
   nets = ml_collections.ConfigDict()
   # Hidden layer widths of every net (the output is 2-D).

@@ -11,13 +11,18 @@ from absl import flags
 from ml_collections import config_flags
 
 
-def run(fn: Callable[[Any, str], Any], *, workdir_help: str,
-        default_config: str | None = None, after: Callable[[Any, str], None] | None = None
-        ) -> None:
+def run(
+  fn: Callable[[Any, str], Any],
+  *,
+  workdir_help: str,
+  default_config: str | None = None,
+  after: Callable[[Any, str], None] | None = None,
+) -> None:
   """Defines the flags, then runs ``fn(config, workdir)`` (and ``after`` with its result)."""
   flags.DEFINE_string('workdir', None, workdir_help)
-  config_flags.DEFINE_config_file('config', default_config,
-                                  'Path to a config file (path[:arg]).', lock_config=True)
+  config_flags.DEFINE_config_file(
+    'config', default_config, 'Path to a config file (path[:arg]).', lock_config=True
+  )
   flags.mark_flags_as_required(['workdir'] if default_config else ['config', 'workdir'])
 
   def main(argv):

@@ -23,7 +23,9 @@ def _print_tables(summary: dict, workdir: str) -> None:
 
 
 if __name__ == '__main__':
-  _app.run(compare.run_comparison, workdir_help='Directory for the runs, tables and plots.',
-           default_config=os.path.join(os.path.dirname(__file__), '..', 'configs',
-                                       'ctw_compare.py'),
-           after=_print_tables)
+  _app.run(
+    compare.run_comparison,
+    workdir_help='Directory for the runs, tables and plots.',
+    default_config=os.path.join(os.path.dirname(__file__), '..', 'configs', 'ctw_compare.py'),
+    after=_print_tables,
+  )

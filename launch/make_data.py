@@ -1,9 +1,9 @@
 """Writes a synthetic dataset in a public layout.
 
-  python launch/make_data.py --kind=ctw --out_dir=DIR [--num_labelled=600 ...]
-      CTW-2020 layout: DIR/CTW2020_{labelled,unlabelled}_data/file_<k>.hdf5
-  python launch/make_data.py --kind=mmwave --out_dir=DIR [--aoa_noise_deg=5 ...]
-      mmWave survey + trajectory: DIR/survey.h5, DIR/trajectory.h5
+python launch/make_data.py --kind=ctw --out_dir=DIR [--num_labelled=600 ...]
+    CTW-2020 layout: DIR/CTW2020_{labelled,unlabelled}_data/file_<k>.hdf5
+python launch/make_data.py --kind=mmwave --out_dir=DIR [--aoa_noise_deg=5 ...]
+    mmWave survey + trajectory: DIR/survey.h5, DIR/trajectory.h5
 """
 
 import json
@@ -12,8 +12,9 @@ import os
 from absl import app
 from absl import flags
 
-_CTW_BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'configs', 'ctw_base.py')
+_CTW_BASE_CONFIG = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'ctw_base.py'
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('kind', 'ctw', ['ctw', 'mmwave'], 'Which dataset to generate.')
@@ -26,15 +27,17 @@ flags.DEFINE_integer('num_unlabelled', None, 'ctw: unlabelled samples (real set:
 flags.DEFINE_integer('num_antennas', None, 'ctw: working base-station antennas.')
 flags.DEFINE_integer('num_subcarriers', None, 'ctw: used subcarriers.')
 flags.DEFINE_integer('num_measurements', None, 'ctw: repeated measurements per position.')
-flags.DEFINE_integer('samples_per_file', None,
-                     'ctw: samples per file_<k>.hdf5 (default: the generator\'s).')
+flags.DEFINE_integer(
+  'samples_per_file', None, "ctw: samples per file_<k>.hdf5 (default: the generator's)."
+)
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'ctw: dataset dtype.')
 # mmWave.
 flags.DEFINE_float('aoa_noise_deg', 5.0, 'mmwave: AoA noise standard deviation (degrees).')
 # Unset mmWave sizes take the simulator's DEFAULT_SURVEY_PER_ROOM / DEFAULT_TRAJECTORY_STEPS.
-flags.DEFINE_integer('num_survey', None, 'mmwave: survey samples per room (default: simulator\'s).')
-flags.DEFINE_integer('num_trajectory_steps', None,
-                     'mmwave: trajectory length (default: simulator\'s).')
+flags.DEFINE_integer('num_survey', None, "mmwave: survey samples per room (default: simulator's).")
+flags.DEFINE_integer(
+  'num_trajectory_steps', None, "mmwave: trajectory length (default: simulator's)."
+)
 flags.mark_flags_as_required(['out_dir'])
 
 
@@ -44,21 +47,34 @@ def main(argv):
   if FLAGS.kind == 'ctw':
     from csiloc_jax.core import config_utils
     from csiloc_jax.csi import simulator
+
     synthetic = config_utils.load_config(_CTW_BASE_CONFIG).data.synthetic
-    names = ('num_labelled', 'num_unlabelled', 'num_antennas', 'num_subcarriers',
-             'num_measurements')
-    kwargs = {name: synthetic[name] if FLAGS[name].value is None else FLAGS[name].value
-              for name in names}
+    names = (
+      'num_labelled',
+      'num_unlabelled',
+      'num_antennas',
+      'num_subcarriers',
+      'num_measurements',
+    )
+    kwargs = {
+      name: synthetic[name] if FLAGS[name].value is None else FLAGS[name].value for name in names
+    }
     if FLAGS.samples_per_file is not None:
       kwargs['samples_per_file'] = FLAGS.samples_per_file
     summary = simulator.generate_ctw_dataset(
-        FLAGS.out_dir, seed=FLAGS.seed, dtype=FLAGS.dtype, progress=True, **kwargs)
+      FLAGS.out_dir, seed=FLAGS.seed, dtype=FLAGS.dtype, progress=True, **kwargs
+    )
   else:
     from csiloc_jax.mmwave import simulator
-    kwargs = {name: FLAGS[name].value for name in ('num_survey', 'num_trajectory_steps')
-              if FLAGS[name].value is not None}
+
+    kwargs = {
+      name: FLAGS[name].value
+      for name in ('num_survey', 'num_trajectory_steps')
+      if FLAGS[name].value is not None
+    }
     summary = simulator.write_scenario(
-        FLAGS.out_dir, seed=FLAGS.seed, aoa_noise_deg=FLAGS.aoa_noise_deg, **kwargs)
+      FLAGS.out_dir, seed=FLAGS.seed, aoa_noise_deg=FLAGS.aoa_noise_deg, **kwargs
+    )
   print(json.dumps(summary, indent=2, default=str))
 
 

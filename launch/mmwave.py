@@ -14,4 +14,6 @@ import _app  # launch/_app.py: the flags every launcher shares.
 from csiloc_jax.mmwave import train
 
 if __name__ == '__main__':
-  _app.run(train.train_and_evaluate, workdir_help='Directory for data, checkpoints, metrics and plots.')
+  _app.run(
+    train.train_and_evaluate, workdir_help='Directory for data, checkpoints, metrics and plots.'
+  )

@@ -18,11 +18,22 @@ ROWS = ('train_model1', 'ctw_read', 'jade', 'tracker_k1', 'tracker_batch')
 def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
   out = tmp_path / 'bench.json'
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)   # No fake devices from conftest: one CPU, as users run it.
+  env.pop('XLA_FLAGS', None)  # No fake devices from conftest: one CPU, as users run it.
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'benchmarks', 'run.py'), '--quick',
-       '--only=' + ','.join(ROWS), f'--out={out}', f'--workdir={tmp_path / "data"}'],
-      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      os.path.join(ROOT, 'benchmarks', 'run.py'),
+      '--quick',
+      '--only=' + ','.join(ROWS),
+      f'--out={out}',
+      f'--workdir={tmp_path / "data"}',
+    ],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   result = json.loads(out.read_text())
 
@@ -37,8 +48,9 @@ def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
       assert r['ratio'] is None
     else:
       assert r['reference'] > 0
-      expected = (r['ours'] / r['reference'] if r['unit'].endswith('/s')
-                  else r['reference'] / r['ours'])
+      expected = (
+        r['ours'] / r['reference'] if r['unit'].endswith('/s') else r['reference'] / r['ours']
+      )
       assert math.isclose(r['ratio'], expected, rel_tol=1e-9), name
   # Results of the library agree with the reference's where both ran.
   assert rows['tracker_k1']['net_agreement'] == 1.0

@@ -65,7 +65,8 @@ class _Options:
 
 def test_options_come_from_the_config_alone():
   section = ml_collections.ConfigDict(
-      {'hidden_sizes': [8, 4], 'learning_rate': 1e-3, 'unrelated': 'ignored'})
+    {'hidden_sizes': [8, 4], 'learning_rate': 1e-3, 'unrelated': 'ignored'}
+  )
   opts = config_utils.options_from_config(_Options, section, 'config.nets', seed=7)
   assert opts == _Options(hidden_sizes=(8, 4), learning_rate=1e-3, seed=7)
   del section['learning_rate']
@@ -95,6 +96,7 @@ def test_progress_of_a_training_loop_reports_examples_per_second():
 
 def test_error_cdf_draws_methods_with_missing_estimates(tmp_path):
   path = str(tmp_path / 'cdf.png')
-  plots.error_cdf(path, {'a': np.array([0.1, 0.5, 2.0]), 'b': np.array([np.inf, 0.3])},
-                  log_x=True, mark_m=1.0)
+  plots.error_cdf(
+    path, {'a': np.array([0.1, 0.5, 2.0]), 'b': np.array([np.inf, 0.3])}, log_x=True, mark_m=1.0
+  )
   assert os.path.getsize(path) > 1000

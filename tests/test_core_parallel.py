@@ -19,16 +19,16 @@ from csiloc_jax.csi import steps
 
 def _normalizer(shape):
   """``x * 0.5``, as a normaliser passed to the steps."""
-  return input_pipeline.Normalizer(np.zeros(shape, np.float32),
-                                   np.full(shape, 0.5, np.float32))
+  return input_pipeline.Normalizer(np.zeros(shape, np.float32), np.full(shape, 0.5, np.float32))
 
 
 def _run(backend, devices, model, params, batches, loss, split=False):
   dp = parallel.DataParallel(backend, devices=devices)
   state = steps.create_train_state(model.apply, params, 1e-2)
   if split:
-    p_step = dp.compile_train_step(steps.compute_gradients, steps.apply_gradients,
-                                   loss=loss, axis_name=dp.axis_name)
+    p_step = dp.compile_train_step(
+      steps.compute_gradients, steps.apply_gradients, loss=loss, axis_name=dp.axis_name
+    )
   else:
     p_step = dp.compile_step(steps.train_step, loss=loss, axis_name=dp.axis_name)
   p_state = dp.replicate(state)
@@ -43,8 +43,9 @@ def _run(backend, devices, model, params, batches, loss, split=False):
 def _model(k, loss, shape):
   """Paper model ``k``'s position model or autoencoder, and its initial parameters."""
   cfg = config_utils.load_config(f'configs/ctw_model{k}.py').model
-  model = (models.build_position_model(cfg) if loss == 'position'
-           else models.build_autoencoder(cfg, shape))
+  model = (
+    models.build_position_model(cfg) if loss == 'position' else models.build_autoencoder(cfg, shape)
+  )
   return model, model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
 
 
@@ -52,8 +53,7 @@ def _batches(num, shape, with_y, pad_last):
   rng = np.random.default_rng(0)
   out = []
   for i in range(num):
-    b = {'x': rng.normal(size=(8,) + shape).astype(np.float32),
-         'mask': np.ones(8, np.float32)}
+    b = {'x': rng.normal(size=(8,) + shape).astype(np.float32), 'mask': np.ones(8, np.float32)}
     if with_y:
       b['y'] = rng.normal(size=(8, 3)).astype(np.float32)
     if pad_last and i == num - 1:
@@ -63,8 +63,7 @@ def _batches(num, shape, with_y, pad_last):
   return out
 
 
-@pytest.mark.parametrize('k, loss', [(2, 'position'), (3, 'reconstruction'),
-                                     (4, 'reconstruction')])
+@pytest.mark.parametrize('k, loss', [(2, 'position'), (3, 'reconstruction'), (4, 'reconstruction')])
 @pytest.mark.parametrize('backend', ['pmap', 'shard_map'])
 @pytest.mark.parametrize('split', [False, True])
 def test_four_devices_match_one_device(k, loss, backend, split):
@@ -77,11 +76,13 @@ def test_four_devices_match_one_device(k, loss, backend, split):
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   # Adam divides by the gradient's running RMS, so float re-association in the
   # cross-device sum shows up at ~1e-6 in near-zero-gradient entries; updates are 1e-2.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
-               new_params, ref_params)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), new_params, ref_params
+  )
   # The step really trained: parameters moved.
-  moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
-                       new_params, params)
+  moved = jax.tree.map(
+    lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), new_params, params
+  )
   assert max(jax.tree.leaves(moved)) > 1e-4
 
 
@@ -129,8 +130,9 @@ def test_padding_is_ignored_by_the_loss():
   # The same 5 real examples as an unpadded batch (one device takes any batch size).
   loss_trim, params_trim = _run('pmap', dev, model, params, [trimmed], 'position')
   np.testing.assert_allclose(loss_padded, loss_trim, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               params_padded, params_trim)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params_padded, params_trim
+  )
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():

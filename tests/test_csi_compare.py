@@ -5,18 +5,26 @@ import subprocess
 import sys
 
 import ctw_files
-from csiloc_jax.csi import compare
+
 from csiloc_jax.core import config_utils
+from csiloc_jax.csi import compare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_comparison_writes_table_one_and_label_sweep(tmp_path):
-  root = ctw_files.write_dataset(tmp_path / 'data', num_labelled=120, num_unlabelled=64,
-                                 shape=(6, 8, 2), per_file=40)
-  cfg = config_utils.load_config('configs/ctw_compare.py:quick', {
-      'data.root': root, 'compare.label_budgets': (30,),
-      'pretrain.batch_size': 16, 'finetune.batch_size': 16})
+  root = ctw_files.write_dataset(
+    tmp_path / 'data', num_labelled=120, num_unlabelled=64, shape=(6, 8, 2), per_file=40
+  )
+  cfg = config_utils.load_config(
+    'configs/ctw_compare.py:quick',
+    {
+      'data.root': root,
+      'compare.label_budgets': (30,),
+      'pretrain.batch_size': 16,
+      'finetune.batch_size': 16,
+    },
+  )
   summary = compare.run_comparison(cfg, str(tmp_path / 'cmp'))
   table = open(tmp_path / 'cmp' / 'table1.md').read()
   for k in (1, 2, 3, 4):
@@ -26,8 +34,7 @@ def test_comparison_writes_table_one_and_label_sweep(tmp_path):
   eff = summary['label_efficiency']
   assert set(eff) == {'model1', 'model2', 'model3', 'model4'}
   assert set(eff['model4']) == {'30', '108'}  # 90 % of 120 labelled samples.
-  for name in ('label_efficiency.md', 'label_efficiency.png', 'error_cdf.png',
-               'metrics.json'):
+  for name in ('label_efficiency.md', 'label_efficiency.png', 'error_cdf.png', 'metrics.json'):
     assert os.path.getsize(tmp_path / 'cmp' / name) > 0
   # Sweep runs reuse the pretraining of the main runs instead of pretraining again.
   assert not os.path.exists(tmp_path / 'cmp' / 'sweep' / 'model4' / 'n30' / 'pretrain')
@@ -39,10 +46,18 @@ def test_comparison_writes_table_one_and_label_sweep(tmp_path):
 
 def test_launcher_rejects_unknown_config_field(tmp_path):
   proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'launch', 'train.py'),
-       '--config=' + os.path.join(REPO, 'configs', 'ctw_model1.py'),
-       f'--workdir={tmp_path}', '--config.data.rooot=/x'],
-      capture_output=True, text=True, cwd=REPO, timeout=120)
+    [
+      sys.executable,
+      os.path.join(REPO, 'launch', 'train.py'),
+      '--config=' + os.path.join(REPO, 'configs', 'ctw_model1.py'),
+      f'--workdir={tmp_path}',
+      '--config.data.rooot=/x',
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=120,
+  )
   assert proc.returncode != 0
   assert 'rooot' in proc.stderr and 'root' in proc.stderr
   assert not os.path.exists(tmp_path / 'config.json')

@@ -30,20 +30,20 @@ def test_average_matches_the_complex_numpy_definition(m):
       scale = np.abs(re if part == 're' else im).sum(-1) / np.maximum(count, 1)
       bound = 4 * np.finfo(np.float32).eps * np.maximum(scale, np.finfo(np.float32).tiny)
       assert np.all(np.abs(a - b) <= bound), (average, part)
-      np.testing.assert_array_equal(a == 0, b == 0)   # Exact zeros stay exact.
+      np.testing.assert_array_equal(a == 0, b == 0)  # Exact zeros stay exact.
 
 
 def test_feature_maps_and_channel_counts():
-  h = np.array([[[3 + 4j, -1 - 2j]]], np.complex64)              # [1, 1, 2]
+  h = np.array([[[3 + 4j, -1 - 2j]]], np.complex64)  # [1, 1, 2]
   for feature in features.FEATURES:
     out = features.extract_features(h, feature)
     assert out.dtype == np.float32
     assert out.shape == (1, 1, 2, features.num_channels(feature))
   np.testing.assert_array_equal(features.extract_features(h, 'real')[..., 0], [[[3, -1]]])
-  np.testing.assert_array_equal(features.extract_features(h, 'real_imag')[0, 0],
-                                [[3, 4], [-1, -2]])
-  np.testing.assert_allclose(features.extract_features(h, 'magnitude')[..., 0],
-                             [[[5, np.sqrt(5)]]], rtol=1e-6)
+  np.testing.assert_array_equal(features.extract_features(h, 'real_imag')[0, 0], [[3, 4], [-1, -2]])
+  np.testing.assert_allclose(
+    features.extract_features(h, 'magnitude')[..., 0], [[[5, np.sqrt(5)]]], rtol=1e-6
+  )
   with pytest.raises(ValueError, match='config.data.feature'):
     features.extract_features(h, 'phase')
   with pytest.raises(ValueError, match='config.data.average'):

@@ -6,8 +6,7 @@ from csiloc_jax.csi import input_pipeline
 
 
 def _data(n):
-  features = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 1),
-                                                                          np.float32)
+  features = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 1), np.float32)
   return features, np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
 
 
@@ -25,24 +24,30 @@ def test_last_batch_is_padded_and_masked():
 
 def test_shuffle_depends_only_on_the_seed():
   features, targets = _data(20)
-  a = [b['x'][:, 0, 0, 0] for b in input_pipeline.batches(
-      features, targets, np.arange(20), 5, shuffle_seed=(0, 3))]
-  b = [b['x'][:, 0, 0, 0] for b in input_pipeline.batches(
-      features, targets, np.arange(20), 5, shuffle_seed=(0, 3))]
-  c = [b['x'][:, 0, 0, 0] for b in input_pipeline.batches(
-      features, targets, np.arange(20), 5, shuffle_seed=(0, 4))]
+  a = [
+    b['x'][:, 0, 0, 0]
+    for b in input_pipeline.batches(features, targets, np.arange(20), 5, shuffle_seed=(0, 3))
+  ]
+  b = [
+    b['x'][:, 0, 0, 0]
+    for b in input_pipeline.batches(features, targets, np.arange(20), 5, shuffle_seed=(0, 3))
+  ]
+  c = [
+    b['x'][:, 0, 0, 0]
+    for b in input_pipeline.batches(features, targets, np.arange(20), 5, shuffle_seed=(0, 4))
+  ]
   np.testing.assert_array_equal(np.stack(a), np.stack(b))
   assert not np.array_equal(np.stack(a), np.stack(c))
 
 
 def test_min_steps_cycles_a_small_set_into_full_batches():
   features, targets = _data(6)
-  out = list(input_pipeline.batches(features, targets, np.arange(6), 4,
-                                    shuffle_seed=(1, 1), min_steps=5))
+  out = list(
+    input_pipeline.batches(features, targets, np.arange(6), 4, shuffle_seed=(1, 1), min_steps=5)
+  )
   assert len(out) == 5 == input_pipeline.epoch_steps(6, 4, 5)
   assert all(b['mask'].sum() == 4 for b in out)
-  counts = np.bincount(np.concatenate([b['x'][:, 0, 0, 0] for b in out]).astype(int),
-                       minlength=6)
+  counts = np.bincount(np.concatenate([b['x'][:, 0, 0, 0] for b in out]).astype(int), minlength=6)
   # 20 draws from 6 examples, whole passes first: every example 3 or 4 times.
   assert counts.min() >= 3 and counts.max() <= 4
   # Without shuffling (evaluation) min_steps does not apply.

@@ -16,8 +16,7 @@ def _config(k):
 
 
 def _abstract_params(module, shape):
-  return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1,) + shape)))[
-      'params']
+  return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1,) + shape)))['params']
 
 
 def dense(n_in, n_out):
@@ -31,12 +30,15 @@ CNN_ENCODER = (3 * 3 * 1 * 32 + 32) + (2 * 2 * 32 * 64 + 64)
 MLP_ENCODER = dense(FLAT, 256) + dense(256, 128) + dense(128, 64) + dense(64, 32)
 
 
-@pytest.mark.parametrize('k, expected', [
+@pytest.mark.parametrize(
+  'k, expected',
+  [
     (1, HEAD_FROM(FLAT)),
     (2, CNN_ENCODER + HEAD_FROM(POOLED)),
     (3, MLP_ENCODER + HEAD_FROM(32)),
     (4, CNN_ENCODER + HEAD_FROM(POOLED)),
-])
+  ],
+)
 def test_position_model_parameter_counts_match_the_paper_layers(k, expected):
   params = _abstract_params(models.build_position_model(_config(k).model), PAPER_INPUT)
   assert models.count_params(params) == expected
@@ -50,10 +52,10 @@ def test_autoencoders_mirror_their_encoders_and_reconstruct_the_input_shape():
   cnn = models.build_autoencoder(_config(4).model, PAPER_INPUT)
   params = _abstract_params(cnn, PAPER_INPUT)
   # Transposed convs: 64 -> 32 (k3), 32 -> 1 (k3).
-  assert models.count_params(params) == CNN_ENCODER + (3 * 3 * 64 * 32 + 32) + (
-      3 * 3 * 32 * 1 + 1)
-  out = jax.eval_shape(lambda p, x: cnn.apply({'params': p}, x), params,
-                       jnp.zeros((2,) + PAPER_INPUT))
+  assert models.count_params(params) == CNN_ENCODER + (3 * 3 * 64 * 32 + 32) + (3 * 3 * 32 * 1 + 1)
+  out = jax.eval_shape(
+    lambda p, x: cnn.apply({'params': p}, x), params, jnp.zeros((2,) + PAPER_INPUT)
+  )
   assert out.shape == (2,) + PAPER_INPUT
 
 
@@ -78,15 +80,17 @@ def test_pretrained_encoder_transplants_into_the_position_model():
     z_ae = ae.encoder.apply({'params': ae_params['encoder']}, x)
     z_pm = pm.encoder.apply({'params': merged['encoder']}, x)
     np.testing.assert_array_equal(z_ae, z_pm)
-    np.testing.assert_array_equal(merged['head']['dense_0']['kernel'],
-                                  pm_params['head']['dense_0']['kernel'])
+    np.testing.assert_array_equal(
+      merged['head']['dense_0']['kernel'], pm_params['head']['dense_0']['kernel']
+    )
 
 
 def test_transplant_rejects_a_mismatched_encoder():
   x = jnp.zeros((1, 8, 12, 1))
   ae = models.build_autoencoder(_config(3).model, (8, 12, 1)).init(jax.random.key(0), x)
-  pm = models.build_position_model(_config(3).model).init(jax.random.key(0),
-                                                            jnp.zeros((1, 8, 10, 1)))
+  pm = models.build_position_model(_config(3).model).init(
+    jax.random.key(0), jnp.zeros((1, 8, 10, 1))
+  )
   with pytest.raises(ValueError, match='does not match'):
     models.transplant_encoder(pm['params'], ae['params'])
 

@@ -5,11 +5,11 @@ import os
 import threading
 import time
 
+import ctw_files
 import h5py
 import numpy as np
 import pytest
 
-import ctw_files
 from csiloc_jax.csi import features
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import reader
@@ -24,8 +24,9 @@ def _folder(tmp_path, name=LAB):
 
 
 def _build(folder, tmp_path, **kw):
-  return reader.build_cache(str(folder), str(tmp_path / 'cache'),
-                              require_positions=kw.pop('require_positions', True), **kw)
+  return reader.build_cache(
+    str(folder), str(tmp_path / 'cache'), require_positions=kw.pop('require_positions', True), **kw
+  )
 
 
 def _reader_threads():
@@ -34,18 +35,17 @@ def _reader_threads():
 
 def test_reads_files_in_numeric_order_and_averages_measurements(tmp_path):
   folder = _folder(tmp_path)
-  parts = [ctw_files.write_file(folder / f'file_{k}.hdf5', n, seed=k)
-           for k, n in ((1, 5), (2, 7), (10, 4))]
+  parts = [
+    ctw_files.write_file(folder / f'file_{k}.hdf5', n, seed=k) for k, n in ((1, 5), (2, 7), (10, 4))
+  ]
   arrays = _build(folder, tmp_path, chunk_size=3)
   expected = np.concatenate([p['H_Re'].mean(-1) for p in parts])[..., None]
   np.testing.assert_allclose(arrays.features, expected, rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(arrays.positions,
-                             np.concatenate([p['Pos'] for p in parts]), rtol=1e-6)
+  np.testing.assert_allclose(arrays.positions, np.concatenate([p['Pos'] for p in parts]), rtol=1e-6)
   assert arrays.meta['files'] == ['file_1.hdf5', 'file_2.hdf5', 'file_10.hdf5']
 
 
-@pytest.mark.parametrize('feature, channels', [('real', 1), ('real_imag', 2),
-                                               ('magnitude', 1)])
+@pytest.mark.parametrize('feature, channels', [('real', 1), ('real_imag', 2), ('magnitude', 1)])
 def test_feature_variants_and_chunk_independence(tmp_path, feature, channels):
   folder = _folder(tmp_path)
   data = ctw_files.write_file(folder / 'file_1.hdf5', 11, dtype=np.float64)
@@ -54,8 +54,11 @@ def test_feature_variants_and_chunk_independence(tmp_path, feature, channels):
   assert a.features.shape == (11, 8, 12, channels)
   np.testing.assert_array_equal(a.features, b.features)
   h = (data['H_Re'] + 1j * data['H_Im']).mean(-1)
-  ref = {'real': h.real[..., None], 'magnitude': np.abs(h)[..., None],
-         'real_imag': np.stack([h.real, h.imag], -1)}[feature]
+  ref = {
+    'real': h.real[..., None],
+    'magnitude': np.abs(h)[..., None],
+    'real_imag': np.stack([h.real, h.imag], -1),
+  }[feature]
   np.testing.assert_allclose(a.features, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -126,8 +129,11 @@ def _numpy_features(parts, feature, average):
   else:
     avg = h.sum(-1) / np.maximum(((re != 0) | (im != 0)).sum(-1), 1)
   avg = avg.astype(np.complex64)
-  return {'real': avg.real[..., None], 'magnitude': np.abs(avg)[..., None],
-          'real_imag': np.stack([avg.real, avg.imag], -1)}[feature]
+  return {
+    'real': avg.real[..., None],
+    'magnitude': np.abs(avg)[..., None],
+    'real_imag': np.stack([avg.real, avg.imag], -1),
+  }[feature]
 
 
 @pytest.mark.parametrize('feature', features.FEATURES)
@@ -138,15 +144,21 @@ def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, featu
   # reused many times, with short last slices of a chunk and of a file.
   folder = _folder(tmp_path)
   parts = []
-  for k, (n, dtype) in enumerate(((7, np.float32), (3, np.float64), (11, np.float32),
-                                  (6, np.float64)), start=1):
-    data = ctw_files.write_file(folder / f'file_{k}.hdf5', n, shape=(4, 6, 5),
-                                dtype=dtype, seed=k)
+  for k, (n, dtype) in enumerate(
+    ((7, np.float32), (3, np.float64), (11, np.float32), (6, np.float64)), start=1
+  ):
+    data = ctw_files.write_file(folder / f'file_{k}.hdf5', n, shape=(4, 6, 5), dtype=dtype, seed=k)
     data['H_Re'][:, 1, :, :2] = 0
     data['H_Im'][:, 1, :, :2] = 0
     data['H_Re'][0, 2] = data['H_Im'][0, 2] = 0  # Every measurement failed.
-    ctw_files.write_file(folder / f'file_{k}.hdf5', n, shape=(4, 6, 5), dtype=dtype,
-                         seed=k, extra={'H_Re': data['H_Re'], 'H_Im': data['H_Im']})
+    ctw_files.write_file(
+      folder / f'file_{k}.hdf5',
+      n,
+      shape=(4, 6, 5),
+      dtype=dtype,
+      seed=k,
+      extra={'H_Re': data['H_Re'], 'H_Im': data['H_Im']},
+    )
     parts.append(data)
   monkeypatch.setattr(reader, '_SLICE_BYTES', 3 * 2 * 4 * 6 * 5 * 4)
   real_average = features.average_measurements
@@ -157,12 +169,11 @@ def test_slices_across_files_and_chunks_match_numpy(tmp_path, monkeypatch, featu
 
   monkeypatch.setattr(features, 'average_measurements', slow_average)
   arrays = _build(folder, tmp_path, feature=feature, average=average, chunk_size=4)
-  np.testing.assert_allclose(arrays.features, _numpy_features(parts, feature, average),
-                             rtol=1e-6, atol=1e-6)
-  np.testing.assert_array_equal(arrays.positions,
-                                np.concatenate([p['Pos'] for p in parts]))
-  whole = _build(folder, tmp_path / 'whole', feature=feature, average=average,
-                 chunk_size=1000)
+  np.testing.assert_allclose(
+    arrays.features, _numpy_features(parts, feature, average), rtol=1e-6, atol=1e-6
+  )
+  np.testing.assert_array_equal(arrays.positions, np.concatenate([p['Pos'] for p in parts]))
+  whole = _build(folder, tmp_path / 'whole', feature=feature, average=average, chunk_size=1000)
   with open(arrays.features.filename, 'rb') as a, open(whole.features.filename, 'rb') as b:
     assert a.read() == b.read()
 
@@ -175,12 +186,13 @@ def test_non_finite_value_mid_stream_names_it_and_leaves_no_cache(tmp_path, monk
   h_re, h_im = data['H_Re'].copy(), data['H_Im'].copy()
   h_im[8, 0, 0, 0] = np.inf  # Chunk [8, 10) of file 2 holds a bad H_Im value first,
   h_re[9, 1, 2, 1] = np.nan  # and a bad H_Re value in its next slice: H_Re is named.
-  ctw_files.write_file(folder / 'file_2.hdf5', 10, seed=2,
-                       extra={'H_Re': h_re, 'H_Im': h_im})
+  ctw_files.write_file(folder / 'file_2.hdf5', 10, seed=2, extra={'H_Re': h_re, 'H_Im': h_im})
   monkeypatch.setattr(reader, '_SLICE_BYTES', 1)  # One sample per slice.
-  with pytest.raises(reader.CTWFormatError,
-                     match=r"file_2\.hdf5: dataset 'H_Re' holds a non-finite value \(nan\) "
-                     r'at index \(9, 1, 2, 1\)'):
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r"file_2\.hdf5: dataset 'H_Re' holds a non-finite value \(nan\) "
+    r'at index \(9, 1, 2, 1\)',
+  ):
     _build(folder, tmp_path, chunk_size=4)
   assert os.listdir(tmp_path / 'cache') == []
   assert not _reader_threads()
@@ -196,7 +208,7 @@ def test_read_error_in_reader_thread_propagates_and_stops_it(tmp_path, monkeypat
   def failing_read(self, *args, **kwargs):
     calls.append(1)
     if len(calls) == 7:
-      raise OSError('Can\'t read data (simulated)')
+      raise OSError("Can't read data (simulated)")
     return real_read(self, *args, **kwargs)
 
   monkeypatch.setattr(h5py.Dataset, 'read_direct', failing_read)
@@ -208,6 +220,7 @@ def test_read_error_in_reader_thread_propagates_and_stops_it(tmp_path, monkeypat
 
 # ---------------------------------------------------------------------------------------
 # Bad input: one clear error per case, naming the file, the dataset and the expectation.
+
 
 def test_missing_folder(tmp_path):
   with pytest.raises(reader.CTWFormatError, match='does not exist'):
@@ -264,7 +277,7 @@ def test_truncated_file(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4)
   raw = (folder / 'file_1.hdf5').read_bytes()
-  (folder / 'file_1.hdf5').write_bytes(raw[:len(raw) // 3])
+  (folder / 'file_1.hdf5').write_bytes(raw[: len(raw) // 3])
   with pytest.raises(reader.CTWFormatError, match=r'file_1\.hdf5: not a readable HDF5'):
     _build(folder, tmp_path)
 
@@ -283,8 +296,10 @@ def test_non_finite_values(tmp_path, value):
   h_im = data['H_Im'].copy()
   h_im[4, 2, 5, 1] = value
   ctw_files.write_file(folder / 'file_1.hdf5', 6, extra={'H_Im': h_im})
-  with pytest.raises(reader.CTWFormatError,
-                     match=r"file_1\.hdf5: dataset 'H_Im' holds a non-finite value .* at index \(4, 2, 5, 1\)"):
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r"file_1\.hdf5: dataset 'H_Im' holds a non-finite value .* at index \(4, 2, 5, 1\)",
+  ):
     _build(folder, tmp_path, chunk_size=3)
 
 
@@ -301,7 +316,9 @@ def test_non_finite_position(tmp_path):
 def test_labelled_file_without_positions(tmp_path):
   folder = _folder(tmp_path)
   ctw_files.write_file(folder / 'file_1.hdf5', 4, with_pos=False)
-  with pytest.raises(reader.CTWFormatError, match=r"file_1\.hdf5: labelled file has no dataset 'Pos'"):
+  with pytest.raises(
+    reader.CTWFormatError, match=r"file_1\.hdf5: labelled file has no dataset 'Pos'"
+  ):
     _build(folder, tmp_path)
 
 
@@ -324,9 +341,11 @@ def test_unlabelled_and_labelled_shapes_must_match(tmp_path):
   _folder(root, LAB)
   _folder(root, reader.UNLABELLED_DIR)
   ctw_files.write_file(root / LAB / 'file_1.hdf5', 4, shape=(8, 12, 3))
-  ctw_files.write_file(root / reader.UNLABELLED_DIR / 'file_1.hdf5', 4, shape=(8, 10, 3),
-                       with_pos=False)
+  ctw_files.write_file(
+    root / reader.UNLABELLED_DIR / 'file_1.hdf5', 4, shape=(8, 10, 3), with_pos=False
+  )
   from csiloc_jax.core import config_utils
+
   cfg = config_utils.load_config('configs/ctw_model4.py').data
   with pytest.raises(reader.CTWFormatError, match='both sets must match'):
     reader.load_ctw(cfg, str(root), need_unlabelled=True)

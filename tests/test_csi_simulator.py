@@ -16,8 +16,12 @@ C = simulator.SPEED_OF_LIGHT
 # A channel with nothing but the line of sight: no buildings, scatterers, ground
 # reflection, shadowing or element gain errors.
 PURE_LOS = simulator.ChannelModelConfig(
-    building_probability=0.0, num_scatterers=0, ground_reflection=0.0,
-    shadowing_std_db=0.0, element_gain_std_db=0.0)
+  building_probability=0.0,
+  num_scatterers=0,
+  ground_reflection=0.0,
+  shadowing_std_db=0.0,
+  element_gain_std_db=0.0,
+)
 
 
 def _read_set(folder):
@@ -34,8 +38,16 @@ def _read_set(folder):
 def small_set(tmp_path_factory):
   out = str(tmp_path_factory.mktemp('ctw'))
   summary = simulator.generate_ctw_dataset(
-      out, num_labelled=20, num_unlabelled=30, num_antennas=56, num_subcarriers=16,
-      num_measurements=5, samples_per_file=8, seed=3, chunk_size=5)
+    out,
+    num_labelled=20,
+    num_unlabelled=30,
+    num_antennas=56,
+    num_subcarriers=16,
+    num_measurements=5,
+    samples_per_file=8,
+    seed=3,
+    chunk_size=5,
+  )
   return out, summary
 
 
@@ -58,12 +70,12 @@ def test_layout_names_shapes_dtypes(small_set):
           assert f['Pos'].shape == (n, 3)
         assert all(f[key].dtype == np.float32 for key in f.keys())
   assert summary['labelled']['files'] == [
-      os.path.join(os.path.abspath(lab), f'file_{k}.hdf5') for k in (1, 2, 3)]
+    os.path.join(os.path.abspath(lab), f'file_{k}.hdf5') for k in (1, 2, 3)
+  ]
   assert summary['labelled']['num_samples'] == 20
   assert summary['unlabelled']['num_samples'] == 30
   assert summary['shape'] == (56, 16, 5)
-  on_disk = sum(os.path.getsize(p) for s in ('labelled', 'unlabelled')
-                for p in summary[s]['files'])
+  on_disk = sum(os.path.getsize(p) for s in ('labelled', 'unlabelled') for p in summary[s]['files'])
   assert summary['bytes_written'] == on_disk
   # The raw data alone is 2 * 50 * 56 * 16 * 5 * 4 bytes; HDF5 adds little.
   assert 2 * 50 * 56 * 16 * 5 * 4 < on_disk < 2 * 50 * 56 * 16 * 5 * 4 * 1.2
@@ -94,8 +106,16 @@ def test_values_finite_positions_in_area(small_set):
 def test_float64_holds_the_float32_values(small_set, tmp_path):
   out, _ = small_set
   simulator.generate_ctw_dataset(
-      str(tmp_path), num_labelled=20, num_unlabelled=30, num_antennas=56,
-      num_subcarriers=16, num_measurements=5, samples_per_file=8, seed=3, dtype='float64')
+    str(tmp_path),
+    num_labelled=20,
+    num_unlabelled=30,
+    num_antennas=56,
+    num_subcarriers=16,
+    num_measurements=5,
+    samples_per_file=8,
+    seed=3,
+    dtype='float64',
+  )
   for folder in ('CTW2020_labelled_data', 'CTW2020_unlabelled_data'):
     d32 = _read_set(os.path.join(out, folder))
     d64 = _read_set(os.path.join(str(tmp_path), folder))
@@ -109,8 +129,14 @@ def test_float64_holds_the_float32_values(small_set, tmp_path):
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-  kwargs = dict(num_labelled=6, num_unlabelled=9, num_antennas=8, num_subcarriers=12,
-                num_measurements=3, samples_per_file=4)
+  kwargs = dict(
+    num_labelled=6,
+    num_unlabelled=9,
+    num_antennas=8,
+    num_subcarriers=12,
+    num_measurements=3,
+    samples_per_file=4,
+  )
   paths = []
   for name, seed in (('a', 1), ('b', 1), ('c', 2)):
     summary = simulator.generate_ctw_dataset(str(tmp_path / name), seed=seed, **kwargs)
@@ -125,12 +151,16 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_output_independent_of_chunk_size_and_file_size(tmp_path):
   # 37 samples in one chunk are also split across the worker threads (8+ per piece).
-  kwargs = dict(num_labelled=37, num_unlabelled=11, num_antennas=8, num_subcarriers=12,
-                num_measurements=3, seed=5)
-  simulator.generate_ctw_dataset(str(tmp_path / 'a'), chunk_size=3, samples_per_file=5,
-                                 **kwargs)
-  simulator.generate_ctw_dataset(str(tmp_path / 'b'), chunk_size=64, samples_per_file=512,
-                                 **kwargs)
+  kwargs = dict(
+    num_labelled=37,
+    num_unlabelled=11,
+    num_antennas=8,
+    num_subcarriers=12,
+    num_measurements=3,
+    seed=5,
+  )
+  simulator.generate_ctw_dataset(str(tmp_path / 'a'), chunk_size=3, samples_per_file=5, **kwargs)
+  simulator.generate_ctw_dataset(str(tmp_path / 'b'), chunk_size=64, samples_per_file=512, **kwargs)
   assert len(os.listdir(tmp_path / 'a' / 'CTW2020_labelled_data')) == 8
   assert len(os.listdir(tmp_path / 'b' / 'CTW2020_labelled_data')) == 1
   for folder in ('CTW2020_labelled_data', 'CTW2020_unlabelled_data'):
@@ -155,12 +185,14 @@ def test_labelled_and_unlabelled_share_environment_not_positions():
   p_unl = simulator.sample_positions(model, simulator.UNLABELLED_SET, 0, 50)
   assert not np.allclose(p_lab, p_unl)
   # Same position -> same noise-free channel, whichever set it came from.
-  np.testing.assert_array_equal(simulator.clean_channel(model, p_lab[:4]),
-                                simulator.clean_channel(model, p_lab[:4]))
+  np.testing.assert_array_equal(
+    simulator.clean_channel(model, p_lab[:4]), simulator.clean_channel(model, p_lab[:4])
+  )
   # Positions depend on (seed, set, index) only, not on the array/OFDM shape.
   other = simulator.make_channel_model(0, 30, 7)
   np.testing.assert_array_equal(
-      p_lab, simulator.sample_positions(other, simulator.LABELLED_SET, 0, 50))
+    p_lab, simulator.sample_positions(other, simulator.LABELLED_SET, 0, 50)
+  )
 
 
 def test_exact_zeros_in_pairs_where_snr_below_threshold():
@@ -187,12 +219,20 @@ def test_default_zero_fraction_is_a_few_percent():
   assert 15 < np.median(snr) < 35 and np.ptp(snr) > 30
 
 
-@pytest.mark.parametrize('num_antennas, num_subcarriers, num_measurements',
-                         [(1, 1, 1), (8, 12, 3), (30, 7, 2), (64, 5, 1), (56, 3, 7)])
+@pytest.mark.parametrize(
+  'num_antennas, num_subcarriers, num_measurements',
+  [(1, 1, 1), (8, 12, 3), (30, 7, 2), (64, 5, 1), (56, 3, 7)],
+)
 def test_any_shape_works(tmp_path, num_antennas, num_subcarriers, num_measurements):
   summary = simulator.generate_ctw_dataset(
-      str(tmp_path), num_labelled=3, num_unlabelled=2, num_antennas=num_antennas,
-      num_subcarriers=num_subcarriers, num_measurements=num_measurements, seed=0)
+    str(tmp_path),
+    num_labelled=3,
+    num_unlabelled=2,
+    num_antennas=num_antennas,
+    num_subcarriers=num_subcarriers,
+    num_measurements=num_measurements,
+    seed=0,
+  )
   shape = (num_antennas, num_subcarriers, num_measurements)
   assert summary['shape'] == shape
   with h5py.File(summary['labelled']['files'][0], 'r') as f:
@@ -208,8 +248,7 @@ def test_array_geometry():
   assert 64 - len(index) == 8
   np.testing.assert_array_equal(pos[:, 0], 0.0)
   # Half-wavelength grid centred on the origin.
-  np.testing.assert_allclose(np.unique(np.round(pos[:, 1] / (lam / 2) * 2)),
-                             np.arange(-7, 8, 2))
+  np.testing.assert_allclose(np.unique(np.round(pos[:, 1] / (lam / 2) * 2)), np.arange(-7, 8, 2))
   np.testing.assert_allclose(pos[:, 1:].mean(0), 0.0, atol=lam / 4)
   for n, expected_side in ((1, 1), (8, 3), (64, 8), (65, 9), (100, 10)):
     p, idx, s = simulator.array_geometry(n, 1.0)
@@ -230,9 +269,9 @@ def test_line_of_sight_phase_slope_and_amplitude():
   freqs = model.subcarrier_frequencies_hz
   lam = model.wavelength_m
   for b, p in enumerate(positions):
-    distance = np.linalg.norm(p - model.element_positions, axis=-1)       # per antenna
-    phase = np.unwrap(np.angle(h[b]), axis=-1)                           # [A, S]
-    slope = np.polyfit(freqs - freqs.mean(), phase.T, 1)[0]              # rad / Hz
+    distance = np.linalg.norm(p - model.element_positions, axis=-1)  # per antenna
+    phase = np.unwrap(np.angle(h[b]), axis=-1)  # [A, S]
+    slope = np.polyfit(freqs - freqs.mean(), phase.T, 1)[0]  # rad / Hz
     # -2 pi tau with tau = distance / c, per antenna (to 1e-5 relative: ~cm).
     np.testing.assert_allclose(slope, -2 * np.pi * distance / C, rtol=1e-5)
     # Across antennas at the carrier: exp(-2j pi d_a / lambda) relative to antenna 0.
@@ -244,23 +283,29 @@ def test_line_of_sight_phase_slope_and_amplitude():
     # the second-order term of the first-order wideband correction (< 1 %).
     d = np.linalg.norm(p)
     cos = p[0] / d
-    expected_amp = (lam / (4 * np.pi) * d ** (-PURE_LOS.path_loss_exponent / 2)
-                    * cos ** (PURE_LOS.element_pattern_exponent / 2))
+    expected_amp = (
+      lam
+      / (4 * np.pi)
+      * d ** (-PURE_LOS.path_loss_exponent / 2)
+      * cos ** (PURE_LOS.element_pattern_exponent / 2)
+    )
     np.testing.assert_allclose(np.abs(h[b]), expected_amp, rtol=1e-2)
 
 
 def test_noise_power_matches_reported_snr_and_measurements_are_coherent():
-  config = dataclasses.replace(PURE_LOS, phase_jitter_rad=0.0, phase_reference='none',
-                               snr_fluctuation_db=0.0)
+  config = dataclasses.replace(
+    PURE_LOS, phase_jitter_rad=0.0, phase_reference='none', snr_fluctuation_db=0.0
+  )
   model = simulator.make_channel_model(0, 8, 400, config)
   positions = np.array([[200.0, 10.0, -20.0], [500.0, -300.0, -30.0]])
   h, snr = simulator.channel_response(positions, model, np.random.default_rng(0), 6)
   clean = simulator.clean_channel(model, positions)
   assert h.shape == (2, 8, 400, 6) and snr.shape == (2, 8, 6)
   noise = h - clean[..., None]
-  ratio_db = 10 * np.log10(np.mean(np.abs(clean) ** 2, axis=-1)[..., None]
-                           / np.mean(np.abs(noise) ** 2, axis=2))
-  np.testing.assert_allclose(ratio_db, snr, atol=0.6)       # 400 subcarriers of noise
+  ratio_db = 10 * np.log10(
+    np.mean(np.abs(clean) ** 2, axis=-1)[..., None] / np.mean(np.abs(noise) ** 2, axis=2)
+  )
+  np.testing.assert_allclose(ratio_db, snr, atol=0.6)  # 400 subcarriers of noise
   # The farther UE has a lower SNR (path loss), by ~22 log10(d2 / d1) dB.
   d1, d2 = np.linalg.norm(positions, axis=-1)
   drop = snr[0].mean() - snr[1].mean()
@@ -278,13 +323,15 @@ def test_phase_reference_and_averaging_keep_the_signal():
   good = np.all(snr > 15, axis=(1, 2))
   assert good.sum() >= 10
   corr = np.abs(np.sum(avg * np.conj(ref), axis=(1, 2))) / (
-      np.linalg.norm(avg.reshape(40, -1), axis=1) * np.linalg.norm(ref.reshape(40, -1), axis=1))
+    np.linalg.norm(avg.reshape(40, -1), axis=1) * np.linalg.norm(ref.reshape(40, -1), axis=1)
+  )
   assert np.all(corr[good] > 0.97)
   # The real part (the paper's input) keeps the signal too: measurements are
   # phase-coherent, so averaging does not wash it out.
   real_corr = np.sum(avg.real * ref.real, axis=(1, 2)) / (
-      np.linalg.norm(avg.real.reshape(40, -1), axis=1)
-      * np.linalg.norm(ref.real.reshape(40, -1), axis=1))
+    np.linalg.norm(avg.real.reshape(40, -1), axis=1)
+    * np.linalg.norm(ref.real.reshape(40, -1), axis=1)
+  )
   assert np.all(real_corr[good] > 0.95)
 
 
@@ -298,8 +345,9 @@ def test_channel_is_smooth_at_metres_and_varies_at_hundreds_of_metres():
 
   def similarity(shift):
     a, b = referenced(base), referenced(base + shift)
-    return np.median(np.abs(np.sum(a * np.conj(b), 1))
-                     / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    return np.median(
+      np.abs(np.sum(a * np.conj(b), 1)) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    )
 
   near, far = similarity([0.5, 0.5, 0.0]), similarity([150.0, -150.0, 0.0])
   assert near > 0.8 and far < 0.3
@@ -324,9 +372,11 @@ def test_buildings_block_the_line_of_sight():
   d = np.linalg.norm(ue[[k, k + len(c)]], axis=1)
   spreading_db = 10 * model.config.path_loss_exponent * np.log10(d[1] / d[0])
   shadow = simulator.shadowing_db(model, ue[[k, k + len(c)], :2])
-  np.testing.assert_allclose(20 * np.log10(gain[0] / gain[1]),
-                             behind[k] - front[k] + spreading_db + shadow[1] - shadow[0],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    20 * np.log10(gain[0] / gain[1]),
+    behind[k] - front[k] + spreading_db + shadow[1] - shadow[0],
+    atol=1e-6,
+  )
 
 
 def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
@@ -341,34 +391,41 @@ def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(measurement, '_measure_indices', failing)
   with pytest.raises(KeyboardInterrupt):
-    simulator.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=0,
-                                   num_antennas=8, num_subcarriers=4, num_measurements=5,
-                                   seed=0, chunk_size=4)
+    simulator.generate_ctw_dataset(
+      str(tmp_path),
+      num_labelled=12,
+      num_unlabelled=0,
+      num_antennas=8,
+      num_subcarriers=4,
+      num_measurements=5,
+      seed=0,
+      chunk_size=4,
+    )
   assert os.listdir(tmp_path / 'CTW2020_labelled_data') == []
 
 
 def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):
-  kwargs = dict(num_antennas=8, num_subcarriers=4, num_measurements=2, samples_per_file=4,
-                seed=0)
+  kwargs = dict(num_antennas=8, num_subcarriers=4, num_measurements=2, samples_per_file=4, seed=0)
   simulator.generate_ctw_dataset(str(tmp_path), num_labelled=12, num_unlabelled=4, **kwargs)
   simulator.generate_ctw_dataset(str(tmp_path), num_labelled=5, num_unlabelled=4, **kwargs)
   # Stale file_3 of the larger run must not survive to be read as part of the set.
-  assert sorted(os.listdir(tmp_path / 'CTW2020_labelled_data')) == ['file_1.hdf5',
-                                                                     'file_2.hdf5']
+  assert sorted(os.listdir(tmp_path / 'CTW2020_labelled_data')) == ['file_1.hdf5', 'file_2.hdf5']
   foreign = tmp_path / 'real' / 'CTW2020_unlabelled_data'
   foreign.mkdir(parents=True)
   with h5py.File(foreign / 'file_1.hdf5', 'w') as f:
     f['H_Re'] = np.ones((1, 1, 1, 1))
   with pytest.raises(FileExistsError, match='file_1.hdf5'):
-    simulator.generate_ctw_dataset(str(tmp_path / 'real'), num_labelled=1,
-                                   num_unlabelled=1, **kwargs)
+    simulator.generate_ctw_dataset(
+      str(tmp_path / 'real'), num_labelled=1, num_unlabelled=1, **kwargs
+    )
   with h5py.File(foreign / 'file_1.hdf5', 'r') as f:
     assert f['H_Re'][0, 0, 0, 0] == 1.0
 
 
 def test_bad_arguments_are_rejected(tmp_path):
-  sizes = dict(num_labelled=1, num_unlabelled=1, num_antennas=8, num_subcarriers=4,
-               num_measurements=2, seed=0)
+  sizes = dict(
+    num_labelled=1, num_unlabelled=1, num_antennas=8, num_subcarriers=4, num_measurements=2, seed=0
+  )
   with pytest.raises(ValueError, match='dtype'):
     simulator.generate_ctw_dataset(str(tmp_path), dtype='float16', **sizes)
   with pytest.raises(ValueError, match='chunk_size'):

@@ -4,29 +4,41 @@ learns something, and resumes after an interruption to the same result."""
 import json
 import os
 
+import ctw_files
 import numpy as np
 import pytest
 
-import ctw_files
 from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
 from csiloc_jax.csi import train
 
 
 def _config(k, root, **overrides):
-  base = {'data.root': root, 'pretrain.num_epochs': 3, 'finetune.num_epochs': 4,
-          'pretrain.batch_size': 16, 'finetune.batch_size': 16,
-          'pretrain.log_every_steps': 2, 'finetune.log_every_steps': 2,
-          'finetune.learning_rate': 3e-3, 'pretrain.checkpoint_every_secs': 0.0,
-          'finetune.checkpoint_every_secs': 0.0}
+  base = {
+    'data.root': root,
+    'pretrain.num_epochs': 3,
+    'finetune.num_epochs': 4,
+    'pretrain.batch_size': 16,
+    'finetune.batch_size': 16,
+    'pretrain.log_every_steps': 2,
+    'finetune.log_every_steps': 2,
+    'finetune.learning_rate': 3e-3,
+    'pretrain.checkpoint_every_secs': 0.0,
+    'finetune.checkpoint_every_secs': 0.0,
+  }
   base.update(overrides)
   return config_utils.load_config(f'configs/ctw_model{k}.py', base)
 
 
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
-  return ctw_files.write_dataset(tmp_path_factory.mktemp('ctw'), num_labelled=160,
-                                 num_unlabelled=128, shape=(8, 12, 3), per_file=50)
+  return ctw_files.write_dataset(
+    tmp_path_factory.mktemp('ctw'),
+    num_labelled=160,
+    num_unlabelled=128,
+    shape=(8, 12, 3),
+    per_file=50,
+  )
 
 
 def _records(workdir):
@@ -37,12 +49,23 @@ def _records(workdir):
 def test_model4_end_to_end_writes_all_artefacts(root, tmp_path):
   workdir = str(tmp_path / 'run')
   metrics = train.train_and_evaluate(_config(4, root), workdir)
-  for name in ('config.json', 'metrics.json', 'metrics.jsonl', 'log.txt',
-               'learning_curves.png', 'error_cdf.png', 'positions_xy.png',
-               'test_predictions.npz'):
+  for name in (
+    'config.json',
+    'metrics.json',
+    'metrics.jsonl',
+    'log.txt',
+    'learning_curves.png',
+    'error_cdf.png',
+    'positions_xy.png',
+    'test_predictions.npz',
+  ):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-  for sub in ('pretrain/checkpoints/latest', 'pretrain/checkpoints/best',
-              'finetune/checkpoints/latest', 'finetune/checkpoints/best'):
+  for sub in (
+    'pretrain/checkpoints/latest',
+    'pretrain/checkpoints/best',
+    'finetune/checkpoints/latest',
+    'finetune/checkpoints/best',
+  ):
     assert checkpointing.Checkpointer(os.path.join(workdir, sub)).latest_step() >= 1
   with open(os.path.join(workdir, 'metrics.json')) as f:
     on_disk = json.load(f)
@@ -84,6 +107,7 @@ def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch)
       if f'{phase}/checkpoints/latest' in self.directory and step == epoch:
         self.wait()
         raise _Interrupt(f'{phase} {epoch}')
+
     return save
 
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', crash_after('pretrain', 2))
@@ -102,7 +126,8 @@ def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch)
   assert len(seen) == 3 + 4
   for metric in ('mae', 'rmse'):
     assert resumed['test'][metric]['average'] == pytest.approx(
-        reference['test'][metric]['average'], rel=1e-6)
+      reference['test'][metric]['average'], rel=1e-6
+    )
   ref_pred = np.load(tmp_path / 'ref' / 'test_predictions.npz')['pred']
   res_pred = np.load(os.path.join(workdir, 'test_predictions.npz'))['pred']
   np.testing.assert_allclose(res_pred, ref_pred, rtol=1e-6, atol=1e-6)
@@ -111,15 +136,19 @@ def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch)
 def test_label_budget_and_reused_pretraining(root, tmp_path):
   first = str(tmp_path / 'm4')
   train.train_and_evaluate(_config(4, root, **{'finetune.num_epochs': 1}), first)
-  cfg = _config(4, root, **{'data.num_train_labels': 20, 'model.pretrained_dir': first,
-                            'finetune.num_epochs': 2})
+  cfg = _config(
+    4,
+    root,
+    **{'data.num_train_labels': 20, 'model.pretrained_dir': first, 'finetune.num_epochs': 2},
+  )
   out = train.train_and_evaluate(cfg, str(tmp_path / 'n20'))
   assert out['data']['num_train_labels'] == 20
   assert out['pretrain'] == {'loaded_from': first}
   assert not os.path.exists(tmp_path / 'n20' / 'pretrain')
   with pytest.raises(ValueError, match='num_train_labels=500 exceeds'):
-    train.train_and_evaluate(_config(1, root, **{'data.num_train_labels': 500}),
-                             str(tmp_path / 'too_many'))
+    train.train_and_evaluate(
+      _config(1, root, **{'data.num_train_labels': 500}), str(tmp_path / 'too_many')
+    )
 
 
 def test_unknown_config_field_is_an_error(root):

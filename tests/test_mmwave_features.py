@@ -8,7 +8,7 @@ from csiloc_jax.mmwave import geometry
 
 
 def _blocks(f, m):
-  return f[..., :m], f[..., m:2 * m], f[..., 2 * m:]
+  return f[..., :m], f[..., m : 2 * m], f[..., 2 * m :]
 
 
 def test_missing_path_cannot_collide_with_a_real_angle():
@@ -36,15 +36,14 @@ def test_features_are_invariant_to_the_client_heading():
     kw = {'reference': reference, 'priority': np.arange(6.0)}
     base = np.asarray(features.encode(aoa.astype(np.float32), **kw))
     for psi in (0.7, -2.9, 3.1):
-      rotated = geometry.wrap(aoa - psi)   # Wrapped, NaN kept.
-      np.testing.assert_allclose(features.encode(rotated.astype(np.float32), **kw), base,
-                                 atol=2e-5)
+      rotated = geometry.wrap(aoa - psi)  # Wrapped, NaN kept.
+      np.testing.assert_allclose(features.encode(rotated.astype(np.float32), **kw), base, atol=2e-5)
 
 
 def test_wrap_around_at_plus_minus_pi_is_continuous():
   eps = 1e-4
   a = np.array([[np.pi - eps, 0.2, -1.0]], np.float32)
-  b = np.array([[-np.pi + eps, 0.2, -1.0]], np.float32)   # 2 eps apart across the cut.
+  b = np.array([[-np.pi + eps, 0.2, -1.0]], np.float32)  # 2 eps apart across the cut.
   c = np.array([[np.pi, 0.2, -1.0]], np.float32)
   d = np.array([[-np.pi, 0.2, -1.0]], np.float32)
   fa, fb = np.asarray(features.encode(a)), np.asarray(features.encode(b))

@@ -13,15 +13,19 @@ from csiloc_jax.mmwave import geometry
 from csiloc_jax.mmwave import jade
 from csiloc_jax.mmwave import simulator
 
-CONFIG = config_utils.load_config(os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'))
+CONFIG = config_utils.load_config(
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'
+  )
+)
 
 
 def _options(**overrides):
   """The config's JADE options with fewer restarts and iterations (small test scenes)."""
   overrides = {'num_restarts': 2, 'num_iters': 40, 'min_anchor_samples': 1, **overrides}
-  return config_utils.options_from_config(jade.JadeOptions, CONFIG.jade, 'config.jade',
-                                          seed=CONFIG.seed, **overrides)
+  return config_utils.options_from_config(
+    jade.JadeOptions, CONFIG.jade, 'config.jade', seed=CONFIG.seed, **overrides
+  )
 
 
 FAST = _options()
@@ -31,15 +35,19 @@ FAST = _options()
 def two_rooms():
   """Noiseless two-room survey (both rooms are solved in one vmapped call)."""
   fp = floorplan.load_floorplan(floorplan.TWO_ROOM_FLOORPLAN)
-  sim = simulator.simulate(fp, seed=0, aoa_noise_deg=0.0, num_survey=50,
-                           num_trajectory_steps=10)
+  sim = simulator.simulate(fp, seed=0, aoa_noise_deg=0.0, num_survey=50, num_trajectory_steps=10)
   return sim['survey']
 
 
 def _run(s, options=FAST, aoa=None, ap_position=None):
-  return jade.run_jade(s['aoa'] if aoa is None else aoa, s['region'], s['anchor_ap'],
-                       s['anchor_kind'],
-                       s['ap_position'] if ap_position is None else ap_position, options)
+  return jade.run_jade(
+    s['aoa'] if aoa is None else aoa,
+    s['region'],
+    s['anchor_ap'],
+    s['anchor_kind'],
+    s['ap_position'] if ap_position is None else ap_position,
+    options,
+  )
 
 
 def test_noiseless_scene_is_recovered_exactly(two_rooms):
@@ -109,8 +117,7 @@ def test_under_determined_regions_get_a_status_and_no_labels():
 
 
 def test_a_static_survey_is_under_determined_but_a_straight_walk_is_not():
-  anchors = np.array([[-1.0, -1.0], [6.0, 0.0], [2.0, 7.0], [-2.0, 5.0], [7.0, 6.0],
-                      [3.0, -3.0]])
+  anchors = np.array([[-1.0, -1.0], [6.0, 0.0], [2.0, 7.0], [-2.0, 5.0], [7.0, 6.0], [3.0, -3.0]])
   kinds = np.zeros(6)
   # All samples at one point (headings differ): anchor ranges are unobservable.
   static = np.tile([[2.0, 2.0]], (30, 1)) + 1e-9
@@ -129,7 +136,7 @@ def test_a_static_survey_is_under_determined_but_a_straight_walk_is_not():
 
 def test_samples_with_too_few_paths_are_left_unlabelled(two_rooms):
   aoa = two_rooms['aoa'].copy()
-  keep = np.flatnonzero(np.isfinite(aoa[0]))[:3]   # Sample 0 keeps only 3 paths.
+  keep = np.flatnonzero(np.isfinite(aoa[0]))[:3]  # Sample 0 keeps only 3 paths.
   aoa[0] = np.nan
   aoa[0, keep] = two_rooms['aoa'][0, keep]
   res = _run(two_rooms, aoa=aoa)
@@ -141,11 +148,16 @@ def test_localize_against_known_anchors(two_rooms):
   s = two_rooms
   mask = np.isfinite(s['aoa'])
   mask[5] = False
-  mask[5, np.flatnonzero(np.isfinite(s['aoa'][5]))[:2]] = True   # Only two paths.
+  mask[5, np.flatnonzero(np.isfinite(s['aoa'][5]))[:2]] = True  # Only two paths.
   starts = np.array([[3.0, 2.5], [9.0, 2.5]], np.float32)
-  pos, cost = jade.localize(np.nan_to_num(s['aoa']), mask, s['anchor_position'], starts,
-                            num_iters=CONFIG.jade.localize_iters,
-                            scale=CONFIG.jade.robust_scale)
+  pos, cost = jade.localize(
+    np.nan_to_num(s['aoa']),
+    mask,
+    s['anchor_position'],
+    starts,
+    num_iters=CONFIG.jade.localize_iters,
+    scale=CONFIG.jade.robust_scale,
+  )
   pos = np.asarray(pos)
   err = np.linalg.norm(pos - s['position'], axis=-1)
   assert np.isnan(pos[5]).all()
@@ -156,8 +168,9 @@ def test_one_angle_wrap_for_numpy_and_jax():
   x = np.array([-np.pi, np.pi, 3 * np.pi + 0.5, -0.25, 7.0])
   wrapped = geometry.wrap(x)
   assert isinstance(wrapped, np.ndarray) and wrapped.dtype == np.float64
-  np.testing.assert_allclose(wrapped, [np.pi, np.pi, np.pi + 0.5 - 2 * np.pi, -0.25,
-                                       7.0 - 2 * np.pi], atol=1e-12)
+  np.testing.assert_allclose(
+    wrapped, [np.pi, np.pi, np.pi + 0.5 - 2 * np.pi, -0.25, 7.0 - 2 * np.pi], atol=1e-12
+  )
   traced = jax.jit(geometry.wrap)(jnp.asarray(x, jnp.float32))
   assert isinstance(traced, jax.Array)
   np.testing.assert_allclose(np.asarray(traced), wrapped, atol=1e-5)
@@ -166,31 +179,38 @@ def test_one_angle_wrap_for_numpy_and_jax():
 def test_information_is_the_solvers_normal_equations_in_float64(two_rooms):
   # The Schur-reduced anchor information equals the dense Gauss-Newton information
   # (J^T W J over anchors and per-sample unknowns) with the samples eliminated.
-  problems = jade.build_problems(two_rooms['aoa'], two_rooms['region'],
-                                 two_rooms['anchor_ap'], two_rooms['anchor_kind'],
-                                 two_rooms['ap_position'], FAST)
+  problems = jade.build_problems(
+    two_rooms['aoa'],
+    two_rooms['region'],
+    two_rooms['anchor_ap'],
+    two_rooms['anchor_kind'],
+    two_rooms['ap_position'],
+    FAST,
+  )
   r = 0
   mask = problems.mask[r]
   cols, rows = problems.anchor_index[r], problems.sample_index[r]
   anchors = two_rooms['anchor_position'][np.maximum(cols, 0)].astype(np.float64)
   clients = two_rooms['position'][np.maximum(rows, 0)].astype(np.float64)
   heading = two_rooms['heading'][np.maximum(rows, 0)].astype(np.float64)
-  info = jade.anchor_information(anchors[None], clients[None], heading[None],
-                                 problems.theta[r][None], mask[None], 0.0)[0]
+  info = jade.anchor_information(
+    anchors[None], clients[None], heading[None], problems.theta[r][None], mask[None], 0.0
+  )[0]
   assert info.dtype == np.float64
   n, k = mask.shape
   jac = np.zeros((n, k, 2 * k + 3 * n))
   d = anchors[None] - clients[:, None]
   g = np.stack([-d[..., 1], d[..., 0]], -1) / np.sum(d * d, -1)[..., None]
-  for t, m in zip(*np.nonzero(mask)):   # Noiseless: r = 0, so cos(r / 2) = 1.
-    jac[t, m, 2 * m:2 * m + 2] = -g[t, m]
-    jac[t, m, 2 * k + 3 * t:2 * k + 3 * t + 2] = g[t, m]
+  for t, m in zip(*np.nonzero(mask)):  # Noiseless: r = 0, so cos(r / 2) = 1.
+    jac[t, m, 2 * m : 2 * m + 2] = -g[t, m]
+    jac[t, m, 2 * k + 3 * t : 2 * k + 3 * t + 2] = g[t, m]
     jac[t, m, 2 * k + 3 * t + 2] = 1.0
   jac = jac[mask]
   full = jac.T @ jac
-  a, b, c = full[:2 * k, :2 * k], full[:2 * k, 2 * k:], full[2 * k:, 2 * k:]
-  np.testing.assert_allclose(info, a - b @ np.linalg.pinv(c, hermitian=True) @ b.T,
-                             atol=1e-8 * np.abs(a).max())
+  a, b, c = full[: 2 * k, : 2 * k], full[: 2 * k, 2 * k :], full[2 * k :, 2 * k :]
+  np.testing.assert_allclose(
+    info, a - b @ np.linalg.pinv(c, hermitian=True) @ b.T, atol=1e-8 * np.abs(a).max()
+  )
 
 
 def test_umeyama_recovers_a_similarity():

@@ -10,24 +10,29 @@ from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import features
 from csiloc_jax.mmwave import tiny_nets
 
-
-CONFIG = config_utils.load_config(os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'))
+CONFIG = config_utils.load_config(
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'
+  )
+)
 
 
 def _bank(model, k, m, seed=0):
   params = tiny_nets.init_bank(model, jax.random.PRNGKey(seed), k, m)
   rng = np.random.default_rng(seed)
   return tiny_nets.NetBank(
-      params=params, label_mean=jnp.asarray(rng.normal(size=(k, 2)), jnp.float32),
-      label_scale=jnp.asarray(rng.uniform(1, 3, k), jnp.float32),
-      label_cov=jnp.tile(jnp.eye(2), (k, 1, 1)), visibility_rate=jnp.full((k, m), 0.5),
-      region_ids=jnp.arange(k))
+    params=params,
+    label_mean=jnp.asarray(rng.normal(size=(k, 2)), jnp.float32),
+    label_scale=jnp.asarray(rng.uniform(1, 3, k), jnp.float32),
+    label_cov=jnp.tile(jnp.eye(2), (k, 1, 1)),
+    visibility_rate=jnp.full((k, m), 0.5),
+    region_ids=jnp.arange(k),
+  )
 
 
 def test_parameter_count_of_the_papers_net():
   model = tiny_nets.MLP((48, 48, 24), 'relu')
-  bank = _bank(model, 3, 17)          # 17 anchors -> 51 features.
+  bank = _bank(model, 3, 17)  # 17 anchors -> 51 features.
   leaves = jax.tree.leaves(bank.params)
   assert all(x.shape[0] == 3 for x in leaves)
   per_net = sum(int(np.prod(x.shape[1:])) for x in leaves)
@@ -57,23 +62,35 @@ def test_training_all_nets_at_once_fits_each_regions_labels():
   rng = np.random.default_rng(0)
   n, m = 120, 4
   aoa = rng.uniform(-np.pi, np.pi, (2 * n, m)).astype(np.float32)
-  aoa[:n, 2:] = np.nan          # Region 0 sees anchors 0, 1; region 1 sees 2, 3.
+  aoa[:n, 2:] = np.nan  # Region 0 sees anchors 0, 1; region 1 sees 2, 3.
   aoa[n:, :2] = np.nan
   rel0 = aoa[:n, 0] - aoa[:n, 1]
   rel1 = aoa[n:, 2] - aoa[n:, 3]
-  labels = np.concatenate([np.stack([np.cos(rel0), np.sin(rel0)], -1) * 2,
-                           np.stack([np.cos(rel1), -np.sin(rel1)], -1) + 10.0])
+  labels = np.concatenate(
+    [
+      np.stack([np.cos(rel0), np.sin(rel0)], -1) * 2,
+      np.stack([np.cos(rel1), -np.sin(rel1)], -1) + 10.0,
+    ]
+  )
   region = np.repeat([0, 1], n)
   ts = tiny_nets.make_training_set(aoa, labels, region, [0, 1], 0.1, 0)
   model = tiny_nets.MLP((32, 32), 'relu')
   opts = config_utils.options_from_config(
-      tiny_nets.TrainOptions, CONFIG.nets, 'config.nets', seed=0, hidden_sizes=(32, 32),
-      num_train_steps=800, eval_every=200, path_dropout=0.0, learning_rate=3e-3)
+    tiny_nets.TrainOptions,
+    CONFIG.nets,
+    'config.nets',
+    seed=0,
+    hidden_sizes=(32, 32),
+    num_train_steps=800,
+    eval_every=200,
+    path_dropout=0.0,
+    learning_rate=3e-3,
+  )
   bank = tiny_nets.train_bank(model, ts, opts)
   pred = np.asarray(tiny_nets.predict_each(model, bank, features.encode(ts.aoa)))
   n_all = ts.num_train + ts.val_mask.sum(1)
   for i in range(2):
-    rmse = np.sqrt(np.mean(np.sum((pred[i, :n_all[i]] - ts.labels[i, :n_all[i]]) ** 2, -1)))
+    rmse = np.sqrt(np.mean(np.sum((pred[i, : n_all[i]] - ts.labels[i, : n_all[i]]) ** 2, -1)))
     assert rmse < 0.25, (i, rmse)
   np.testing.assert_allclose(bank.label_mean[1], labels[n:].mean(0), atol=1e-4)
   # Visibility statistics: region 0 always saw anchors 0, 1 and never 2, 3.

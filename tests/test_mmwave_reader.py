@@ -10,10 +10,14 @@ from csiloc_jax.mmwave.reader import MeasurementError
 
 def _write(path, **overrides):
   t, m = 6, 4
-  data = {'aoa': np.zeros((t, m), np.float32), 'anchor_ap': np.array([0, 0, 1, 1], np.int32),
-          'anchor_kind': np.array([0, 1, 0, 1], np.int8),
-          'ap_position': np.array([[0.0, 0.0], [3.0, 0.0]], np.float32),
-          'time_s': np.arange(t, dtype=np.float64), 'position': np.zeros((t, 2), np.float32)}
+  data = {
+    'aoa': np.zeros((t, m), np.float32),
+    'anchor_ap': np.array([0, 0, 1, 1], np.int32),
+    'anchor_kind': np.array([0, 1, 0, 1], np.int8),
+    'ap_position': np.array([[0.0, 0.0], [3.0, 0.0]], np.float32),
+    'time_s': np.arange(t, dtype=np.float64),
+    'position': np.zeros((t, 2), np.float32),
+  }
   data.update(overrides)
   with h5py.File(path, 'w') as f:
     for k, v in data.items():
@@ -39,15 +43,16 @@ def test_trajectory_needs_increasing_time(tmp_path):
 
 
 def test_shape_and_index_errors(tmp_path):
-  with pytest.raises(MeasurementError, match=r"'anchor_ap' has shape \(3,\), expected axis 0 of "
-                     'length 4'):
+  with pytest.raises(
+    MeasurementError,
+    match=r"'anchor_ap' has shape \(3,\), expected axis 0 of "
+    'length 4',
+  ):
     reader.read_measurements(_write(tmp_path / 'a.h5', anchor_ap=np.zeros(3, np.int32)))
   with pytest.raises(MeasurementError, match='must index the 2 rows of "ap_position"'):
-    reader.read_measurements(_write(tmp_path / 'b.h5',
-                                          anchor_ap=np.array([0, 0, 1, 2], np.int32)))
+    reader.read_measurements(_write(tmp_path / 'b.h5', anchor_ap=np.array([0, 0, 1, 2], np.int32)))
   with pytest.raises(MeasurementError, match='"anchor_kind" must be 0'):
-    reader.read_measurements(_write(tmp_path / 'c.h5',
-                                          anchor_kind=np.array([0, 1, 2, 1], np.int8)))
+    reader.read_measurements(_write(tmp_path / 'c.h5', anchor_kind=np.array([0, 1, 2, 1], np.int8)))
   with pytest.raises(MeasurementError, match='not a readable HDF5'):
     (tmp_path / 'd.h5').write_text('nope')
     reader.read_measurements(str(tmp_path / 'd.h5'))
@@ -81,13 +86,18 @@ def test_ground_truth_is_only_read_on_request(tmp_path):
 
 def test_mismatched_anchors_between_survey_and_trajectory(tmp_path):
   survey = reader.read_measurements(_write(tmp_path / 's.h5'))
-  five = reader.read_measurements(_write(
-      tmp_path / 't.h5', aoa=np.zeros((6, 5), np.float32),
+  five = reader.read_measurements(
+    _write(
+      tmp_path / 't.h5',
+      aoa=np.zeros((6, 5), np.float32),
       anchor_ap=np.array([0, 0, 1, 1, 1], np.int32),
-      anchor_kind=np.array([0, 1, 0, 1, 1], np.int8)))
+      anchor_kind=np.array([0, 1, 0, 1, 1], np.int8),
+    )
+  )
   with pytest.raises(MeasurementError, match='M=4 anchors in the survey but M=5'):
     reader.check_compatible(survey, five)
-  kinds = reader.read_measurements(_write(
-      tmp_path / 'u.h5', anchor_kind=np.array([0, 1, 1, 0], np.int8)))
+  kinds = reader.read_measurements(
+    _write(tmp_path / 'u.h5', anchor_kind=np.array([0, 1, 1, 0], np.int8))
+  )
   with pytest.raises(MeasurementError, match='"anchor_kind" differs'):
     reader.check_compatible(survey, kinds)

@@ -13,10 +13,12 @@ from csiloc_jax.mmwave import simulator
 
 def test_mirror_formula_matches_hand_computed_images():
   # Across x = 3 (normal (1, 0)): (1, 2) -> (5, 2); across y = 0: (1, 2) -> (1, -2).
-  np.testing.assert_allclose(simulator.mirror([1.0, 2.0], np.array([3.0, 0.0]),
-                                              np.array([1.0, 0.0])), [5.0, 2.0])
-  np.testing.assert_allclose(simulator.mirror([1.0, 2.0], np.array([0.0, 0.0]),
-                                              np.array([0.0, 1.0])), [1.0, -2.0])
+  np.testing.assert_allclose(
+    simulator.mirror([1.0, 2.0], np.array([3.0, 0.0]), np.array([1.0, 0.0])), [5.0, 2.0]
+  )
+  np.testing.assert_allclose(
+    simulator.mirror([1.0, 2.0], np.array([0.0, 0.0]), np.array([0.0, 1.0])), [1.0, -2.0]
+  )
   # Oblique line x = y: (2, 0) -> (0, 2); the midpoint lies on the line and the segment
   # joining point and image is along the normal.
   n = np.array([1.0, -1.0]) / np.sqrt(2)
@@ -38,16 +40,28 @@ def test_collinear_segments_form_one_reflecting_line():
 def _one_room_with_pillar():
   # One 10 x 10 room, an interior wall segment from (5, 2) to (5, 6), a door-like gap in
   # the top wall between x = 4 and x = 6.
-  return floorplan.floorplan_from_dict({
-      'walls': [[0, 0, 10, 0], [0, 10, 4, 10], [6, 10, 10, 10], [0, 0, 0, 10],
-                [10, 0, 10, 10], [5, 2, 5, 6]],
-      'rooms': [{'box': [0, 0, 10, 10]}], 'aps': [[2.0, 4.0]], 'walk': [[1, 1], [2, 2]]})
+  return floorplan.floorplan_from_dict(
+    {
+      'walls': [
+        [0, 0, 10, 0],
+        [0, 10, 4, 10],
+        [6, 10, 10, 10],
+        [0, 0, 0, 10],
+        [10, 0, 10, 10],
+        [5, 2, 5, 6],
+      ],
+      'rooms': [{'box': [0, 0, 10, 10]}],
+      'aps': [[2.0, 4.0]],
+      'walk': [[1, 1], [2, 2]],
+    }
+  )
 
 
 def test_visibility_blocked_legs_and_specular_point_off_segment():
   fp = _one_room_with_pillar()
   lines = simulator.wall_lines(fp.walls)
   table = simulator.anchor_table(fp, lines)
+
   def anchor(kind, line_y=None, line_x=None):
     for i in range(len(table.kind)):
       if table.kind[i] != kind:
@@ -60,16 +74,20 @@ def test_visibility_blocked_legs_and_specular_point_off_segment():
       if line_x is not None and abs(n[0]) > 0.99 and abs(c * n[0] - line_x) < 1e-9:
         return i
     raise AssertionError('anchor not found')
+
   los, top, bottom = anchor(0), anchor(1, line_y=10.0), anchor(1, line_y=0.0)
   pillar = anchor(1, line_x=5.0)
-  positions = np.array([
-      [8.0, 4.0],   # Behind the pillar: LoS blocked.
-      [2.0, 8.0],   # Top reflection of AP (2, 4) off y = 10 hits x = 2: on the wall.
-      [6.0, 8.0],   # Top reflection point inside the 4..6 gap: no path.
-      [8.0, 9.0],   # Client right of the pillar line; AP left: no pillar reflection.
-  ])
-  det, power = simulator.trace_paths(fp, table, lines, positions, reflection_loss_db=6.0,
-                                     detection_threshold_db=100.0)
+  positions = np.array(
+    [
+      [8.0, 4.0],  # Behind the pillar: LoS blocked.
+      [2.0, 8.0],  # Top reflection of AP (2, 4) off y = 10 hits x = 2: on the wall.
+      [6.0, 8.0],  # Top reflection point inside the 4..6 gap: no path.
+      [8.0, 9.0],  # Client right of the pillar line; AP left: no pillar reflection.
+    ]
+  )
+  det, power = simulator.trace_paths(
+    fp, table, lines, positions, reflection_loss_db=6.0, detection_threshold_db=100.0
+  )
   assert not det[0, los]
   assert det[1, los] and det[1, top]
   # Specular point for client (6, 8): image (2, 16); the segment crosses y = 10 at x = 4.5.
@@ -89,20 +107,27 @@ def test_detection_threshold_is_relative_to_the_strongest_path_of_the_ap():
   lines = simulator.wall_lines(fp.walls)
   table = simulator.anchor_table(fp, lines)
   pos = np.array([[2.5, 4.5]])
-  det0, power = simulator.trace_paths(fp, table, lines, pos, reflection_loss_db=6.0,
-                                      detection_threshold_db=0.0)
+  det0, power = simulator.trace_paths(
+    fp, table, lines, pos, reflection_loss_db=6.0, detection_threshold_db=0.0
+  )
   assert det0.sum() == 1 and det0[0, np.argmax(power[0])]
-  det_all, _ = simulator.trace_paths(fp, table, lines, pos, reflection_loss_db=6.0,
-                                     detection_threshold_db=200.0)
+  det_all, _ = simulator.trace_paths(
+    fp, table, lines, pos, reflection_loss_db=6.0, detection_threshold_db=200.0
+  )
   assert det_all.sum() > 3
 
 
 @pytest.fixture(scope='module')
 def scenario(tmp_path_factory):
   out = tmp_path_factory.mktemp('scene')
-  summary = simulator.write_scenario(str(out), seed=3, aoa_noise_deg=0.0, num_survey=40,
-                                     num_trajectory_steps=50,
-                                     floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+  summary = simulator.write_scenario(
+    str(out),
+    seed=3,
+    aoa_noise_deg=0.0,
+    num_survey=40,
+    num_trajectory_steps=50,
+    floorplan=floorplan.TWO_ROOM_FLOORPLAN,
+  )
   return summary
 
 
@@ -110,10 +135,16 @@ def test_files_follow_the_b2_schema(scenario):
   with h5py.File(scenario['survey'], 'r') as f:
     t, m = f['aoa'].shape
     assert (t, m) == (80, scenario['num_anchors'])
-    expected = {'aoa': (np.float32, (t, m)), 'anchor_ap': (np.int32, (m,)),
-                'anchor_kind': (np.int8, (m,)), 'ap_position': (np.float32, (6, 2)),
-                'region': (np.int32, (t,)), 'position': (np.float32, (t, 2)),
-                'heading': (np.float32, (t,)), 'anchor_position': (np.float32, (m, 2))}
+    expected = {
+      'aoa': (np.float32, (t, m)),
+      'anchor_ap': (np.int32, (m,)),
+      'anchor_kind': (np.int8, (m,)),
+      'ap_position': (np.float32, (6, 2)),
+      'region': (np.int32, (t,)),
+      'position': (np.float32, (t, 2)),
+      'heading': (np.float32, (t,)),
+      'anchor_position': (np.float32, (m, 2)),
+    }
     for name, (dtype, shape) in expected.items():
       assert f[name].dtype == dtype and f[name].shape == shape, name
     assert f.attrs['aoa_noise_deg'] == 0.0 and f.attrs['frequency_hz'] == 60e9
@@ -156,10 +187,20 @@ def test_trajectory_walks_through_every_room_at_walking_speed(tmp_path):
 
 
 def test_scenario_is_deterministic_in_the_seed(tmp_path):
-  a = simulator.write_scenario(str(tmp_path / 'a'), seed=5, num_survey=10,
-                               num_trajectory_steps=20, floorplan=floorplan.TWO_ROOM_FLOORPLAN)
-  b = simulator.write_scenario(str(tmp_path / 'b'), seed=5, num_survey=10,
-                               num_trajectory_steps=20, floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+  a = simulator.write_scenario(
+    str(tmp_path / 'a'),
+    seed=5,
+    num_survey=10,
+    num_trajectory_steps=20,
+    floorplan=floorplan.TWO_ROOM_FLOORPLAN,
+  )
+  b = simulator.write_scenario(
+    str(tmp_path / 'b'),
+    seed=5,
+    num_survey=10,
+    num_trajectory_steps=20,
+    floorplan=floorplan.TWO_ROOM_FLOORPLAN,
+  )
   with h5py.File(a['survey'], 'r') as fa, h5py.File(b['survey'], 'r') as fb:
     np.testing.assert_array_equal(fa['aoa'][()], fb['aoa'][()])
 
@@ -173,5 +214,6 @@ def test_floorplan_from_json_file_and_bad_plans(tmp_path):
   with pytest.raises(ValueError, match='outside every room'):
     floorplan.floorplan_from_dict(bad)
   with pytest.raises(ValueError, match="missing key 'walls'"):
-    floorplan.floorplan_from_dict({k: v for k, v in floorplan.TWO_ROOM_FLOORPLAN.items()
-                                   if k != 'walls'})
+    floorplan.floorplan_from_dict(
+      {k: v for k, v in floorplan.TWO_ROOM_FLOORPLAN.items() if k != 'walls'}
+    )

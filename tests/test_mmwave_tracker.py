@@ -16,14 +16,18 @@ from csiloc_jax.mmwave import tracker
 # A linear "net" (no hidden layer) reading features directly lets the tests dictate each
 # candidate: features are [x, y, visible]; net k answers (x, y) + offset_k.
 MODEL = tiny_nets.MLP(hidden_sizes=(), activation='relu')
-CONFIG = config_utils.load_config(os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'))
+CONFIG = config_utils.load_config(
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'mmwave_tiny.py'
+  )
+)
 
 
 def _options(**overrides):
   """The config's tracker options, with ``overrides``."""
-  return config_utils.options_from_config(tracker.TrackerOptions, CONFIG.tracker,
-                                          'config.tracker', **overrides)
+  return config_utils.options_from_config(
+    tracker.TrackerOptions, CONFIG.tracker, 'config.tracker', **overrides
+  )
 
 
 def _bank(offsets, visibility_rate=None):
@@ -31,9 +35,14 @@ def _bank(offsets, visibility_rate=None):
   kernel = jnp.tile(jnp.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), (k, 1, 1))
   params = {'Dense_0': {'kernel': kernel, 'bias': jnp.asarray(offsets, jnp.float32)}}
   rate = jnp.full((k, 1), 0.9) if visibility_rate is None else jnp.asarray(visibility_rate)
-  return tiny_nets.NetBank(params=params, label_mean=jnp.zeros((k, 2)),
-                           label_scale=jnp.ones(k), label_cov=jnp.tile(jnp.eye(2) * 4, (k, 1, 1)),
-                           visibility_rate=rate, region_ids=jnp.arange(k))
+  return tiny_nets.NetBank(
+    params=params,
+    label_mean=jnp.zeros((k, 2)),
+    label_scale=jnp.ones(k),
+    label_cov=jnp.tile(jnp.eye(2) * 4, (k, 1, 1)),
+    visibility_rate=rate,
+    region_ids=jnp.arange(k),
+  )
 
 
 def _walk(n=40, dt=0.5, speed=1.0):
@@ -67,9 +76,17 @@ def test_mahalanobis_alone_is_fooled_but_the_euclidean_term_is_not():
   prev = jnp.array([11.8, 0.0])
   d_m = np.asarray(tracker.mahalanobis(cand, mean, cov))
   assert d_m[0] < d_m[1]
-  nis = jnp.array([9.0, 9.0])        # Both over threshold: the score decides.
-  chosen = tracker.select(0, nis, 2.0, 'mahalanobis_euclidean', candidates=cand,
-                          previous=prev, label_mean=mean, label_cov=cov)
+  nis = jnp.array([9.0, 9.0])  # Both over threshold: the score decides.
+  chosen = tracker.select(
+    0,
+    nis,
+    2.0,
+    'mahalanobis_euclidean',
+    candidates=cand,
+    previous=prev,
+    label_mean=mean,
+    label_cov=cov,
+  )
   assert int(chosen) == 1
 
 
@@ -79,7 +96,7 @@ def test_correct_net_is_kept_and_a_jump_triggers_a_switch():
   # (which was 5 m off) becomes right: emulate with per-step features.
   feats = feats.copy()
   bank = _bank([[0.0, 0.0], [0.0, 5.0]])
-  feats[20:, 1] -= 5.0       # From step 20 net 0 says y - 5, net 1 says y.
+  feats[20:, 1] -= 5.0  # From step 20 net 0 says y - 5, net 1 says y.
   track = jax.jit(tracker.make_tracker(MODEL, _options(threshold=2.0)))
   out = jax.tree.map(np.asarray, track(bank, feats, np.full(40, 5), t))
   assert np.all(out['net'][:20] == 0)
@@ -91,9 +108,9 @@ def test_correct_net_is_kept_and_a_jump_triggers_a_switch():
 def test_steps_with_too_few_paths_are_predict_only():
   feats, t, pos = _walk()
   num_paths = np.full(40, 5)
-  num_paths[[10, 11, 12]] = 2          # Fewer than min_paths = 3.
+  num_paths[[10, 11, 12]] = 2  # Fewer than min_paths = 3.
   feats = feats.copy()
-  feats[[10, 11, 12], :2] = 1e3        # Garbage the tracker must not use.
+  feats[[10, 11, 12], :2] = 1e3  # Garbage the tracker must not use.
   bank = _bank([[0.0, 0.0], [0.0, 30.0]])
   track = jax.jit(tracker.make_tracker(MODEL, _options()))
   out = jax.tree.map(np.asarray, track(bank, feats, num_paths, t))
@@ -109,8 +126,7 @@ def test_start_waits_for_a_usable_step_and_picks_by_received_paths():
   num_paths = np.array([0, 1] + [5] * 8)
   # Net 1 has always seen the single path, net 0 rarely: net 1 starts.
   bank = _bank([[0.0, 0.0], [0.0, 0.0]], visibility_rate=[[0.05], [0.95]])
-  out = jax.tree.map(np.asarray, tracker.make_tracker(MODEL, _options())(
-      bank, feats, num_paths, t))
+  out = jax.tree.map(np.asarray, tracker.make_tracker(MODEL, _options())(bank, feats, num_paths, t))
   assert np.isnan(out['position'][:2]).all() and list(out['net'][:2]) == [-1, -1]
   assert out['net'][2] == 1
 
@@ -125,28 +141,34 @@ def test_scan_over_a_trajectory_equals_a_vmapped_batch_of_one():
   track = tracker.make_tracker(MODEL, _options(scheme='mahalanobis_euclidean'))
   single = jax.jit(track)(bank, feats, num_paths, t)
   batched = jax.jit(jax.vmap(track, in_axes=(None, 0, 0, 0)))(
-      bank, feats[None], num_paths[None], t[None])
+    bank, feats[None], num_paths[None], t[None]
+  )
   for key in single:
-    np.testing.assert_allclose(np.asarray(batched[key][0]), np.asarray(single[key]),
-                               rtol=1e-5, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(
+      np.asarray(batched[key][0]), np.asarray(single[key]), rtol=1e-5, atol=1e-5, err_msg=key
+    )
   # Thresholds and schemes are traced, so one compiled tracker sweeps them.
   many = jax.jit(jax.vmap(track, in_axes=(None, None, None, None, 0, 0)))(
-      bank, feats, num_paths, t, jnp.array([2.0, 2.0]), jnp.array([0, 1]))
-  np.testing.assert_allclose(np.asarray(many['position'][1]), np.asarray(single['position']),
-                             atol=1e-5)
+    bank, feats, num_paths, t, jnp.array([2.0, 2.0]), jnp.array([0, 1])
+  )
+  np.testing.assert_allclose(
+    np.asarray(many['position'][1]), np.asarray(single['position']), atol=1e-5
+  )
 
 
 def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
   """The tracker as a plain per-step loop in float64: numpy forward pass of every net,
   the 4x4 Kalman filter with matrix products and solves, the rule of the module
   docstring. Independent of the library's implementation (shared: nothing but inputs)."""
-  layers = [jax.tree.map(lambda w: np.asarray(w, np.float64), bank.params[name])
-            for name in sorted(bank.params, key=lambda n: int(n.split('_')[1]))]
+  layers = [
+    jax.tree.map(lambda w: np.asarray(w, np.float64), bank.params[name])
+    for name in sorted(bank.params, key=lambda n: int(n.split('_')[1]))
+  ]
   mean, scale = np.asarray(bank.label_mean, np.float64), np.asarray(bank.label_scale, np.float64)
   cov = np.asarray(bank.label_cov, np.float64)
   rate = np.asarray(bank.visibility_rate, np.float64)
   k, m = len(mean), feats.shape[-1] // 3
-  r2, q, v2 = opts.measurement_noise_m ** 2, opts.process_noise, opts.initial_speed_mps ** 2
+  r2, q, v2 = opts.measurement_noise_m**2, opts.process_noise, opts.initial_speed_mps**2
   h = np.eye(2, 4)
   x, p, net, prev, started = np.zeros(4), np.eye(4), -1, np.zeros(2), False
   out = {'position': np.full((len(feats), 2), np.nan), 'net': np.full(len(feats), -1)}
@@ -154,8 +176,9 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
     dt = float(time_s[t] - time_s[max(t - 1, 0)])
     f = np.eye(4)
     f[0, 2] = f[1, 3] = dt
-    qm = q * np.block([[dt ** 3 / 3 * np.eye(2), dt ** 2 / 2 * np.eye(2)],
-                       [dt ** 2 / 2 * np.eye(2), dt * np.eye(2)]])
+    qm = q * np.block(
+      [[dt**3 / 3 * np.eye(2), dt**2 / 2 * np.eye(2)], [dt**2 / 2 * np.eye(2), dt * np.eye(2)]]
+    )
     x_pred, p_pred = f @ x, f @ p @ f.T + qm
     cand = np.zeros((k, 2))
     for j in range(k):
@@ -166,7 +189,7 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
       cand[j] = mean[j] + scale[j] * a
     s = h @ p_pred @ h.T + r2 * np.eye(2)
     nis = np.array([nu @ np.linalg.solve(s, nu) for nu in cand - x_pred[:2]])
-    vis = feats[t, 2 * m:] > 0
+    vis = feats[t, 2 * m :] > 0
     loglik = np.sum(np.where(vis, np.log(rate), np.log1p(-rate)), -1)
     eligible = loglik >= loglik.max() - gate if gate > 0 else np.ones(k, bool)
     if scheme == 'nis':
@@ -207,14 +230,16 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
   params = tiny_nets.init_bank(model, jax.random.PRNGKey(3), k, num_anchors)
   a = rng.normal(0, 1, (k, 2, 2))
   bank = tiny_nets.NetBank(
-      params=params, label_mean=jnp.asarray(rng.uniform(0, 10, (k, 2)), jnp.float32),
-      label_scale=jnp.asarray(rng.uniform(5, 12, k), jnp.float32),
-      label_cov=jnp.asarray(a @ a.transpose(0, 2, 1) + 0.5 * np.eye(2), jnp.float32),
-      visibility_rate=jnp.asarray(rng.uniform(0.1, 0.9, (k, num_anchors)), jnp.float32),
-      region_ids=jnp.arange(k))
+    params=params,
+    label_mean=jnp.asarray(rng.uniform(0, 10, (k, 2)), jnp.float32),
+    label_scale=jnp.asarray(rng.uniform(5, 12, k), jnp.float32),
+    label_cov=jnp.asarray(a @ a.transpose(0, 2, 1) + 0.5 * np.eye(2), jnp.float32),
+    visibility_rate=jnp.asarray(rng.uniform(0.1, 0.9, (k, num_anchors)), jnp.float32),
+    region_ids=jnp.arange(k),
+  )
   aoa = np.cumsum(rng.normal(0, 0.3, (steps, num_anchors)), 0) + rng.uniform(-3, 3, num_anchors)
   visible = rng.random((steps, num_anchors)) < 0.7
-  visible[[0, 1, 30, 31, 32]] = False            # Predict-only steps (< min_paths).
+  visible[[0, 1, 30, 31, 32]] = False  # Predict-only steps (< min_paths).
   visible[[0, 30], :2] = True
   aoa = np.where(visible, aoa, np.nan).astype(np.float32)
   feats = np.asarray(features_lib.encode(aoa))
@@ -225,9 +250,14 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
   track = tracker.make_tracker(model, opts)
   # Traced scheme and gate, vmapped as the pipeline runs them ...
   traced = jax.jit(jax.vmap(track, in_axes=(None, None, None, None, None, 0, 0)))(
-      bank, feats, num_paths, time_s, None,
-      jnp.asarray([tracker.SCHEMES.index(s) for s, _ in variants]),
-      jnp.asarray([g for _, g in variants], jnp.float32))
+    bank,
+    feats,
+    num_paths,
+    time_s,
+    None,
+    jnp.asarray([tracker.SCHEMES.index(s) for s, _ in variants]),
+    jnp.asarray([g for _, g in variants], jnp.float32),
+  )
   # ... and the static defaults (scheme 'nis', gate 2).
   static = jax.jit(track)(bank, feats, num_paths, time_s)
   for i, (scheme, gate) in enumerate(variants):
@@ -239,5 +269,6 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
       outs.append(jax.tree.map(np.asarray, static))
     for out in outs:
       np.testing.assert_array_equal(out['net'], ref['net'], err_msg=f'{scheme}, gate {gate}')
-      np.testing.assert_allclose(out['position'], ref['position'], atol=1e-4,
-                                 err_msg=f'{scheme}, gate {gate}')
+      np.testing.assert_allclose(
+        out['position'], ref['position'], atol=1e-4, err_msg=f'{scheme}, gate {gate}'
+      )

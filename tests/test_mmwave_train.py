@@ -12,10 +12,10 @@ import pytest
 from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import floorplan
 from csiloc_jax.mmwave import reader
-from csiloc_jax.mmwave import train
 from csiloc_jax.mmwave import regions
 from csiloc_jax.mmwave import simulator
 from csiloc_jax.mmwave import sweep
+from csiloc_jax.mmwave import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'mmwave_tiny.py')
@@ -23,8 +23,13 @@ CONFIG = os.path.join(REPO, 'configs', 'mmwave_tiny.py')
 
 def _small_config(**overrides):
   """The quick config, trimmed further for the two-room test scene."""
-  base = {'nets.num_train_steps': 200, 'nets.eval_every': 100,
-          'big_nn.num_train_steps': 100, 'big_nn.eval_every': 100, 'plots': False}
+  base = {
+    'nets.num_train_steps': 200,
+    'nets.eval_every': 100,
+    'big_nn.num_train_steps': 100,
+    'big_nn.eval_every': 100,
+    'plots': False,
+  }
   base.update(overrides)
   return config_utils.load_config(CONFIG + ':quick', base)
 
@@ -32,9 +37,14 @@ def _small_config(**overrides):
 @pytest.fixture(scope='module')
 def small_scene(tmp_path_factory):
   out = tmp_path_factory.mktemp('small')
-  return simulator.write_scenario(str(out), seed=2, aoa_noise_deg=3.0, num_survey=60,
-                                  num_trajectory_steps=40,
-                                  floorplan=floorplan.TWO_ROOM_FLOORPLAN)
+  return simulator.write_scenario(
+    str(out),
+    seed=2,
+    aoa_noise_deg=3.0,
+    num_survey=60,
+    num_trajectory_steps=40,
+    floorplan=floorplan.TWO_ROOM_FLOORPLAN,
+  )
 
 
 def _copy_without(src, dst, drop=(), replace=None):
@@ -55,12 +65,25 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
   with open(tmp_path / 'metrics.json') as f:
     saved = json.load(f)
   assert saved['trajectory']['method'] == 'switching_nis'
-  for key in ('submeter_fraction', 'median_m', 'p90_m', 'p95_m', 'true_net_fraction',
-              'predict_only_steps', 'filtered'):
+  for key in (
+    'submeter_fraction',
+    'median_m',
+    'p90_m',
+    'p95_m',
+    'true_net_fraction',
+    'predict_only_steps',
+    'filtered',
+  ):
     assert key in saved['trajectory'], key
   assert set(saved['methods']) == {
-      'switching_nis', 'switching_mahalanobis_euclidean', 'switching_nis_ungated',
-      'switching_mahalanobis_euclidean_ungated', 'oracle', 'big_nn', 'jade_alone'}
+    'switching_nis',
+    'switching_mahalanobis_euclidean',
+    'switching_nis_ungated',
+    'switching_mahalanobis_euclidean_ungated',
+    'oracle',
+    'big_nn',
+    'jade_alone',
+  }
   assert saved['trajectory']['num_steps'] == 388
   # Sane accuracy even with the quick settings (the full config is what is reported).
   assert saved['trajectory']['submeter_fraction'] > 0.85
@@ -90,10 +113,16 @@ def test_corrupting_ground_truth_positions_leaves_training_unchanged(small_scene
   clean = train.fit_models(config, small_scene['survey'])
   with h5py.File(small_scene['survey'], 'r') as f:
     n = f['position'].shape[0]
-  corrupted = _copy_without(small_scene['survey'], tmp_path / 'corrupt.h5', replace={
+  corrupted = _copy_without(
+    small_scene['survey'],
+    tmp_path / 'corrupt.h5',
+    replace={
       'position': np.random.default_rng(0).normal(0, 1e3, (n, 2)).astype(np.float32),
-      'anchor_position': np.full_like(h5py.File(small_scene['survey'], 'r')['anchor_position'][()],
-                                      np.nan)})
+      'anchor_position': np.full_like(
+        h5py.File(small_scene['survey'], 'r')['anchor_position'][()], np.nan
+      ),
+    },
+  )
   dirty = train.fit_models(config, corrupted)
   np.testing.assert_array_equal(clean.jade.labels, dirty.jade.labels)
   for a, b in zip(jax.tree.leaves(clean.bank), jax.tree.leaves(dirty.bank)):
@@ -101,8 +130,9 @@ def test_corrupting_ground_truth_positions_leaves_training_unchanged(small_scene
   for a, b in zip(jax.tree.leaves(clean.big_bank), jax.tree.leaves(dirty.big_bank)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # And a survey with no ground truth at all trains just the same.
-  stripped = _copy_without(small_scene['survey'], tmp_path / 'nogt.h5',
-                           drop=('position', 'heading', 'anchor_position'))
+  stripped = _copy_without(
+    small_scene['survey'], tmp_path / 'nogt.h5', drop=('position', 'heading', 'anchor_position')
+  )
   bare = train.fit_models(config, stripped)
   np.testing.assert_array_equal(clean.jade.labels, bare.jade.labels)
 
@@ -117,8 +147,11 @@ def test_fit_resumes_from_its_checkpoint(small_scene, tmp_path):
   for a, b in zip(jax.tree.leaves(first.bank), jax.tree.leaves(again.bank)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Other settings: the checkpoint does not apply and the nets are retrained.
-  other = train.fit_models(_small_config(**{'nets.learning_rate': 1e-3}),
-                              small_scene['survey'], checkpoint_dir=str(tmp_path))
+  other = train.fit_models(
+    _small_config(**{'nets.learning_rate': 1e-3}),
+    small_scene['survey'],
+    checkpoint_dir=str(tmp_path),
+  )
   assert not other.restored
 
 
@@ -126,8 +159,7 @@ def test_survey_without_regions_single_or_clustered(small_scene, tmp_path):
   no_region = _copy_without(small_scene['survey'], tmp_path / 'noregion.h5', drop=('region',))
   single = train.fit_models(_small_config(), no_region)
   assert single.region_source == 'single' and single.bank.num_nets == 1
-  clustered = train.fit_models(_small_config(**{'data.num_regions_if_missing': 2}),
-                                  no_region)
+  clustered = train.fit_models(_small_config(**{'data.num_regions_if_missing': 2}), no_region)
   assert clustered.region_source == 'clustered' and clustered.bank.num_nets == 2
   truth = reader.read_ground_truth(small_scene['survey']).region
   # Clusters by received paths recover the rooms (up to naming).
@@ -141,13 +173,22 @@ def test_missing_dataset_and_mismatched_anchors_fail_clearly(small_scene, tmp_pa
   config = _small_config()
   broken = _copy_without(small_scene['trajectory'], tmp_path / 'traj.h5', drop=('time_s',))
   with pytest.raises(reader.MeasurementError, match=r'traj\.h5.*"time_s" is missing'):
-    train.train_and_evaluate(_small_config(**{'data.survey': small_scene['survey'],
-                                         'data.trajectory': broken}), str(tmp_path / 'w1'))
+    train.train_and_evaluate(
+      _small_config(**{'data.survey': small_scene['survey'], 'data.trajectory': broken}),
+      str(tmp_path / 'w1'),
+    )
   with h5py.File(small_scene['trajectory'], 'r') as f:
     aoa, ap, kind = f['aoa'][()], f['anchor_ap'][()], f['anchor_kind'][()]
-  fewer = _copy_without(small_scene['trajectory'], tmp_path / 'fewer.h5', replace={
-      'aoa': aoa[:, :-1], 'anchor_ap': ap[:-1], 'anchor_kind': kind[:-1],
-      'anchor_position': np.zeros((len(ap) - 1, 2), np.float32)})
+  fewer = _copy_without(
+    small_scene['trajectory'],
+    tmp_path / 'fewer.h5',
+    replace={
+      'aoa': aoa[:, :-1],
+      'anchor_ap': ap[:-1],
+      'anchor_kind': kind[:-1],
+      'anchor_position': np.zeros((len(ap) - 1, 2), np.float32),
+    },
+  )
   fit = train.fit_models(config, small_scene['survey'])
   with pytest.raises(reader.MeasurementError, match='anchors in the survey but'):
     train.track_trajectory(config, fit, reader.read_measurements(fewer))
@@ -161,8 +202,8 @@ def test_trajectory_with_missing_paths_and_a_blackout(small_scene, tmp_path):
   fit = train.fit_models(config, small_scene['survey'])
   with h5py.File(small_scene['trajectory'], 'r') as f:
     aoa = f['aoa'][()]
-  aoa[10:13] = np.nan                    # Three steps with no path at all...
-  aoa[20, np.flatnonzero(np.isfinite(aoa[20]))[2:]] = np.nan   # ...one with two paths.
+  aoa[10:13] = np.nan  # Three steps with no path at all...
+  aoa[20, np.flatnonzero(np.isfinite(aoa[20]))[2:]] = np.nan  # ...one with two paths.
   holes = _copy_without(small_scene['trajectory'], tmp_path / 'holes.h5', replace={'aoa': aoa})
   out = train.track_trajectory(config, fit, reader.read_measurements(holes))
   nis = out['switching_nis']
@@ -173,25 +214,38 @@ def test_trajectory_with_missing_paths_and_a_blackout(small_scene, tmp_path):
 
 
 def test_sweep_tables_are_markdown_with_every_cell():
-  point = {'variants': {name: [{'submeter_fraction': 0.95, 'median_m': 0.2}] * 2
-                        for name, _, _ in sweep.VARIANTS},
-           'baselines': {'oracle': {'submeter_fraction': 0.97, 'median_m': 0.19}},
-           'jade_survey': {'submeter_fraction': 1.0, 'median_m': 0.1},
-           'jade_anchors': {'median_m': 0.05}}
+  point = {
+    'variants': {
+      name: [{'submeter_fraction': 0.95, 'median_m': 0.2}] * 2 for name, _, _ in sweep.VARIANTS
+    },
+    'baselines': {'oracle': {'submeter_fraction': 0.97, 'median_m': 0.19}},
+    'jade_survey': {'submeter_fraction': 1.0, 'median_m': 0.1},
+    'jade_anchors': {'median_m': 0.05},
+  }
   table = sweep.markdown_tables([1.0, 5.0], [1.0, 2.0], [point, point])
   assert '| 5 deg | 95.0 % / 0.20 m | 95.0 % / 0.20 m |' in table
   assert '| threshold 1 | threshold 2 |' in table
-  assert '97.0 % / 0.19 m' in table and 'n/a' in table   # big NN missing -> n/a.
+  assert '97.0 % / 0.19 m' in table and 'n/a' in table  # big NN missing -> n/a.
 
 
 def test_launcher_rejects_a_misspelt_config_field(tmp_path):
   import subprocess
   import sys
+
   proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'launch', 'mmwave.py'), f'--config={CONFIG}:quick',
-       f'--workdir={tmp_path}', '--config.tracker.treshold=3.0'],
-      capture_output=True, text=True, cwd=REPO, timeout=120,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    [
+      sys.executable,
+      os.path.join(REPO, 'launch', 'mmwave.py'),
+      f'--config={CONFIG}:quick',
+      f'--workdir={tmp_path}',
+      '--config.tracker.treshold=3.0',
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=120,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
   assert proc.returncode != 0
-  assert 'threshold' in proc.stderr   # "did you mean 'threshold'".
+  assert 'threshold' in proc.stderr  # "did you mean 'threshold'".
   assert not (tmp_path / 'metrics.json').exists()

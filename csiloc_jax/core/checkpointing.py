@@ -22,8 +22,8 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 1):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -33,16 +33,23 @@ class Checkpointer:
     # the same step again; orbax refuses an existing step even with force=True.
     if step in self._manager.all_steps():
       self._manager.delete(step)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=True,
+    )
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
     """Restores ``(state, meta)`` at ``step`` (default: the latest)."""
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      ),
+    )
     return restored['state'], dict(restored['meta'])
 
   def wait(self) -> None:

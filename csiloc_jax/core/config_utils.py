@@ -41,16 +41,18 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
   return apply_overrides(config, overrides or {})
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """Sets dotted fields, refusing names that do not already exist in the config."""
   for dotted, value in overrides.items():
     *parents, leaf = dotted.split('.')
     node = config
     for i, name in enumerate(parents):
       if name not in node:
-        raise KeyError(f'config has no field {".".join(parents[:i + 1])!r} '
-                       f'(while overriding {dotted!r})')
+        raise KeyError(
+          f'config has no field {".".join(parents[: i + 1])!r} (while overriding {dotted!r})'
+        )
       node = node[name]
     if leaf not in node:
       raise KeyError(f'config has no field {dotted!r}; fields here: {sorted(node.keys())}')
@@ -71,8 +73,9 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   return path
 
 
-def options_from_config(cls: type[_Options], section: Mapping[str, Any], source: str = 'config',
-                        **extra: Any) -> _Options:
+def options_from_config(
+  cls: type[_Options], section: Mapping[str, Any], source: str = 'config', **extra: Any
+) -> _Options:
   """Builds the option dataclass ``cls`` from a config section.
 
   The config files are the one source of defaults: ``cls`` declares fields without
@@ -87,7 +90,9 @@ def options_from_config(cls: type[_Options], section: Mapping[str, Any], source:
     elif field.name in section:
       value = section[field.name]
     else:
-      raise KeyError(f'{source} has no field {field.name!r}, which {cls.__name__} needs; '
-                     f'fields there: {sorted(section.keys())}')
+      raise KeyError(
+        f'{source} has no field {field.name!r}, which {cls.__name__} needs; '
+        f'fields there: {sorted(section.keys())}'
+      )
     kwargs[field.name] = tuple(value) if isinstance(value, list) else value
   return cls(**kwargs)

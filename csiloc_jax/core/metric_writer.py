@@ -38,13 +38,15 @@ def log_to_file(workdir: str, filename: str = 'log.txt') -> str:
   progress is kept next to its metrics whether it was started from a shell or a
   notebook."""
   import logging as std_logging
+
   os.makedirs(workdir, exist_ok=True)
   path = os.path.abspath(os.path.join(workdir, filename))
   logger = logging.get_absl_logger()
   if not any(getattr(h, 'baseFilename', None) == path for h in logger.handlers):
     handler = std_logging.FileHandler(path)
-    handler.setFormatter(std_logging.Formatter(
-        '%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S'))
+    handler.setFormatter(
+      std_logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S')
+    )
     logger.addHandler(handler)
   quiet_orbax()
   if logging.get_verbosity() < logging.INFO:
@@ -74,8 +76,10 @@ class MetricWriter:
     record = {'step': int(step), **{k: runs.to_json_value(v) for k, v in tags.items()}}
     record.update({k: runs.to_json_value(v) for k, v in scalars.items()})
     shown = ', '.join(
-        f'{k}={v:.5g}' if isinstance(v, float) else f'{k}={v}'
-        for k, v in record.items() if k != 'step')
+      f'{k}={v:.5g}' if isinstance(v, float) else f'{k}={v}'
+      for k, v in record.items()
+      if k != 'step'
+    )
     logging.info('[%d] %s', step, shown)
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
@@ -97,8 +101,16 @@ class Progress:
   distort the throughput; a loop that is all work calls :meth:`update` after each piece.
   """
 
-  def __init__(self, total: int, *, done: int = 0, unit: str = 'steps',
-               batch_size: int | None = None, name: str = '', log_every_s: float = 10.0):
+  def __init__(
+    self,
+    total: int,
+    *,
+    done: int = 0,
+    unit: str = 'steps',
+    batch_size: int | None = None,
+    name: str = '',
+    log_every_s: float = 10.0,
+  ):
     self.total = total
     self.unit = unit
     self.batch_size = batch_size

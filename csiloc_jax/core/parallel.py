@@ -26,7 +26,8 @@ import functools
 from typing import Any, Callable
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 BACKENDS = ('pmap', 'shard_map')
@@ -42,23 +43,35 @@ def _identity(tree: Any) -> Any:
   return tree
 
 
-def _shard_mapped(step_fn: Callable, options: tuple, mesh: jax.sharding.Mesh,
-                  axis_name: str, out_specs: Any, state: Any, batch: Any, *replicated: Any
-                  ) -> Any:
+def _shard_mapped(
+  step_fn: Callable,
+  options: tuple,
+  mesh: jax.sharding.Mesh,
+  axis_name: str,
+  out_specs: Any,
+  state: Any,
+  batch: Any,
+  *replicated: Any,
+) -> Any:
   # check_vma=False keeps pmap's semantics: with it on, shard_map already sums the
   # gradient of a replicated parameter over the axis, and the step's explicit psum
   # would then count it once per device.
   in_specs = (P(), P(axis_name)) + (P(),) * len(replicated)
-  return jax.shard_map(functools.partial(step_fn, **dict(options)), mesh=mesh,
-                       in_specs=in_specs, out_specs=out_specs,
-                       check_vma=False)(state, batch, *replicated)
+  return jax.shard_map(
+    functools.partial(step_fn, **dict(options)),
+    mesh=mesh,
+    in_specs=in_specs,
+    out_specs=out_specs,
+    check_vma=False,
+  )(state, batch, *replicated)
 
 
 # Module-level, so jax's compilation cache is shared by every DataParallel instance.
 _STATIC = (0, 1, 2, 3, 4)
 _SHARD_MAPPED = jax.jit(_shard_mapped, static_argnums=_STATIC)
-_SHARD_MAPPED_DONATING = jax.jit(_shard_mapped, static_argnums=_STATIC,
-                                 donate_argnums=(len(_STATIC),))
+_SHARD_MAPPED_DONATING = jax.jit(
+  _shard_mapped, static_argnums=_STATIC, donate_argnums=(len(_STATIC),)
+)
 
 
 class DataParallel:
@@ -74,19 +87,23 @@ class DataParallel:
     self.mesh = jax.sharding.Mesh(np.asarray(self.devices), (axis_name,))
 
   # -- compilation ---------------------------------------------------------------------
-  def _compile(self, step_fn: Callable, options: dict, out_specs: Any,
-               donate_state: bool) -> Callable:
+  def _compile(
+    self, step_fn: Callable, options: dict, out_specs: Any, donate_state: bool
+  ) -> Callable:
     opts = tuple(sorted(options.items()))  # Hashable, and equal for equal options.
     if self.backend == 'pmap':
-      p_fn = jax.pmap(_call, axis_name=self.axis_name, devices=self.devices,
-                      static_broadcasted_argnums=(0, 1),
-                      donate_argnums=(2,) if donate_state else ())
+      p_fn = jax.pmap(
+        _call,
+        axis_name=self.axis_name,
+        devices=self.devices,
+        static_broadcasted_argnums=(0, 1),
+        donate_argnums=(2,) if donate_state else (),
+      )
       return functools.partial(p_fn, step_fn, opts)
     jitted = _SHARD_MAPPED_DONATING if donate_state else _SHARD_MAPPED
     return functools.partial(jitted, step_fn, opts, self.mesh, self.axis_name, out_specs)
 
-  def compile_step(self, step_fn: Callable, donate_state: bool = True,
-                   **options: Any) -> Callable:
+  def compile_step(self, step_fn: Callable, donate_state: bool = True, **options: Any) -> Callable:
     """``p_step(state, batch, *replicated) -> (out, metrics)`` as one program.
 
     ``step_fn(state, batch, *replicated, **options)``; ``options`` must be hashable.
@@ -97,8 +114,9 @@ class DataParallel:
     """
     return self._compile(step_fn, options, (P(), P()), donate_state)
 
-  def compile_train_step(self, gradient_fn: Callable, update_fn: Callable,
-                         **options: Any) -> Callable:
+  def compile_train_step(
+    self, gradient_fn: Callable, update_fn: Callable, **options: Any
+  ) -> Callable:
     """``p_step(state, batch, *replicated) -> (state, metrics)`` as two programs.
 
     ``gradient_fn(state, batch, *replicated, **options) -> (grads, metrics)`` (e.g. the
@@ -142,7 +160,8 @@ class DataParallel:
       # step's first call (and an evaluation of fresh parameters) does not compile a
       # second program for another input layout.
       stacked = jax.tree.map(
-          lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)), tree)
+        lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)), tree
+      )
       return jax.pmap(_identity, devices=self.devices)(stacked)
     # From a host copy, never an alias: the compiled step donates its state argument,
     # which must not invalidate the caller's arrays.
@@ -156,15 +175,17 @@ class DataParallel:
 
   def shard(self, batch: Any) -> Any:
     """Splits a host batch (leading axis divisible by num_devices) across devices."""
+
     def check(x):
       if x.shape[0] % self.num_devices:
-        raise ValueError(f'batch axis {x.shape[0]} is not divisible by the '
-                         f'{self.num_devices} devices')
+        raise ValueError(
+          f'batch axis {x.shape[0]} is not divisible by the {self.num_devices} devices'
+        )
       return x
+
     batch = jax.tree.map(check, batch)
     if self.backend == 'pmap':
-      return jax.tree.map(
-          lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
+      return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
     return jax.device_put(batch, NamedSharding(self.mesh, P(self.axis_name)))
 
   def gather(self, tree: Any) -> Any:

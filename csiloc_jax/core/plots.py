@@ -22,10 +22,17 @@ def save(fig, path: str) -> None:
   plt.close(fig)
 
 
-def error_cdf(path: str, errors: Mapping[str, np.ndarray], *,
-              xlabel: str = 'position error (m)', ylabel: str = 'fraction of samples',
-              title: str = '', log_x: bool = False, mark_m: float | None = None,
-              xlim: tuple[float, float] | None = None) -> None:
+def error_cdf(
+  path: str,
+  errors: Mapping[str, np.ndarray],
+  *,
+  xlabel: str = 'position error (m)',
+  ylabel: str = 'fraction of samples',
+  title: str = '',
+  log_x: bool = False,
+  mark_m: float | None = None,
+  xlim: tuple[float, float] | None = None,
+) -> None:
   """Empirical CDF of Euclidean errors, one step line per method.
 
   A missing estimate (NaN or inf) counts as an error beyond the axis: it never raises
@@ -48,8 +55,9 @@ def error_cdf(path: str, errors: Mapping[str, np.ndarray], *,
   if xlim is not None:
     ax.set_xlim(*xlim)
   else:
-    finite_all = np.concatenate([np.asarray(e, np.float64)[np.isfinite(e)]
-                                 for e in errors.values()] or [np.zeros(0)])
+    finite_all = np.concatenate(
+      [np.asarray(e, np.float64)[np.isfinite(e)] for e in errors.values()] or [np.zeros(0)]
+    )
     if finite_all.size:
       lo, hi = float(finite_all.min()), float(finite_all.max())
       lo = max(lo, 1e-3) * 0.9 if log_x else 0.0

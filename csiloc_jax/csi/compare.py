@@ -50,13 +50,15 @@ def _paper_model(config: ml_collections.ConfigDict, name: str) -> dict:
   pretrained."""
   known = config.compare.paper_models
   if name not in known:
-    raise ValueError(f'unknown model {name!r}; config.compare.paper_models has '
-                     f'{sorted(known.keys())}')
+    raise ValueError(
+      f'unknown model {name!r}; config.compare.paper_models has {sorted(known.keys())}'
+    )
   return dict(known[name])
 
 
-def model_config(config: ml_collections.ConfigDict, name: str, root: str,
-                 **data_overrides: Any) -> ml_collections.ConfigDict:
+def model_config(
+  config: ml_collections.ConfigDict, name: str, root: str, **data_overrides: Any
+) -> ml_collections.ConfigDict:
   """The comparison's base config turned into one paper model on the shared data."""
   cfg = copy.deepcopy(config)
   settings = _paper_model(config, name)
@@ -97,8 +99,11 @@ def efficiency_table(sweep: dict[str, dict[int, float]], budgets: list[int]) -> 
   head = ['labelled train samples'] + list(sweep)
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for n in budgets:
-    lines.append('| ' + ' | '.join([str(n)] + [
-        f'{sweep[m][n]:.2f}' if n in sweep[m] else '' for m in sweep]) + ' |')
+    lines.append(
+      '| '
+      + ' | '.join([str(n)] + [f'{sweep[m][n]:.2f}' if n in sweep[m] else '' for m in sweep])
+      + ' |'
+    )
   return '\n'.join(lines) + '\n'
 
 
@@ -114,8 +119,9 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results: dict[str, dict] = {}
   for name in names:
     logging.info('=== %s ===', name)
-    results[name] = train.train_and_evaluate(model_config(config, name, root),
-                                             os.path.join(workdir, name))
+    results[name] = train.train_and_evaluate(
+      model_config(config, name, root), os.path.join(workdir, name)
+    )
   table = table_one(results, {name: _paper_model(config, name) for name in results})
   with open(os.path.join(workdir, 'table1.md'), 'w') as f:
     f.write(table)
@@ -124,8 +130,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sweep: dict[str, dict[int, float]] = {}
   sweep_names = [n.strip() for n in config.compare.sweep_models.split(',') if n.strip()]
   num_train_all = next(iter(results.values()))['data']['num_train_labels'] if results else 0
-  budgets = sorted({int(n) for n in config.compare.label_budgets
-                    if 0 < n < num_train_all})
+  budgets = sorted({int(n) for n in config.compare.label_budgets if 0 < n < num_train_all})
   for name in sweep_names:
     sweep[name] = {}
     if name in results:
@@ -137,8 +142,9 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # Same optimiser budget as the full-label run: fewer labels must not also mean
       # fewer steps (with 50 labels an epoch is a single step).
       cfg.finetune.min_steps_per_epoch = max(
-          cfg.finetune.min_steps_per_epoch,
-          input_pipeline.num_batches(num_train_all, cfg.finetune.batch_size))
+        cfg.finetune.min_steps_per_epoch,
+        input_pipeline.num_batches(num_train_all, cfg.finetune.batch_size),
+      )
       res = train.train_and_evaluate(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
       sweep[name][n] = res['test']['mae']['average']
   all_budgets = budgets + ([num_train_all] if num_train_all else [])
@@ -153,12 +159,16 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with np.load(os.path.join(workdir, name, 'test_predictions.npz')) as z:
       errors[name] = np.linalg.norm(z['pred'] - z['true'], axis=1)
   if errors:
-    core_plots.error_cdf(os.path.join(workdir, 'error_cdf.png'), errors,
-                         xlabel='3-D position error (m)', ylabel='fraction of test samples')
-  summary = {'models': {n: {k: r[k] for k in ('test', 'model', 'data')}
-                        for n, r in results.items()},
-             'label_efficiency': {m: {str(n): v for n, v in d.items()}
-                                  for m, d in sweep.items()},
-             'table1_markdown': table}
+    core_plots.error_cdf(
+      os.path.join(workdir, 'error_cdf.png'),
+      errors,
+      xlabel='3-D position error (m)',
+      ylabel='fraction of test samples',
+    )
+  summary = {
+    'models': {n: {k: r[k] for k in ('test', 'model', 'data')} for n, r in results.items()},
+    'label_efficiency': {m: {str(n): v for n, v in d.items()} for m, d in sweep.items()},
+    'table1_markdown': table,
+  }
   runs.write_json(os.path.join(workdir, 'metrics.json'), summary)
   return summary

@@ -28,8 +28,8 @@ def _pairwise_sum(x: np.ndarray) -> np.ndarray:
   """
   m = x.shape[-1]
   if m > 64:
-    total = _pairwise_sum(x[..., :4 * (m // 8)])
-    total += _pairwise_sum(x[..., 4 * (m // 8):])
+    total = _pairwise_sum(x[..., : 4 * (m // 8)])
+    total += _pairwise_sum(x[..., 4 * (m // 8) :])
     return total
   if m < 4:
     total = x[..., 0].copy()

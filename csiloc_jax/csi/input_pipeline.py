@@ -31,8 +31,10 @@ def split_indices(num: int, fractions: Sequence[float], seed: int) -> list[np.nd
   parts = np.split(perm, bounds[:-1])
   for frac, part in zip(fractions, parts):
     if frac > 0 and len(part) == 0:
-      raise ValueError(f'a split of {num} samples by {tuple(fractions)} leaves an empty '
-                       'part; more samples are needed')
+      raise ValueError(
+        f'a split of {num} samples by {tuple(fractions)} leaves an empty '
+        'part; more samples are needed'
+      )
   return parts
 
 
@@ -44,6 +46,7 @@ class Normalizer:
   A pytree of its two arrays, so the compiled steps take it as an argument (replicated
   like the parameters) rather than holding it as a compile-time constant.
   """
+
   mean: np.ndarray
   inv_std: np.ndarray
 
@@ -51,8 +54,9 @@ class Normalizer:
     return (x - self.mean) * self.inv_std
 
 
-def feature_statistics(features: np.ndarray, indices: np.ndarray, mode: str,
-                       chunk_size: int = 512) -> Normalizer:
+def feature_statistics(
+  features: np.ndarray, indices: np.ndarray, mode: str, chunk_size: int = 512
+) -> Normalizer:
   """Mean/std over ``features[indices]``, accumulated chunk by chunk in float64.
 
   ``mode``: ``per_feature`` (one statistic per antenna × subcarrier × channel entry),
@@ -63,23 +67,22 @@ def feature_statistics(features: np.ndarray, indices: np.ndarray, mode: str,
   if mode == 'none':
     return Normalizer(np.zeros(shape, np.float32), np.ones(shape, np.float32))
   if mode not in ('per_feature', 'global'):
-    raise ValueError(f'config.data.normalization must be per_feature, global or none; '
-                     f'got {mode!r}')
+    raise ValueError(f'config.data.normalization must be per_feature, global or none; got {mode!r}')
   indices = np.sort(np.asarray(indices))
   total = np.zeros(shape, np.float64)
   total_sq = np.zeros(shape, np.float64)
   for start in range(0, len(indices), chunk_size):
-    block = np.asarray(features[indices[start:start + chunk_size]], np.float64)
+    block = np.asarray(features[indices[start : start + chunk_size]], np.float64)
     total += block.sum(0)
-    total_sq += (block ** 2).sum(0)
+    total_sq += (block**2).sum(0)
   n = max(len(indices), 1)
   if mode == 'global':
     count = n * np.prod(shape)
     mean = np.full(shape, total.sum() / count)
-    var = np.full(shape, total_sq.sum() / count) - mean ** 2
+    var = np.full(shape, total_sq.sum() / count) - mean**2
   else:
     mean = total / n
-    var = total_sq / n - mean ** 2
+    var = total_sq / n - mean**2
   std = np.sqrt(np.maximum(var, 0.0))
   tiny = 1e-12 * max(float(np.abs(mean).max()), float(std.max()), 1e-30)
   inv_std = np.where(std > tiny, 1.0 / np.maximum(std, tiny), 1.0)
@@ -89,6 +92,7 @@ def feature_statistics(features: np.ndarray, indices: np.ndarray, mode: str,
 @dataclasses.dataclass
 class LabelScaler:
   """Per-axis standardisation of positions (fit on training labels)."""
+
   mean: np.ndarray
   std: np.ndarray
 
@@ -117,9 +121,15 @@ def epoch_steps(num_examples: int, batch_size: int, min_steps: int = 1) -> int:
   return max(num_batches(num_examples, batch_size), min_steps)
 
 
-def batches(features: np.ndarray, targets: np.ndarray | None, indices: np.ndarray,
-            batch_size: int, *, shuffle_seed: tuple[int, ...] | None = None,
-            min_steps: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def batches(
+  features: np.ndarray,
+  targets: np.ndarray | None,
+  indices: np.ndarray,
+  batch_size: int,
+  *,
+  shuffle_seed: tuple[int, ...] | None = None,
+  min_steps: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields ``{'x', 'y', 'mask'}`` batches over ``indices``.
 
   With ``shuffle_seed`` the order is a permutation drawn from that seed (e.g.
@@ -134,12 +144,13 @@ def batches(features: np.ndarray, targets: np.ndarray | None, indices: np.ndarra
     steps = epoch_steps(len(indices), batch_size, min_steps)
     if steps > num_batches(len(indices), batch_size):
       reps = -(-steps * batch_size // len(indices))
-      indices = np.concatenate([indices[rng.permutation(len(indices))]
-                                for _ in range(reps)])[:steps * batch_size]
+      indices = np.concatenate([indices[rng.permutation(len(indices))] for _ in range(reps)])[
+        : steps * batch_size
+      ]
     else:
       indices = indices[rng.permutation(len(indices))]
   for start in range(0, len(indices), batch_size):
-    chunk = indices[start:start + batch_size]
+    chunk = indices[start : start + batch_size]
     real = len(chunk)
     # Sorted reads are sequential on the memmap; order inside a batch is irrelevant.
     order = np.argsort(chunk)
@@ -147,8 +158,10 @@ def batches(features: np.ndarray, targets: np.ndarray | None, indices: np.ndarra
     pad = batch_size - real
     if pad:
       chunk = np.concatenate([chunk, np.full(pad, chunk[0])])
-    batch = {'x': np.asarray(features[chunk], np.float32),
-             'mask': np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])}
+    batch = {
+      'x': np.asarray(features[chunk], np.float32),
+      'mask': np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)]),
+    }
     if targets is not None:
       batch['y'] = np.asarray(targets[chunk], np.float32)
     yield batch

@@ -39,6 +39,7 @@ KERNEL_GRADS = ('auto', 'taps', 'xla')
 # --------------------------------------------------------------------------------------
 # Max pooling (window == stride).
 
+
 def max_pool(x: jnp.ndarray, window: Sequence[int]) -> jnp.ndarray:
   """``nn.max_pool(x, window, strides=window, padding='SAME')`` for NHWC ``x``.
 
@@ -94,9 +95,11 @@ _pool.defvjp(_pool_fwd, _pool_bwd)
 # --------------------------------------------------------------------------------------
 # Stride-1 convolution (optionally input-dilated = transposed) with a matmul kernel grad.
 
+
 def _conv(x, kernel, padding, lhs_dilation):
-  return lax.conv_general_dilated(x, kernel, (1, 1), padding, lhs_dilation=lhs_dilation,
-                                  dimension_numbers=_DIMENSIONS)
+  return lax.conv_general_dilated(
+    x, kernel, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMENSIONS
+  )
 
 
 def _kernel_grad(x, dy, kernel_shape, padding, lhs_dilation):
@@ -121,9 +124,12 @@ def _kernel_grad(x, dy, kernel_shape, padding, lhs_dilation):
     for j in range(kw):
       start_h = lo_h - i + pad_h[0]
       start_w = lo_w - j + pad_w[0]
-      window = lax.slice(dy_p, (0, start_h, start_w, 0),
-                         (b, start_h + sh * (h - 1) + 1, start_w + sw * (w - 1) + 1, cout),
-                         (1, sh, sw, 1))
+      window = lax.slice(
+        dy_p,
+        (0, start_h, start_w, 0),
+        (b, start_h + sh * (h - 1) + 1, start_w + sw * (w - 1) + 1, cout),
+        (1, sh, sw, 1),
+      )
       taps.append(lax.dot_general(x2, window.reshape(-1, cout), (((0,), (0,)), ((), ()))))
   return jnp.stack(taps).reshape(kh, kw, cin, cout)
 
@@ -177,8 +183,9 @@ def _transpose_same_padding(k: int, s: int) -> tuple[int, int]:
 def _conv_layer(module: nn.Module, x, padding, lhs_dilation):
   """Kernel and bias named and initialised as flax's, then the convolution plus bias."""
   kh, kw = module.kernel_size
-  kernel = module.param('kernel', nn.initializers.lecun_normal(),
-                        (kh, kw, x.shape[-1], module.features), jnp.float32)
+  kernel = module.param(
+    'kernel', nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], module.features), jnp.float32
+  )
   bias = module.param('bias', nn.initializers.zeros_init(), (module.features,), jnp.float32)
   if _use_taps(module.kernel_grad, x.shape[-1], module.min_channels):
     return conv2d_taps(x, kernel, padding, lhs_dilation) + bias
@@ -187,6 +194,7 @@ def _conv_layer(module: nn.Module, x, padding, lhs_dilation):
 
 class Conv(nn.Module):
   """``nn.Conv(features, kernel_size, padding='SAME')`` (stride 1, same parameters)."""
+
   features: int
   kernel_size: Sequence[int]
   kernel_grad: str
@@ -200,6 +208,7 @@ class Conv(nn.Module):
 
 class ConvTranspose(nn.Module):
   """``nn.ConvTranspose(features, kernel_size, strides, padding='SAME')`` (same parameters)."""
+
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int]

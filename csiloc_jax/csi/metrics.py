@@ -20,8 +20,7 @@ def _per_axis(values: np.ndarray, average: float, axes: tuple[str, ...]) -> dict
   return out
 
 
-def localization_metrics(pred: np.ndarray, true: np.ndarray,
-                         ranges: np.ndarray) -> dict:
+def localization_metrics(pred: np.ndarray, true: np.ndarray, ranges: np.ndarray) -> dict:
   """The ``metrics.json`` ``test`` block: MAE, NMAE, RMSE, NRMSE and distance stats."""
   pred = np.asarray(pred, np.float64)
   true = np.asarray(true, np.float64)
@@ -30,29 +29,33 @@ def localization_metrics(pred: np.ndarray, true: np.ndarray,
     raise ValueError(f'predictions {pred.shape} and targets {true.shape} must both be [n, d]')
   if len(pred) == 0:
     raise ValueError('cannot compute metrics on an empty split')
-  axes = AXES[:pred.shape[1]]
+  axes = AXES[: pred.shape[1]]
   # A coordinate that never varies (range 0, e.g. a flat synthetic z) cannot be
   # normalised; its normalised errors are then left in metres instead of becoming inf.
   safe_ranges = np.where(ranges > 0, ranges, 1.0)
   err = pred - true
   mae = np.mean(np.abs(err), axis=0)
-  rmse = np.sqrt(np.mean(err ** 2, axis=0))
+  rmse = np.sqrt(np.mean(err**2, axis=0))
   nmae = mae / safe_ranges
   nrmse = rmse / safe_ranges
   dist3 = np.linalg.norm(err, axis=1)
   dist2 = np.linalg.norm(err[:, :2], axis=1)
 
   def stats(d):
-    return {'mean': float(d.mean()), 'median': float(np.median(d)),
-            'p90': float(np.percentile(d, 90)), 'p95': float(np.percentile(d, 95))}
+    return {
+      'mean': float(d.mean()),
+      'median': float(np.median(d)),
+      'p90': float(np.percentile(d, 90)),
+      'p95': float(np.percentile(d, 95)),
+    }
 
   return {
-      'num_samples': int(len(pred)),
-      'mae': _per_axis(mae, mae.mean(), axes),
-      'nmae': _per_axis(nmae, nmae.mean(), axes),
-      'rmse': _per_axis(rmse, np.sqrt(np.mean(err ** 2)), axes),
-      'nrmse': _per_axis(nrmse, nrmse.mean(), axes),
-      'distance_m': stats(dist3),
-      'distance_2d_m': stats(dist2),
-      'ranges_m': _per_axis(ranges, ranges.mean(), axes),
+    'num_samples': int(len(pred)),
+    'mae': _per_axis(mae, mae.mean(), axes),
+    'nmae': _per_axis(nmae, nmae.mean(), axes),
+    'rmse': _per_axis(rmse, np.sqrt(np.mean(err**2)), axes),
+    'nrmse': _per_axis(nrmse, nrmse.mean(), axes),
+    'distance_m': stats(dist3),
+    'distance_2d_m': stats(dist2),
+    'ranges_m': _per_axis(ranges, ranges.mean(), axes),
   }

@@ -33,7 +33,11 @@ import numpy as np
 from csiloc_jax.csi import layers
 
 ACTIVATIONS: dict[str, Callable] = {
-    'relu': nn.relu, 'linear': lambda x: x, 'tanh': jnp.tanh, 'gelu': nn.gelu}
+  'relu': nn.relu,
+  'linear': lambda x: x,
+  'tanh': jnp.tanh,
+  'gelu': nn.gelu,
+}
 
 
 def _activation(name: str) -> Callable:
@@ -52,6 +56,7 @@ class FlattenEncoder(nn.Module):
 
 class MLPEncoder(nn.Module):
   """Model 3's encoder: linear layers with ReLU (paper: 256 → 128 → 64 → 32)."""
+
   features: Sequence[int]
   latent_activation: str
 
@@ -67,6 +72,7 @@ class MLPEncoder(nn.Module):
 
 class MLPDecoder(nn.Module):
   """Mirror of :class:`MLPEncoder`, ending in a linear layer to the input size."""
+
   features: Sequence[int]
   output_shape: Sequence[int]
   output_activation: str
@@ -88,6 +94,7 @@ class CNNEncoder(nn.Module):
   The layers are :mod:`csiloc_jax.csi.layers`' (flax's values and parameters, faster
   gradients on CPU).
   """
+
   features: Sequence[int]
   kernel_sizes: Sequence[int]
   pool_size: Sequence[int]
@@ -108,6 +115,7 @@ class CNNDecoder(nn.Module):
   Each transposed conv upsamples by the encoder's pool stride, undoing one pooling; the
   result is cropped to the input's spatial size (pooling rounded up).
   """
+
   features: Sequence[int]
   kernel_size: int
   pool_size: Sequence[int]
@@ -120,9 +128,13 @@ class CNNDecoder(nn.Module):
     height, width, channels = self.output_shape
     widths = tuple(self.features) + (channels,)
     for i, w in enumerate(widths):
-      z = layers.ConvTranspose(w, (self.kernel_size, self.kernel_size),
-                               strides=tuple(self.pool_size),
-                               kernel_grad=self.kernel_grad, name=f'deconv_{i}')(z)
+      z = layers.ConvTranspose(
+        w,
+        (self.kernel_size, self.kernel_size),
+        strides=tuple(self.pool_size),
+        kernel_grad=self.kernel_grad,
+        name=f'deconv_{i}',
+      )(z)
       last = i == len(widths) - 1
       z = _activation(self.output_activation)(z) if last else nn.relu(z)
     return z[:, :height, :width, :]
@@ -130,6 +142,7 @@ class CNNDecoder(nn.Module):
 
 class MLPHead(nn.Module):
   """Position estimation head: linear layers with ReLU between (paper: 128 → 64 → 3)."""
+
   features: Sequence[int]
   num_outputs: int
 
@@ -143,6 +156,7 @@ class MLPHead(nn.Module):
 
 class PositionModel(nn.Module):
   """encoder → head. ``stop_encoder_gradient`` freezes a pretrained encoder."""
+
   encoder: nn.Module
   head: nn.Module
   stop_encoder_gradient: bool = False
@@ -156,6 +170,7 @@ class PositionModel(nn.Module):
 
 class AutoEncoder(nn.Module):
   """encoder → decoder, trained on the reconstruction MSE (paper eq. 1)."""
+
   encoder: nn.Module
   decoder: nn.Module
 
@@ -166,43 +181,57 @@ class AutoEncoder(nn.Module):
 # --------------------------------------------------------------------------------------
 # Construction from a config.
 
+
 def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
   kind = model_config.encoder
   if kind == 'flatten':
     return FlattenEncoder()
   if kind == 'mlp':
-    return MLPEncoder(features=tuple(model_config.mlp_encoder_features),
-                      latent_activation=model_config.latent_activation)
+    return MLPEncoder(
+      features=tuple(model_config.mlp_encoder_features),
+      latent_activation=model_config.latent_activation,
+    )
   if kind == 'cnn':
-    return CNNEncoder(features=tuple(model_config.cnn_features),
-                      kernel_sizes=tuple(model_config.cnn_kernel_sizes),
-                      pool_size=tuple(model_config.pool_size),
-                      kernel_grad=model_config.conv_kernel_grad)
+    return CNNEncoder(
+      features=tuple(model_config.cnn_features),
+      kernel_sizes=tuple(model_config.cnn_kernel_sizes),
+      pool_size=tuple(model_config.pool_size),
+      kernel_grad=model_config.conv_kernel_grad,
+    )
   raise ValueError(f'config.model.encoder must be flatten, mlp or cnn; got {kind!r}')
 
 
-def build_position_model(model_config: ml_collections.ConfigDict,
-                         num_outputs: int = 3) -> PositionModel:
+def build_position_model(
+  model_config: ml_collections.ConfigDict, num_outputs: int = 3
+) -> PositionModel:
   head = MLPHead(features=tuple(model_config.head_features), num_outputs=num_outputs)
-  return PositionModel(encoder=_encoder(model_config), head=head,
-                       stop_encoder_gradient=bool(model_config.freeze_encoder))
+  return PositionModel(
+    encoder=_encoder(model_config),
+    head=head,
+    stop_encoder_gradient=bool(model_config.freeze_encoder),
+  )
 
 
-def build_autoencoder(model_config: ml_collections.ConfigDict,
-                      input_shape: Sequence[int]) -> AutoEncoder:
+def build_autoencoder(
+  model_config: ml_collections.ConfigDict, input_shape: Sequence[int]
+) -> AutoEncoder:
   """The autoencoder whose encoder matches :func:`build_position_model`'s."""
   kind = model_config.encoder
   if kind == 'mlp':
-    decoder = MLPDecoder(features=tuple(reversed(model_config.mlp_encoder_features[:-1])),
-                         output_shape=tuple(input_shape),
-                         output_activation=model_config.decoder_output_activation)
+    decoder = MLPDecoder(
+      features=tuple(reversed(model_config.mlp_encoder_features[:-1])),
+      output_shape=tuple(input_shape),
+      output_activation=model_config.decoder_output_activation,
+    )
   elif kind == 'cnn':
-    decoder = CNNDecoder(features=tuple(model_config.cnn_decoder_features),
-                         kernel_size=model_config.cnn_decoder_kernel_size,
-                         pool_size=tuple(model_config.pool_size),
-                         output_shape=tuple(input_shape),
-                         output_activation=model_config.decoder_output_activation,
-                         kernel_grad=model_config.conv_kernel_grad)
+    decoder = CNNDecoder(
+      features=tuple(model_config.cnn_decoder_features),
+      kernel_size=model_config.cnn_decoder_kernel_size,
+      pool_size=tuple(model_config.pool_size),
+      output_shape=tuple(input_shape),
+      output_activation=model_config.decoder_output_activation,
+      kernel_grad=model_config.conv_kernel_grad,
+    )
   else:
     raise ValueError(f'only the mlp and cnn encoders can be pretrained, got {kind!r}')
   return AutoEncoder(encoder=_encoder(model_config), decoder=decoder)
@@ -215,8 +244,9 @@ def transplant_encoder(position_params: Any, autoencoder_params: Any) -> Any:
   shapes_new = jax.tree.map(np.shape, enc_new)
   shapes_old = jax.tree.map(np.shape, enc_old)
   if shapes_new != shapes_old:
-    raise ValueError('pretrained encoder does not match the position model: '
-                     f'{shapes_new} vs {shapes_old}')
+    raise ValueError(
+      f'pretrained encoder does not match the position model: {shapes_new} vs {shapes_old}'
+    )
   return {**position_params, 'encoder': enc_new}
 
 

@@ -22,8 +22,9 @@ from csiloc_jax.core import plots as core_plots  # noqa: E402
 def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None:
   """Train and validation loss per epoch, one panel per phase (pretrain, finetune)."""
   phases = [p for p in ('pretrain', 'finetune') if any(r.get('phase') == p for r in records)]
-  fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5.5 * max(len(phases), 1), 4),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    1, max(len(phases), 1), figsize=(5.5 * max(len(phases), 1), 4), squeeze=False
+  )
   for ax, phase in zip(axes[0], phases):
     rows = sorted((r for r in records if r.get('phase') == phase), key=lambda r: r['epoch'])
     # A resumed run may have logged an epoch twice; keep the last record per epoch.
@@ -58,8 +59,9 @@ def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '')
   core_plots.save(fig, path)
 
 
-def label_efficiency(results: Mapping[str, Mapping[int, float]], path: str,
-                     ylabel: str = 'test MAE average (m)') -> None:
+def label_efficiency(
+  results: Mapping[str, Mapping[int, float]], path: str, ylabel: str = 'test MAE average (m)'
+) -> None:
   """Metric vs number of labelled training samples, one line per model."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, by_n in results.items():

@@ -70,11 +70,13 @@ class SourceFile:
 # --------------------------------------------------------------------------------------
 # Layout validation.
 
+
 def list_files(folder: str) -> list[str]:
   """Paths of the ``file_<k>.hdf5`` files in ``folder``, in numeric order of ``k``."""
   if not os.path.isdir(folder):
-    raise CTWFormatError(f'{folder}: folder does not exist (expected a CTW-2020 folder '
-                         f'holding file_<k>.hdf5 files)')
+    raise CTWFormatError(
+      f'{folder}: folder does not exist (expected a CTW-2020 folder holding file_<k>.hdf5 files)'
+    )
   names = [n for n in os.listdir(folder) if FILE_PATTERN.match(n)]
   if not names:
     raise CTWFormatError(f'{folder}: no file_<k>.hdf5 files found')
@@ -86,8 +88,9 @@ def _check_file(path: str, require_positions: bool) -> SourceFile:
   try:
     f = h5py.File(path, 'r')
   except OSError as e:
-    raise CTWFormatError(f'{path}: not a readable HDF5 file (truncated, corrupt or another '
-                         f'format): {e}') from e
+    raise CTWFormatError(
+      f'{path}: not a readable HDF5 file (truncated, corrupt or another format): {e}'
+    ) from e
   with f:
     for key in ('H_Re', 'H_Im'):
       if key not in f:
@@ -96,28 +99,36 @@ def _check_file(path: str, require_positions: bool) -> SourceFile:
         raise CTWFormatError(f'{path}: {key!r} is a group, expected a dataset')
     re_shape, im_shape = f['H_Re'].shape, f['H_Im'].shape
     if len(re_shape) != 4:
-      raise CTWFormatError(f'{path}: dataset H_Re has shape {re_shape}, expected rank 4 '
-                           '(sample, antenna, subcarrier, measurement)')
+      raise CTWFormatError(
+        f'{path}: dataset H_Re has shape {re_shape}, expected rank 4 '
+        '(sample, antenna, subcarrier, measurement)'
+      )
     if im_shape != re_shape:
-      raise CTWFormatError(f'{path}: dataset H_Im has shape {im_shape}, expected the same '
-                           f'shape as H_Re {re_shape}')
+      raise CTWFormatError(
+        f'{path}: dataset H_Im has shape {im_shape}, expected the same shape as H_Re {re_shape}'
+      )
     for key in ('H_Re', 'H_Im'):
       if f[key].dtype.kind != 'f':
-        raise CTWFormatError(f'{path}: dataset {key!r} has dtype {f[key].dtype}, expected '
-                             'float32 or float64')
+        raise CTWFormatError(
+          f'{path}: dataset {key!r} has dtype {f[key].dtype}, expected float32 or float64'
+        )
     n, a, s, m = re_shape
     if min(re_shape) == 0:
       raise CTWFormatError(f'{path}: dataset H_Re has an empty axis: shape {re_shape}')
     if 'SNR' in f and f['SNR'].shape != (n, a, m):
-      raise CTWFormatError(f'{path}: dataset SNR has shape {f["SNR"].shape}, expected '
-                           f'{(n, a, m)} (sample, antenna, measurement)')
+      raise CTWFormatError(
+        f'{path}: dataset SNR has shape {f["SNR"].shape}, expected '
+        f'{(n, a, m)} (sample, antenna, measurement)'
+      )
     has_pos = 'Pos' in f
     if require_positions and not has_pos:
-      raise CTWFormatError(f'{path}: labelled file has no dataset \'Pos\' (expected '
-                           f'positions of shape ({n}, 3))')
+      raise CTWFormatError(
+        f"{path}: labelled file has no dataset 'Pos' (expected positions of shape ({n}, 3))"
+      )
     if has_pos and f['Pos'].shape != (n, 3):
-      raise CTWFormatError(f'{path}: dataset Pos has shape {f["Pos"].shape}, expected '
-                           f'({n}, 3) = (sample, [x, y, z])')
+      raise CTWFormatError(
+        f'{path}: dataset Pos has shape {f["Pos"].shape}, expected ({n}, 3) = (sample, [x, y, z])'
+      )
   return SourceFile(path, n, a, s, m, has_pos)
 
 
@@ -129,31 +140,36 @@ def scan_folder(folder: str, require_positions: bool) -> list[SourceFile]:
     for field in ('num_antennas', 'num_subcarriers', 'num_measurements'):
       if getattr(sf, field) != getattr(first, field):
         raise CTWFormatError(
-            f'{sf.path}: dataset H_Re has {field.replace("num_", "")} = '
-            f'{getattr(sf, field)}, but {first.path} has {getattr(first, field)}; all '
-            'files of a set must share antenna, subcarrier and measurement counts')
+          f'{sf.path}: dataset H_Re has {field.replace("num_", "")} = '
+          f'{getattr(sf, field)}, but {first.path} has {getattr(first, field)}; all '
+          'files of a set must share antenna, subcarrier and measurement counts'
+        )
   return files
 
 
 # --------------------------------------------------------------------------------------
 # Value checks.
 
+
 def _check_finite(block: np.ndarray, path: str, key: str, start: int) -> None:
   bad = ~np.isfinite(block)
   if bad.any():
     index = np.argwhere(bad)[0]
     raise CTWFormatError(
-        f'{path}: dataset {key!r} holds a non-finite value ({block[tuple(index)]}) at '
-        f'index {(start + int(index[0]),) + tuple(int(i) for i in index[1:])}; expected '
-        'finite numbers (failed estimates are stored as exact zeros)')
+      f'{path}: dataset {key!r} holds a non-finite value ({block[tuple(index)]}) at '
+      f'index {(start + int(index[0]),) + tuple(int(i) for i in index[1:])}; expected '
+      'finite numbers (failed estimates are stored as exact zeros)'
+    )
 
 
 # --------------------------------------------------------------------------------------
 # The cache.
 
+
 @dataclasses.dataclass
 class CTWArrays:
   """One preprocessed set: features (read-only memmap) and positions (or None)."""
+
   features: np.ndarray
   positions: np.ndarray | None
   source: str
@@ -169,21 +185,30 @@ class CTWArrays:
 
 def _cache_key(files: list[SourceFile], feature: str, average: str) -> str:
   """Fingerprint of the source files and the options (16 hex digits: a folder name)."""
-  return runs.fingerprint({'files': [runs.file_signature(sf.path) for sf in files],
-                           'feature': feature, 'average': average,
-                           'version': CACHE_VERSION})[:16]
+  return runs.fingerprint(
+    {
+      'files': [runs.file_signature(sf.path) for sf in files],
+      'feature': feature,
+      'average': average,
+      'version': CACHE_VERSION,
+    }
+  )[:16]
 
 
-def build_cache(folder: str, cache_dir: str, *, feature: str = 'real',
-                average: str = 'mean', require_positions: bool = False,
-                chunk_size: int = 256) -> CTWArrays:
+def build_cache(
+  folder: str,
+  cache_dir: str,
+  *,
+  feature: str = 'real',
+  average: str = 'mean',
+  require_positions: bool = False,
+  chunk_size: int = 256,
+) -> CTWArrays:
   """Preprocesses ``folder`` into ``cache_dir`` (or reuses a matching cache)."""
   if feature not in features.FEATURES:
-    raise ValueError(f'config.data.feature must be one of {features.FEATURES}, got '
-                     f'{feature!r}')
+    raise ValueError(f'config.data.feature must be one of {features.FEATURES}, got {feature!r}')
   if average not in features.AVERAGES:
-    raise ValueError(f'config.data.average must be one of {features.AVERAGES}, got '
-                     f'{average!r}')
+    raise ValueError(f'config.data.average must be one of {features.AVERAGES}, got {average!r}')
   files = scan_folder(folder, require_positions)
   key = _cache_key(files, feature, average)
   target = os.path.join(cache_dir, f'{os.path.basename(os.path.normpath(folder))}-{key}')
@@ -229,8 +254,7 @@ def _read_slices(files: list[SourceFile], chunk_size: int, read_positions: bool)
   for sf in files:
     for chunk_start in range(0, sf.num_samples, chunk_size):
       chunk_stop = min(chunk_start + chunk_size, sf.num_samples)
-      tasks += [(sf, lo, min(lo + step, chunk_stop))
-                for lo in range(chunk_start, chunk_stop, step)]
+      tasks += [(sf, lo, min(lo + step, chunk_stop)) for lo in range(chunk_start, chunk_stop, step)]
   rows = max(stop - start for _, start, stop in tasks)
   # Per set, one buffer per (dataset, dtype): files of a set may be float32 or float64.
   buffers: list[dict] = [{}, {}]
@@ -250,8 +274,8 @@ def _read_slices(files: list[SourceFile], chunk_size: int, read_positions: bool)
       buf = buffers[t % 2].get((name, ds.dtype))
       if buf is None:
         buf = buffers[t % 2][(name, ds.dtype)] = np.empty((rows, a, s, m), ds.dtype)
-      ds.read_direct(buf[:stop - start], np.s_[start:stop])
-      parts.append(buf[:stop - start])
+      ds.read_direct(buf[: stop - start], np.s_[start:stop])
+      parts.append(buf[: stop - start])
     pos = f['Pos'][:] if read_positions and stop == sf.num_samples else None
     return sf, start, parts[0], parts[1], pos
 
@@ -282,26 +306,46 @@ def _check_rest_of_chunk(sf: SourceFile, start: int, chunk_size: int) -> None:
       _check_finite(f[key][start:stop], sf.path, key, start)
 
 
-def _write_cache(files: list[SourceFile], out: str, feature: str, average: str,
-                 chunk_size: int, folder: str, key: str) -> None:
+def _write_cache(
+  files: list[SourceFile],
+  out: str,
+  feature: str,
+  average: str,
+  chunk_size: int,
+  folder: str,
+  key: str,
+) -> None:
   total = sum(sf.num_samples for sf in files)
   a, s = files[0].num_antennas, files[0].num_subcarriers
   shape = (total, a, s, features.num_channels(feature))
   has_pos = all(sf.has_positions for sf in files)
   positions = np.zeros((total, 3), np.float64) if has_pos else None
-  logging.info('Preprocessing %d samples from %d files in %s (feature=%s, average=%s)',
-               total, len(files), folder, feature, average)
+  logging.info(
+    'Preprocessing %d samples from %d files in %s (feature=%s, average=%s)',
+    total,
+    len(files),
+    folder,
+    feature,
+    average,
+  )
   t0 = time.perf_counter()
   # Counts samples done and source bytes read (meta's ``source_bytes``).
   progress = metric_writer.Progress(total, unit='samples')
   # Features are appended after the .npy header with plain writes: the dirty pages of a
   # writable memmap count as the process's resident memory, which would then grow with
   # the dataset.
-  with open(os.path.join(out, 'features.npy'), 'wb') as fh, \
-      contextlib.closing(_read_slices(files, chunk_size, has_pos)) as slices:
-    np.lib.format.write_array_header_1_0(fh, {
+  with (
+    open(os.path.join(out, 'features.npy'), 'wb') as fh,
+    contextlib.closing(_read_slices(files, chunk_size, has_pos)) as slices,
+  ):
+    np.lib.format.write_array_header_1_0(
+      fh,
+      {
         'descr': np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-        'fortran_order': False, 'shape': shape})
+        'fortran_order': False,
+        'shape': shape,
+      },
+    )
     for sf, start, h_re, h_im, pos in slices:
       with np.errstate(invalid='ignore'):  # inf - inf: such inputs are reported below.
         h_avg = features.average_measurements(h_re, h_im, average)
@@ -313,16 +357,23 @@ def _write_cache(files: list[SourceFile], out: str, feature: str, average: str,
       progress.update(len(h_re), nbytes=h_re.nbytes + h_im.nbytes)
       if pos is not None:
         _check_finite(pos, sf.path, 'Pos', 0)
-        positions[progress.step - sf.num_samples:progress.step] = pos
+        positions[progress.step - sf.num_samples : progress.step] = pos
       if start + len(h_re) == sf.num_samples:
         logging.info('  %s: %s', os.path.basename(sf.path), progress.line())
   if has_pos:
     np.save(os.path.join(out, 'positions.npy'), positions)
-  meta = {'source': os.path.abspath(folder), 'key': key, 'feature': feature,
-          'average': average, 'num_samples': total, 'feature_shape': list(shape[1:]),
-          'num_measurements': files[0].num_measurements,
-          'files': [os.path.basename(sf.path) for sf in files],
-          'source_bytes': progress.nbytes, 'seconds': time.perf_counter() - t0}
+  meta = {
+    'source': os.path.abspath(folder),
+    'key': key,
+    'feature': feature,
+    'average': average,
+    'num_samples': total,
+    'feature_shape': list(shape[1:]),
+    'num_measurements': files[0].num_measurements,
+    'files': [os.path.basename(sf.path) for sf in files],
+    'source_bytes': progress.nbytes,
+    'seconds': time.perf_counter() - t0,
+  }
   # meta.json last: its presence marks a complete cache.
   runs.write_json(os.path.join(out, 'meta.json'), meta)
 
@@ -338,21 +389,27 @@ def _open_cache(path: str) -> CTWArrays:
 # --------------------------------------------------------------------------------------
 # Entry point used by training.
 
-def load_ctw(data_config: ml_collections.ConfigDict, root: str,
-             need_unlabelled: bool) -> dict[str, CTWArrays | None]:
+
+def load_ctw(
+  data_config: ml_collections.ConfigDict, root: str, need_unlabelled: bool
+) -> dict[str, CTWArrays | None]:
   """Validates and preprocesses the labelled (and, if needed, unlabelled) sets."""
   cache_dir = data_config.cache_dir or os.path.join(root, '.csiloc_cache')
-  kwargs = dict(feature=data_config.feature, average=data_config.average,
-                chunk_size=data_config.chunk_size)
-  labelled = build_cache(os.path.join(root, LABELLED_DIR), cache_dir,
-                         require_positions=True, **kwargs)
+  kwargs = dict(
+    feature=data_config.feature, average=data_config.average, chunk_size=data_config.chunk_size
+  )
+  labelled = build_cache(
+    os.path.join(root, LABELLED_DIR), cache_dir, require_positions=True, **kwargs
+  )
   unlabelled = None
   if need_unlabelled:
-    unlabelled = build_cache(os.path.join(root, UNLABELLED_DIR), cache_dir,
-                             require_positions=False, **kwargs)
+    unlabelled = build_cache(
+      os.path.join(root, UNLABELLED_DIR), cache_dir, require_positions=False, **kwargs
+    )
     if unlabelled.feature_shape != labelled.feature_shape:
       raise CTWFormatError(
-          f'{os.path.join(root, UNLABELLED_DIR)}: H_Re has (antenna, subcarrier) shape '
-          f'{unlabelled.feature_shape[:2]} but the labelled set has '
-          f'{labelled.feature_shape[:2]}; both sets must match')
+        f'{os.path.join(root, UNLABELLED_DIR)}: H_Re has (antenna, subcarrier) shape '
+        f'{unlabelled.feature_shape[:2]} but the labelled set has '
+        f'{labelled.feature_shape[:2]}; both sets must match'
+      )
   return {'labelled': labelled, 'unlabelled': unlabelled}

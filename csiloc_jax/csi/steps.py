@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
-from flax.training import train_state
 import optax
 
 AXIS = 'batch'
@@ -43,15 +43,12 @@ def position_error(pred: jnp.ndarray, x: Any, y: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(jnp.square(pred - y), axis=-1)
 
 
-LOSSES: dict[str, Callable] = {'reconstruction': reconstruction_error,
-                               'position': position_error}
+LOSSES: dict[str, Callable] = {'reconstruction': reconstruction_error, 'position': position_error}
 
 
-def create_train_state(apply_fn: Callable, params: Any, learning_rate: float
-                       ) -> TrainState:
+def create_train_state(apply_fn: Callable, params: Any, learning_rate: float) -> TrainState:
   """Adam, as in the paper (learning rate from the config)."""
-  return TrainState.create(apply_fn=apply_fn, params=params,
-                           tx=optax.adam(learning_rate))
+  return TrainState.create(apply_fn=apply_fn, params=params, tx=optax.adam(learning_rate))
 
 
 def _sum_over_devices(x: Any, axis_name: str) -> Any:
@@ -63,8 +60,9 @@ def _sum_over_devices(x: Any, axis_name: str) -> Any:
   return x if jax.lax.axis_size(axis_name) == 1 else jax.lax.psum(x, axis_name)
 
 
-def compute_gradients(state: TrainState, batch: dict, normalizer: Any, *, loss: str,
-                      axis_name: str = AXIS) -> tuple[Any, dict]:
+def compute_gradients(
+  state: TrainState, batch: dict, normalizer: Any, *, loss: str, axis_name: str = AXIS
+) -> tuple[Any, dict]:
   """Gradient of the global mean loss on a (device-local shard of a) batch, and metrics."""
   per_example = LOSSES[loss]
   x = normalizer(batch['x'])
@@ -88,20 +86,21 @@ def apply_gradients(state: TrainState, grads: Any) -> TrainState:
   return state.apply_gradients(grads=grads)
 
 
-def train_step(state: TrainState, batch: dict, normalizer: Any, *, loss: str,
-               axis_name: str = AXIS) -> tuple[TrainState, dict]:
+def train_step(
+  state: TrainState, batch: dict, normalizer: Any, *, loss: str, axis_name: str = AXIS
+) -> tuple[TrainState, dict]:
   """One optimiser step: :func:`compute_gradients` then :func:`apply_gradients`.
 
   ``parallel.DataParallel.compile_train_step`` runs the two halves as two compiled
   programs (see there why); this composition is the same step as one function.
   """
-  grads, metrics = compute_gradients(state, batch, normalizer, loss=loss,
-                                     axis_name=axis_name)
+  grads, metrics = compute_gradients(state, batch, normalizer, loss=loss, axis_name=axis_name)
   return apply_gradients(state, grads), metrics
 
 
-def eval_step(params: Any, batch: dict, normalizer: Any, *, apply_fn: Callable,
-              loss: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+def eval_step(
+  params: Any, batch: dict, normalizer: Any, *, apply_fn: Callable, loss: str
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Predictions and masked per-example loss for one (device-local shard of a) batch.
 
   Nothing is reduced over the batch, so ``DataParallel.compile_eval_step`` runs it on

@@ -31,14 +31,14 @@ import numpy as np
 
 from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
-from csiloc_jax.csi import reader
-from csiloc_jax.csi import input_pipeline
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
+from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import metrics as metrics_lib
 from csiloc_jax.csi import models
 from csiloc_jax.csi import plots
+from csiloc_jax.csi import reader
 from csiloc_jax.csi import steps
 from csiloc_jax.csi import trainer
 
@@ -50,14 +50,27 @@ def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
   labelled = os.path.join(root, reader.LABELLED_DIR)
   if not os.path.isdir(labelled) and data.generate_if_missing:
     from csiloc_jax.csi import simulator  # Only needed when generating.
+
     g = data.synthetic
-    logging.info('No CTW data at %s: generating the synthetic set (%d labelled, %d '
-                 'unlabelled, %dx%dx%d)', root, g.num_labelled, g.num_unlabelled,
-                 g.num_antennas, g.num_subcarriers, g.num_measurements)
+    logging.info(
+      'No CTW data at %s: generating the synthetic set (%d labelled, %d unlabelled, %dx%dx%d)',
+      root,
+      g.num_labelled,
+      g.num_unlabelled,
+      g.num_antennas,
+      g.num_subcarriers,
+      g.num_measurements,
+    )
     simulator.generate_ctw_dataset(
-        root, num_labelled=g.num_labelled, num_unlabelled=g.num_unlabelled,
-        num_antennas=g.num_antennas, num_subcarriers=g.num_subcarriers,
-        num_measurements=g.num_measurements, seed=g.seed, progress=True)
+      root,
+      num_labelled=g.num_labelled,
+      num_unlabelled=g.num_unlabelled,
+      num_antennas=g.num_antennas,
+      num_subcarriers=g.num_subcarriers,
+      num_measurements=g.num_measurements,
+      seed=g.seed,
+      progress=True,
+    )
   return root
 
 
@@ -67,9 +80,11 @@ def labelled_splits(num: int, data: ml_collections.ConfigDict) -> dict[str, np.n
   train, val, test = input_pipeline.split_indices(num, data.labelled_split, data.split_seed)
   if data.num_train_labels > 0:
     if data.num_train_labels > len(train):
-      raise ValueError(f'config.data.num_train_labels={data.num_train_labels} exceeds the '
-                       f'{len(train)} samples of the labelled training split')
-    train = train[:data.num_train_labels]
+      raise ValueError(
+        f'config.data.num_train_labels={data.num_train_labels} exceeds the '
+        f'{len(train)} samples of the labelled training split'
+      )
+    train = train[: data.num_train_labels]
   return {'train': train, 'val': val, 'test': test}
 
 
@@ -87,8 +102,10 @@ def _load_pretrained(run_dir: str, autoencoder, input_shape):
   ckpt_dir = os.path.join(run_dir, 'pretrain', 'checkpoints', 'best')
   norm_path = os.path.join(run_dir, 'pretrain', 'normalizer.npz')
   if not os.path.isdir(ckpt_dir) or not os.path.exists(norm_path):
-    raise FileNotFoundError(f'config.model.pretrained_dir={run_dir!r} holds no finished '
-                            f'pretraining (expected {ckpt_dir} and {norm_path})')
+    raise FileNotFoundError(
+      f'config.model.pretrained_dir={run_dir!r} holds no finished '
+      f'pretraining (expected {ckpt_dir} and {norm_path})'
+    )
   params = autoencoder.init(jax.random.key(0), jnp.zeros((1,) + input_shape))['params']
   state = steps.create_train_state(autoencoder.apply, params, 1e-3)
   ckpt = checkpointing.Checkpointer(ckpt_dir)
@@ -99,8 +116,9 @@ def _load_pretrained(run_dir: str, autoencoder, input_shape):
 
 def _run_stage(config: ml_collections.ConfigDict, workdir: str) -> runs.Stage:
   """The record of a finished run of ``config`` in ``workdir``."""
-  return runs.Stage(os.path.abspath(workdir), 'run',
-                    runs.fingerprint(config_utils.config_to_dict(config)))
+  return runs.Stage(
+    os.path.abspath(workdir), 'run', runs.fingerprint(config_utils.config_to_dict(config))
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -121,18 +139,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   input_shape = labelled.feature_shape
   positions = labelled.positions
   splits = labelled_splits(len(labelled), config.data)
-  scaler = input_pipeline.LabelScaler.fit(positions[splits['train']],
-                                          config.data.label_scaling)
+  scaler = input_pipeline.LabelScaler.fit(positions[splits['train']], config.data.label_scaling)
   targets = scaler.transform(positions)
 
   rng_pretrain, rng_model = jax.random.split(jax.random.key(config.seed))
   position_model = models.build_position_model(mc)
   params = position_model.init(rng_model, jnp.zeros((1,) + input_shape))['params']
-  summary: dict[str, Any] = {'model': {
-      'name': mc.name, 'input_shape': list(input_shape),
-      'position_model_params': models.count_params(params)}}
-  logging.info('%s: position model has %d parameters on input %s', mc.name,
-               summary['model']['position_model_params'], input_shape)
+  summary: dict[str, Any] = {
+    'model': {
+      'name': mc.name,
+      'input_shape': list(input_shape),
+      'position_model_params': models.count_params(params),
+    }
+  }
+  logging.info(
+    '%s: position model has %d parameters on input %s',
+    mc.name,
+    summary['model']['position_model_params'],
+    input_shape,
+  )
 
   if mc.pretrain:
     autoencoder = models.build_autoencoder(mc, input_shape)
@@ -142,75 +167,123 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
       unlabelled = sets['unlabelled']
       u_train, u_val = input_pipeline.split_indices(
-          len(unlabelled), config.data.unlabelled_split, config.data.split_seed)
+        len(unlabelled), config.data.unlabelled_split, config.data.split_seed
+      )
       # The encoder sees unlabelled-statistics inputs while pretraining, and must keep
       # seeing the same input distribution when fine-tuned on labelled data.
       normalizer = input_pipeline.feature_statistics(
-          unlabelled.features, u_train, config.data.normalization)
+        unlabelled.features, u_train, config.data.normalization
+      )
       os.makedirs(os.path.join(workdir, 'pretrain'), exist_ok=True)
       _save_normalizer(os.path.join(workdir, 'pretrain', 'normalizer.npz'), normalizer)
       ae_init = autoencoder.init(rng_pretrain, jnp.zeros((1,) + input_shape))['params']
       logging.info('Autoencoder has %d parameters', models.count_params(ae_init))
       result = trainer.fit(
-          phase='pretrain', model=autoencoder, init_params=ae_init, loss='reconstruction',
-          data=trainer.PhaseData(unlabelled.features, None, u_train, u_val, normalizer),
-          train_config=config.pretrain, parallel_config=config.parallel,
-          workdir=workdir, writer=writer)
+        phase='pretrain',
+        model=autoencoder,
+        init_params=ae_init,
+        loss='reconstruction',
+        data=trainer.PhaseData(unlabelled.features, None, u_train, u_val, normalizer),
+        train_config=config.pretrain,
+        parallel_config=config.parallel,
+        workdir=workdir,
+        writer=writer,
+      )
       ae_params = result.params
       summary['pretrain'] = _phase_summary(result, len(u_train), len(u_val))
       summary['model']['autoencoder_params'] = models.count_params(ae_init)
     params = models.transplant_encoder(params, ae_params)
   else:
     normalizer = input_pipeline.feature_statistics(
-        labelled.features, splits['train'], config.data.normalization)
+      labelled.features, splits['train'], config.data.normalization
+    )
 
-  phase_data = trainer.PhaseData(labelled.features, targets, splits['train'],
-                                 splits['val'], normalizer)
+  phase_data = trainer.PhaseData(
+    labelled.features, targets, splits['train'], splits['val'], normalizer
+  )
   result = trainer.fit(
-      phase='finetune', model=position_model, init_params=params, loss='position',
-      data=phase_data, train_config=config.finetune, parallel_config=config.parallel,
-      workdir=workdir, writer=writer)
+    phase='finetune',
+    model=position_model,
+    init_params=params,
+    loss='position',
+    data=phase_data,
+    train_config=config.finetune,
+    parallel_config=config.parallel,
+    workdir=workdir,
+    writer=writer,
+  )
   summary['finetune'] = _phase_summary(result, len(splits['train']), len(splits['val']))
 
   ranges = positions.max(0) - positions.min(0)
   for split in ('val', 'test'):
-    _, pred_scaled = trainer.predict(result.params, position_model.apply, 'position',
-                                     phase_data, splits[split], config.finetune.batch_size,
-                                     config.parallel)
+    _, pred_scaled = trainer.predict(
+      result.params,
+      position_model.apply,
+      'position',
+      phase_data,
+      splits[split],
+      config.finetune.batch_size,
+      config.parallel,
+    )
     pred = scaler.inverse(pred_scaled)
     true = positions[np.sort(splits[split])]
-    summary['test' if split == 'test' else 'validation'] = (
-        metrics_lib.localization_metrics(pred, true, ranges))
+    summary['test' if split == 'test' else 'validation'] = metrics_lib.localization_metrics(
+      pred, true, ranges
+    )
     if split == 'test':
-      np.savez(os.path.join(workdir, 'test_predictions.npz'), pred=pred, true=true,
-               index=np.sort(splits[split]))
+      np.savez(
+        os.path.join(workdir, 'test_predictions.npz'),
+        pred=pred,
+        true=true,
+        index=np.sort(splits[split]),
+      )
       test_pred, test_true = pred, true
-  summary['data'] = {'root': root, 'num_labelled': len(labelled),
-                     'num_train_labels': int(len(splits['train'])),
-                     'num_val': int(len(splits['val'])), 'num_test': int(len(splits['test'])),
-                     'num_unlabelled': (len(sets['unlabelled'])
-                                        if sets['unlabelled'] is not None else None),
-                     'feature': config.data.feature, 'average': config.data.average}
+  summary['data'] = {
+    'root': root,
+    'num_labelled': len(labelled),
+    'num_train_labels': int(len(splits['train'])),
+    'num_val': int(len(splits['val'])),
+    'num_test': int(len(splits['test'])),
+    'num_unlabelled': (len(sets['unlabelled']) if sets['unlabelled'] is not None else None),
+    'feature': config.data.feature,
+    'average': config.data.average,
+  }
   summary['wall_seconds'] = time.perf_counter() - t_start
   runs.write_json(os.path.join(workdir, 'metrics.json'), summary)
 
-  plots.learning_curves(writer.read(), os.path.join(workdir, 'learning_curves.png'),
-                        title=mc.name)
-  core_plots.error_cdf(os.path.join(workdir, 'error_cdf.png'),
-                       {mc.name: np.linalg.norm(test_pred - test_true, axis=1)},
-                       xlabel='3-D position error (m)', ylabel='fraction of test samples')
-  plots.positions_xy(test_true, test_pred, os.path.join(workdir, 'positions_xy.png'),
-                     title=f'{mc.name}: test positions (XY plane)')
+  plots.learning_curves(writer.read(), os.path.join(workdir, 'learning_curves.png'), title=mc.name)
+  core_plots.error_cdf(
+    os.path.join(workdir, 'error_cdf.png'),
+    {mc.name: np.linalg.norm(test_pred - test_true, axis=1)},
+    xlabel='3-D position error (m)',
+    ylabel='fraction of test samples',
+  )
+  plots.positions_xy(
+    test_true,
+    test_pred,
+    os.path.join(workdir, 'positions_xy.png'),
+    title=f'{mc.name}: test positions (XY plane)',
+  )
   stage.finish()
   t = summary['test']
-  logging.info('%s test: MAE avg %.3f m, RMSE avg %.3f m, median distance %.3f m',
-               mc.name, t['mae']['average'], t['rmse']['average'],
-               t['distance_m']['median'])
+  logging.info(
+    '%s test: MAE avg %.3f m, RMSE avg %.3f m, median distance %.3f m',
+    mc.name,
+    t['mae']['average'],
+    t['rmse']['average'],
+    t['distance_m']['median'],
+  )
   return summary
 
 
 def _phase_summary(result: trainer.PhaseResult, num_train: int, num_val: int) -> dict:
-  return {'best_val_loss': result.best_val_loss, 'best_epoch': result.best_epoch,
-          'epochs_run': result.epochs_run, 'stopped_early': result.stopped_early,
-          'num_train': num_train, 'num_val': num_val,
-          'train_seconds': result.train_seconds, 'steps_per_sec': result.steps_per_sec}
+  return {
+    'best_val_loss': result.best_val_loss,
+    'best_epoch': result.best_epoch,
+    'epochs_run': result.epochs_run,
+    'stopped_early': result.stopped_early,
+    'num_train': num_train,
+    'num_val': num_val,
+    'train_seconds': result.train_seconds,
+    'steps_per_sec': result.steps_per_sec,
+  }

@@ -52,6 +52,7 @@ class NonFiniteLossError(FloatingPointError):
 @dataclasses.dataclass
 class PhaseData:
   """What one training phase sees: features, optional targets and its splits."""
+
   features: np.ndarray
   targets: np.ndarray | None
   train_idx: np.ndarray
@@ -62,6 +63,7 @@ class PhaseData:
 @dataclasses.dataclass
 class PhaseResult:
   """What a finished phase gives the run: the best parameters and its summary numbers."""
+
   params: Any
   best_val_loss: float
   best_epoch: int
@@ -71,58 +73,107 @@ class PhaseResult:
   steps_per_sec: float
 
 
-def _evaluate(dp: parallel.DataParallel, p_eval: Callable, p_params: Any, p_normalizer: Any,
-              data: PhaseData, indices: np.ndarray, batch_size: int,
-              with_predictions: bool) -> tuple[float, np.ndarray | None]:
+def _evaluate(
+  dp: parallel.DataParallel,
+  p_eval: Callable,
+  p_params: Any,
+  p_normalizer: Any,
+  data: PhaseData,
+  indices: np.ndarray,
+  batch_size: int,
+  with_predictions: bool,
+) -> tuple[float, np.ndarray | None]:
   """Mean loss (and predictions) over ``np.sort(indices)``, on replicated parameters."""
   indices = np.sort(np.asarray(indices))
   preds, total = [], 0.0
-  for batch in input_pipeline.prefetch(input_pipeline.batches(
-      data.features, data.targets, indices, batch_size)):
+  for batch in input_pipeline.prefetch(
+    input_pipeline.batches(data.features, data.targets, indices, batch_size)
+  ):
     pred, per_example = p_eval(p_params, dp.shard(batch), p_normalizer)
     # The padded end of the last batch has mask 0: its loss is already zero and its
     # predictions are dropped here.
     total += float(dp.gather(per_example).sum())
     if with_predictions:
-      preds.append(dp.gather(pred)[:int(batch['mask'].sum())])
+      preds.append(dp.gather(pred)[: int(batch['mask'].sum())])
   mean = total / max(len(indices), 1)
   if not with_predictions:
     return mean, None
   return mean, np.concatenate(preds) if preds else np.zeros((0,))
 
 
-def predict(params: Any, apply_fn: Callable, loss: str, data: PhaseData,
-            indices: np.ndarray, batch_size: int,
-            parallel_config: ml_collections.ConfigDict) -> tuple[float, np.ndarray]:
+def predict(
+  params: Any,
+  apply_fn: Callable,
+  loss: str,
+  data: PhaseData,
+  indices: np.ndarray,
+  batch_size: int,
+  parallel_config: ml_collections.ConfigDict,
+) -> tuple[float, np.ndarray]:
   """Mean loss and predictions over ``np.sort(indices)`` (in that order), data-parallel."""
   dp = parallel.DataParallel(parallel_config.backend)
   p_eval = dp.compile_eval_step(steps.eval_step, apply_fn=apply_fn, loss=loss)
-  return _evaluate(dp, p_eval, dp.replicate(params), dp.replicate(data.normalizer), data,
-                   indices, batch_size, with_predictions=True)
+  return _evaluate(
+    dp,
+    p_eval,
+    dp.replicate(params),
+    dp.replicate(data.normalizer),
+    data,
+    indices,
+    batch_size,
+    with_predictions=True,
+  )
 
 
-def _phase_stage(phase_dir: str, phase: str, loss: str, init_params: Any, data: PhaseData,
-                 train_config: ml_collections.ConfigDict) -> runs.Stage:
+def _phase_stage(
+  phase_dir: str,
+  phase: str,
+  loss: str,
+  init_params: Any,
+  data: PhaseData,
+  train_config: ml_collections.ConfigDict,
+) -> runs.Stage:
   """The phase's record: finished with this training config, loss, split sizes and
   parameter shapes."""
   shapes = jax.tree.map(lambda x: list(np.shape(x)), init_params)
-  return runs.Stage(phase_dir, 'phase', runs.fingerprint(
-      phase, loss, config_utils.config_to_dict(train_config), shapes,
-      len(data.train_idx), len(data.val_idx)))
+  return runs.Stage(
+    phase_dir,
+    'phase',
+    runs.fingerprint(
+      phase,
+      loss,
+      config_utils.config_to_dict(train_config),
+      shapes,
+      len(data.train_idx),
+      len(data.val_idx),
+    ),
+  )
 
 
-def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
-        train_config: ml_collections.ConfigDict, parallel_config: ml_collections.ConfigDict,
-        workdir: str, writer: metric_writer.MetricWriter) -> PhaseResult:
+def fit(
+  *,
+  phase: str,
+  model: Any,
+  init_params: Any,
+  loss: str,
+  data: PhaseData,
+  train_config: ml_collections.ConfigDict,
+  parallel_config: ml_collections.ConfigDict,
+  workdir: str,
+  writer: metric_writer.MetricWriter,
+) -> PhaseResult:
   """Trains ``model`` from ``init_params`` with early stopping; returns the best params."""
   tc = train_config
   dp = parallel.DataParallel(parallel_config.backend)
   if tc.batch_size % dp.num_devices:
-    raise ValueError(f'{phase}: batch_size {tc.batch_size} must be divisible by the '
-                     f'{dp.num_devices} devices')
+    raise ValueError(
+      f'{phase}: batch_size {tc.batch_size} must be divisible by the {dp.num_devices} devices'
+    )
   if len(data.train_idx) == 0 or len(data.val_idx) == 0:
-    raise ValueError(f'{phase}: empty training or validation split '
-                     f'({len(data.train_idx)} / {len(data.val_idx)} samples)')
+    raise ValueError(
+      f'{phase}: empty training or validation split '
+      f'({len(data.train_idx)} / {len(data.val_idx)} samples)'
+    )
   phase_dir = os.path.join(workdir, phase)
   stage = _phase_stage(phase_dir, phase, loss, init_params, data, tc)
   latest = checkpointing.Checkpointer(os.path.join(phase_dir, 'checkpoints', 'latest'))
@@ -142,9 +193,14 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
 
   def finish(meta: dict, steps_per_sec: float) -> PhaseResult:
     params = best_params()
-    result = {'best_val_loss': meta['best_val_loss'], 'best_epoch': meta['best_epoch'],
-              'epochs_run': meta['epoch'], 'stopped_early': meta['bad_epochs'] >= tc.patience,
-              'train_seconds': meta['train_seconds'], 'steps_per_sec': steps_per_sec}
+    result = {
+      'best_val_loss': meta['best_val_loss'],
+      'best_epoch': meta['best_epoch'],
+      'epochs_run': meta['epoch'],
+      'stopped_early': meta['bad_epochs'] >= tc.patience,
+      'train_seconds': meta['train_seconds'],
+      'steps_per_sec': steps_per_sec,
+    }
     stage.finish(result)
     return PhaseResult(params, **result)
 
@@ -153,69 +209,122 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     logging.info('%s: already finished; using best epoch %d', phase, recorded['best_epoch'])
     return PhaseResult(best_params(), **recorded)
 
-  meta = {'epoch': 0, 'best_val_loss': math.inf, 'best_epoch': -1, 'bad_epochs': 0,
-          'train_seconds': 0.0}
+  meta = {
+    'epoch': 0,
+    'best_val_loss': math.inf,
+    'best_epoch': -1,
+    'bad_epochs': 0,
+    'train_seconds': 0.0,
+  }
   if latest.latest_step() is not None:
     state, meta = latest.restore(abstract)
     meta.pop('done', None)  # Written by earlier versions; completion is the Stage's.
-    logging.info('%s: resuming after epoch %d (best validation loss %.5g at epoch %d)',
-                 phase, meta['epoch'], meta['best_val_loss'], meta['best_epoch'])
+    logging.info(
+      '%s: resuming after epoch %d (best validation loss %.5g at epoch %d)',
+      phase,
+      meta['epoch'],
+      meta['best_val_loss'],
+      meta['best_epoch'],
+    )
   if meta['bad_epochs'] >= tc.patience or meta['epoch'] >= tc.num_epochs:
     # Interrupted after its last checkpoint but before its record: nothing to train.
     return finish(meta, float('nan'))
 
-  steps_per_epoch = input_pipeline.epoch_steps(len(data.train_idx), tc.batch_size,
-                                               tc.min_steps_per_epoch)
-  progress = metric_writer.Progress(steps_per_epoch * tc.num_epochs,
-                                    batch_size=tc.batch_size,
-                                    done=steps_per_epoch * meta['epoch'])
-  p_step = dp.compile_train_step(steps.compute_gradients, steps.apply_gradients,
-                                 loss=loss, axis_name=dp.axis_name)
+  steps_per_epoch = input_pipeline.epoch_steps(
+    len(data.train_idx), tc.batch_size, tc.min_steps_per_epoch
+  )
+  progress = metric_writer.Progress(
+    steps_per_epoch * tc.num_epochs, batch_size=tc.batch_size, done=steps_per_epoch * meta['epoch']
+  )
+  p_step = dp.compile_train_step(
+    steps.compute_gradients, steps.apply_gradients, loss=loss, axis_name=dp.axis_name
+  )
   p_eval = dp.compile_eval_step(steps.eval_step, apply_fn=model.apply, loss=loss)
   p_state = dp.replicate(state)
   p_normalizer = dp.replicate(data.normalizer)
   pending_best = None
   last_save = time.perf_counter()
-  logging.info('%s: %d train / %d validation samples, %d steps per epoch, %d device(s) '
-               '(%s); initial compilation...', phase, len(data.train_idx),
-               len(data.val_idx), steps_per_epoch, dp.num_devices, dp.backend)
+  logging.info(
+    '%s: %d train / %d validation samples, %d steps per epoch, %d device(s) '
+    '(%s); initial compilation...',
+    phase,
+    len(data.train_idx),
+    len(data.val_idx),
+    steps_per_epoch,
+    dp.num_devices,
+    dp.backend,
+  )
 
   for epoch in range(meta['epoch'] + 1, tc.num_epochs + 1):
     epoch_losses = []
     progress.start()
     t_epoch = time.perf_counter()
-    for i, batch in enumerate(input_pipeline.prefetch(input_pipeline.batches(
-        data.features, data.targets, data.train_idx, tc.batch_size,
-        shuffle_seed=(tc.seed, epoch), min_steps=tc.min_steps_per_epoch))):
+    for i, batch in enumerate(
+      input_pipeline.prefetch(
+        input_pipeline.batches(
+          data.features,
+          data.targets,
+          data.train_idx,
+          tc.batch_size,
+          shuffle_seed=(tc.seed, epoch),
+          min_steps=tc.min_steps_per_epoch,
+        )
+      )
+    ):
       p_state, metrics = p_step(p_state, dp.shard(batch), p_normalizer)
       epoch_losses.append(metrics['loss'])
       if (i + 1) % tc.log_every_steps == 0:
         loss_now = float(dp.unreplicate(metrics)['loss'])
         progress.stop(tc.log_every_steps)
         s = progress.summary()
-        logging.info('%s epoch %d step %d/%d: loss %.5g, %.1f steps/s, %.0f examples/s, '
-                     'ETA %s', phase, epoch, i + 1, steps_per_epoch, loss_now,
-                     s['steps_per_sec'], s['examples_per_sec'],
-                     progress.format_eta(s['eta_s']))
+        logging.info(
+          '%s epoch %d step %d/%d: loss %.5g, %.1f steps/s, %.0f examples/s, ETA %s',
+          phase,
+          epoch,
+          i + 1,
+          steps_per_epoch,
+          loss_now,
+          s['steps_per_sec'],
+          s['examples_per_sec'],
+          progress.format_eta(s['eta_s']),
+        )
         progress.start()
     train_loss = float(np.mean(dp.unreplicate(epoch_losses)))
     progress.stop(steps_per_epoch % tc.log_every_steps)
     meta['train_seconds'] += time.perf_counter() - t_epoch
     if not math.isfinite(train_loss):
-      raise NonFiniteLossError(f'{phase}: non-finite training loss {train_loss} in epoch '
-                               f'{epoch}; check the input data and learning rate')
+      raise NonFiniteLossError(
+        f'{phase}: non-finite training loss {train_loss} in epoch '
+        f'{epoch}; check the input data and learning rate'
+      )
 
-    val_loss, _ = _evaluate(dp, p_eval, p_state.params, p_normalizer, data, data.val_idx,
-                            tc.batch_size, with_predictions=False)
+    val_loss, _ = _evaluate(
+      dp,
+      p_eval,
+      p_state.params,
+      p_normalizer,
+      data,
+      data.val_idx,
+      tc.batch_size,
+      with_predictions=False,
+    )
     improved = val_loss < meta['best_val_loss'] - tc.min_delta
     meta.update(epoch=epoch, bad_epochs=0 if improved else meta['bad_epochs'] + 1)
     if improved:
       meta.update(best_val_loss=val_loss, best_epoch=epoch)
     s = progress.summary()
-    writer.write(progress.step, {'train_loss': train_loss, 'val_loss': val_loss,
-                                 'steps_per_sec': s['steps_per_sec'],
-                                 'examples_per_sec': s['examples_per_sec'],
-                                 'eta_s': s['eta_s']}, phase=phase, epoch=epoch)
+    writer.write(
+      progress.step,
+      {
+        'train_loss': train_loss,
+        'val_loss': val_loss,
+        'steps_per_sec': s['steps_per_sec'],
+        'examples_per_sec': s['examples_per_sec'],
+        'eta_s': s['eta_s'],
+      },
+      phase=phase,
+      epoch=epoch,
+    )
     stop = meta['bad_epochs'] >= tc.patience
     done = stop or epoch == tc.num_epochs
     # Checkpoints cost far more than a short epoch, so 'latest' is written at most every
@@ -226,20 +335,19 @@ def fit(*, phase: str, model: Any, init_params: Any, loss: str, data: PhaseData,
     if improved:
       # The next step donates p_state's buffers: a best state kept for a later save
       # is a device copy.
-      pending_best = (epoch, p_state if save_now else jax.tree.map(jnp.copy, p_state),
-                      dict(meta))
+      pending_best = (epoch, p_state if save_now else jax.tree.map(jnp.copy, p_state), dict(meta))
     if save_now:
       state = dp.unreplicate(p_state)
       if pending_best is not None:
         best_epoch, p_best, best_meta = pending_best
-        best.save(best_epoch, state if best_epoch == epoch else dp.unreplicate(p_best),
-                  best_meta)
+        best.save(best_epoch, state if best_epoch == epoch else dp.unreplicate(p_best), best_meta)
         pending_best = None
       latest.save(epoch, state, dict(meta))
       last_save = now
     if stop:
-      logging.info('%s: early stop after epoch %d (no improvement for %d epochs)', phase,
-                   epoch, tc.patience)
+      logging.info(
+        '%s: early stop after epoch %d (no improvement for %d epochs)', phase, epoch, tc.patience
+      )
       break
 
   return finish(meta, progress.steps_per_sec)

@@ -37,5 +37,15 @@ from csiloc_jax.mmwave import tracker
 # train, sweep and plots import matplotlib and the checkpointing stack; import them
 # explicitly (``from csiloc_jax.mmwave import train``) when needed.
 
-__all__ = ['features', 'floorplan', 'geometry', 'jade', 'metrics', 'reader', 'regions',
-           'simulator', 'tiny_nets', 'tracker']
+__all__ = [
+  'features',
+  'floorplan',
+  'geometry',
+  'jade',
+  'metrics',
+  'reader',
+  'regions',
+  'simulator',
+  'tiny_nets',
+  'tracker',
+]

@@ -55,8 +55,14 @@ def unit_vectors(aoa: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return jnp.cos(theta) * vis, jnp.sin(theta) * vis, vis
 
 
-def encode_units(cos_t: jax.Array, sin_t: jax.Array, vis: jax.Array, *,
-                 reference: str = 'mean', priority: jax.Array | None = None) -> jax.Array:
+def encode_units(
+  cos_t: jax.Array,
+  sin_t: jax.Array,
+  vis: jax.Array,
+  *,
+  reference: str = 'mean',
+  priority: jax.Array | None = None,
+) -> jax.Array:
   """:func:`encode` from :func:`unit_vectors` (``vis`` may have had paths dropped)."""
   cos_t, sin_t = cos_t * vis, sin_t * vis
   if reference == 'mean':
@@ -82,8 +88,9 @@ def encode_units(cos_t: jax.Array, sin_t: jax.Array, vis: jax.Array, *,
   return jnp.concatenate([cos_a, sin_a, vis], -1).astype(jnp.float32)
 
 
-def encode(aoa: jax.Array, *, reference: str = 'mean',
-           priority: jax.Array | None = None) -> jax.Array:
+def encode(
+  aoa: jax.Array, *, reference: str = 'mean', priority: jax.Array | None = None
+) -> jax.Array:
   """Features ``[..., 3M]`` from AoAs ``[..., M]`` (NaN = path not received).
 
   Works on numpy or JAX arrays and inside ``jit``/``vmap``. The layout is

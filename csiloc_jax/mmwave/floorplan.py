@@ -40,27 +40,70 @@ def _default_plan() -> dict:
       rooms.append({'name': f'room_{row * 3 + col}', 'box': [x0, y0, x0 + width, y0 + height]})
       aps.extend([[x0 + dx, y0 + dy] for dx, dy in ap_offsets])
   walls = [
-      # Outer walls.
-      [0.0, 0.0, 24.0, 0.0], [0.0, 12.0, 24.0, 12.0],
-      [0.0, 0.0, 0.0, 12.0], [24.0, 0.0, 24.0, 12.0],
-      # x = 8 and x = 16, with a 1 m door in each row.
-      [8.0, 0.0, 8.0, 2.5], [8.0, 3.5, 8.0, 8.5], [8.0, 9.5, 8.0, 12.0],
-      [16.0, 0.0, 16.0, 2.5], [16.0, 3.5, 16.0, 8.5], [16.0, 9.5, 16.0, 12.0],
-      # y = 6 between the rows: doors into rooms 3 (x 3.5-4.5) and 5 (x 19.5-20.5).
-      [0.0, 6.0, 3.5, 6.0], [4.5, 6.0, 19.5, 6.0], [20.5, 6.0, 24.0, 6.0],
+    # Outer walls.
+    [0.0, 0.0, 24.0, 0.0],
+    [0.0, 12.0, 24.0, 12.0],
+    [0.0, 0.0, 0.0, 12.0],
+    [24.0, 0.0, 24.0, 12.0],
+    # x = 8 and x = 16, with a 1 m door in each row.
+    [8.0, 0.0, 8.0, 2.5],
+    [8.0, 3.5, 8.0, 8.5],
+    [8.0, 9.5, 8.0, 12.0],
+    [16.0, 0.0, 16.0, 2.5],
+    [16.0, 3.5, 16.0, 8.5],
+    [16.0, 9.5, 16.0, 12.0],
+    # y = 6 between the rows: doors into rooms 3 (x 3.5-4.5) and 5 (x 19.5-20.5).
+    [0.0, 6.0, 3.5, 6.0],
+    [4.5, 6.0, 19.5, 6.0],
+    [20.5, 6.0, 24.0, 6.0],
   ]
   # Room 0 -> 1 -> 2 -> 5 -> 4 -> 3 -> back down into room 0, loops inside each room.
   walk = [
-      [2.0, 4.0], [5.5, 4.5], [6.5, 2.0], [3.0, 1.5], [6.0, 3.0], [8.0, 3.0],
-      [10.0, 3.0], [12.0, 4.8], [14.5, 4.0], [13.5, 1.2], [11.0, 2.0], [15.0, 3.0],
-      [16.0, 3.0], [18.0, 3.0], [22.5, 1.5], [22.0, 4.5], [20.0, 5.0], [20.0, 6.0],
-      [20.0, 7.0], [22.5, 8.5], [21.0, 10.8], [17.5, 9.5], [16.0, 9.0], [14.5, 9.0],
-      [12.5, 10.8], [10.0, 10.0], [11.5, 7.0], [9.0, 9.0], [8.0, 9.0], [6.5, 9.0],
-      [2.0, 10.5], [1.5, 8.0], [4.0, 7.0], [4.0, 6.0], [4.0, 5.0], [2.0, 2.5],
+    [2.0, 4.0],
+    [5.5, 4.5],
+    [6.5, 2.0],
+    [3.0, 1.5],
+    [6.0, 3.0],
+    [8.0, 3.0],
+    [10.0, 3.0],
+    [12.0, 4.8],
+    [14.5, 4.0],
+    [13.5, 1.2],
+    [11.0, 2.0],
+    [15.0, 3.0],
+    [16.0, 3.0],
+    [18.0, 3.0],
+    [22.5, 1.5],
+    [22.0, 4.5],
+    [20.0, 5.0],
+    [20.0, 6.0],
+    [20.0, 7.0],
+    [22.5, 8.5],
+    [21.0, 10.8],
+    [17.5, 9.5],
+    [16.0, 9.0],
+    [14.5, 9.0],
+    [12.5, 10.8],
+    [10.0, 10.0],
+    [11.5, 7.0],
+    [9.0, 9.0],
+    [8.0, 9.0],
+    [6.5, 9.0],
+    [2.0, 10.5],
+    [1.5, 8.0],
+    [4.0, 7.0],
+    [4.0, 6.0],
+    [4.0, 5.0],
+    [2.0, 2.5],
   ]
-  return {'name': 'six_rooms', 'walls': walls, 'rooms': rooms, 'aps': aps, 'walk': walk,
-          'description': 'six 8 m x 6 m rooms in a 3 x 2 grid joined by 1 m doorways, '
-                         'three APs per room'}
+  return {
+    'name': 'six_rooms',
+    'walls': walls,
+    'rooms': rooms,
+    'aps': aps,
+    'walk': walk,
+    'description': 'six 8 m x 6 m rooms in a 3 x 2 grid joined by 1 m doorways, three APs per room',
+  }
 
 
 # The default scenario's floor, as data (the simulator never hard-codes geometry).
@@ -68,27 +111,44 @@ DEFAULT_FLOORPLAN: dict = _default_plan()
 
 # A small floor for tests and quick demos: two 6 m x 5 m rooms and a 1 m doorway.
 TWO_ROOM_FLOORPLAN: dict = {
-    'name': 'two_rooms',
-    'description': 'two 6 m x 5 m rooms joined by a 1 m doorway, three APs per room',
-    'walls': [[0.0, 0.0, 12.0, 0.0], [0.0, 5.0, 12.0, 5.0], [0.0, 0.0, 0.0, 5.0],
-              [12.0, 0.0, 12.0, 5.0], [6.0, 0.0, 6.0, 2.0], [6.0, 3.0, 6.0, 5.0]],
-    'rooms': [{'name': 'west', 'box': [0.0, 0.0, 6.0, 5.0]},
-              {'name': 'east', 'box': [6.0, 0.0, 12.0, 5.0]}],
-    'aps': [[1.3, 1.1], [4.8, 1.5], [2.7, 3.9], [7.2, 1.2], [10.7, 1.6], [8.9, 3.8]],
-    'walk': [[1.5, 2.5], [3.0, 1.2], [4.8, 3.5], [6.0, 2.5], [8.0, 2.5], [10.5, 3.8],
-             [10.0, 1.0], [7.5, 1.5]],
+  'name': 'two_rooms',
+  'description': 'two 6 m x 5 m rooms joined by a 1 m doorway, three APs per room',
+  'walls': [
+    [0.0, 0.0, 12.0, 0.0],
+    [0.0, 5.0, 12.0, 5.0],
+    [0.0, 0.0, 0.0, 5.0],
+    [12.0, 0.0, 12.0, 5.0],
+    [6.0, 0.0, 6.0, 2.0],
+    [6.0, 3.0, 6.0, 5.0],
+  ],
+  'rooms': [
+    {'name': 'west', 'box': [0.0, 0.0, 6.0, 5.0]},
+    {'name': 'east', 'box': [6.0, 0.0, 12.0, 5.0]},
+  ],
+  'aps': [[1.3, 1.1], [4.8, 1.5], [2.7, 3.9], [7.2, 1.2], [10.7, 1.6], [8.9, 3.8]],
+  'walk': [
+    [1.5, 2.5],
+    [3.0, 1.2],
+    [4.8, 3.5],
+    [6.0, 2.5],
+    [8.0, 2.5],
+    [10.5, 3.8],
+    [10.0, 1.0],
+    [7.5, 1.5],
+  ],
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class FloorPlan:
   """Validated arrays built from a plan dict."""
+
   name: str
-  walls: np.ndarray        # [W, 4] segments (x0, y0, x1, y1), metres.
-  room_boxes: np.ndarray   # [R, 4] (x_min, y_min, x_max, y_max).
+  walls: np.ndarray  # [W, 4] segments (x0, y0, x1, y1), metres.
+  room_boxes: np.ndarray  # [R, 4] (x_min, y_min, x_max, y_max).
   room_names: tuple
-  aps: np.ndarray          # [A, 2].
-  walk: np.ndarray         # [P, 2] route waypoints.
+  aps: np.ndarray  # [A, 2].
+  walk: np.ndarray  # [P, 2] route waypoints.
   description: str = ''
 
   @property
@@ -99,8 +159,14 @@ class FloorPlan:
   def extent(self) -> np.ndarray:
     """(x_min, y_min, x_max, y_max) of all walls."""
     w = self.walls
-    return np.array([min(w[:, 0].min(), w[:, 2].min()), min(w[:, 1].min(), w[:, 3].min()),
-                     max(w[:, 0].max(), w[:, 2].max()), max(w[:, 1].max(), w[:, 3].max())])
+    return np.array(
+      [
+        min(w[:, 0].min(), w[:, 2].min()),
+        min(w[:, 1].min(), w[:, 3].min()),
+        max(w[:, 0].max(), w[:, 2].max()),
+        max(w[:, 1].max(), w[:, 3].max()),
+      ]
+    )
 
   def room_of(self, points: np.ndarray) -> np.ndarray:
     """Room index of each point ([..., 2]); -1 outside every room."""
@@ -111,10 +177,14 @@ class FloorPlan:
     return np.where(inside.any(-1), inside.argmax(-1), -1).astype(np.int32)
 
   def to_dict(self) -> dict:
-    return {'name': self.name, 'description': self.description,
-            'walls': self.walls.tolist(), 'aps': self.aps.tolist(), 'walk': self.walk.tolist(),
-            'rooms': [{'name': n, 'box': b.tolist()}
-                      for n, b in zip(self.room_names, self.room_boxes)]}
+    return {
+      'name': self.name,
+      'description': self.description,
+      'walls': self.walls.tolist(),
+      'aps': self.aps.tolist(),
+      'walk': self.walk.tolist(),
+      'rooms': [{'name': n, 'box': b.tolist()} for n, b in zip(self.room_names, self.room_boxes)],
+    }
 
 
 def _array(plan: Mapping[str, Any], key: str, width: int, source: str) -> np.ndarray:
@@ -122,8 +192,10 @@ def _array(plan: Mapping[str, Any], key: str, width: int, source: str) -> np.nda
     raise ValueError(f'floor plan {source}: missing key {key!r}')
   arr = np.asarray(plan[key], np.float64)
   if arr.ndim != 2 or arr.shape[1] != width or len(arr) == 0:
-    raise ValueError(f'floor plan {source}: {key!r} must be a non-empty list of '
-                     f'{width}-number rows, got shape {arr.shape}')
+    raise ValueError(
+      f'floor plan {source}: {key!r} must be a non-empty list of '
+      f'{width}-number rows, got shape {arr.shape}'
+    )
   return arr
 
 
@@ -136,18 +208,32 @@ def floorplan_from_dict(plan: Mapping[str, Any], source: str = '<dict>') -> Floo
   if not rooms:
     raise ValueError(f'floor plan {source}: missing or empty key "rooms"')
   boxes = np.asarray([r['box'] for r in rooms], np.float64)
-  if boxes.ndim != 2 or boxes.shape[1] != 4 or np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(
-      boxes[:, 3] <= boxes[:, 1]):
-    raise ValueError(f'floor plan {source}: every room needs a box [x_min, y_min, x_max, '
-                     f'y_max] with positive width and height')
+  if (
+    boxes.ndim != 2
+    or boxes.shape[1] != 4
+    or np.any(boxes[:, 2] <= boxes[:, 0])
+    or np.any(boxes[:, 3] <= boxes[:, 1])
+  ):
+    raise ValueError(
+      f'floor plan {source}: every room needs a box [x_min, y_min, x_max, '
+      f'y_max] with positive width and height'
+    )
   lengths = np.hypot(walls[:, 2] - walls[:, 0], walls[:, 3] - walls[:, 1])
   if np.any(lengths <= 0):
-    raise ValueError(f'floor plan {source}: zero-length wall segment(s) at rows '
-                     f'{np.flatnonzero(lengths <= 0).tolist()}')
+    raise ValueError(
+      f'floor plan {source}: zero-length wall segment(s) at rows '
+      f'{np.flatnonzero(lengths <= 0).tolist()}'
+    )
   names = tuple(r.get('name', f'room_{i}') for i, r in enumerate(rooms))
-  fp = FloorPlan(name=str(plan.get('name', 'floorplan')), walls=walls, room_boxes=boxes,
-                 room_names=names, aps=aps, walk=walk,
-                 description=str(plan.get('description', '')))
+  fp = FloorPlan(
+    name=str(plan.get('name', 'floorplan')),
+    walls=walls,
+    room_boxes=boxes,
+    room_names=names,
+    aps=aps,
+    walk=walk,
+    description=str(plan.get('description', '')),
+  )
   outside = np.flatnonzero(fp.room_of(aps) < 0)
   if outside.size:
     raise ValueError(f'floor plan {source}: APs {outside.tolist()} lie outside every room')

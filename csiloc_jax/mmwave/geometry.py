@@ -42,8 +42,13 @@ def best_heading(theta: jax.Array, mask: jax.Array, beta: jax.Array) -> jax.Arra
   return jnp.arctan2(s, c)
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, *,
-            allow_reflection: bool = False) -> tuple:
+def umeyama(
+  src: np.ndarray,
+  dst: np.ndarray,
+  weights: np.ndarray | None = None,
+  *,
+  allow_reflection: bool = False,
+) -> tuple:
   """Weighted least-squares similarity ``dst ~ scale * R @ src + t`` (Umeyama 1991).
 
   Works on one point set (``[K, 2]``) or a batch (``[..., K, 2]``, weights ``[..., K]``;
@@ -75,5 +80,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
 def apply_similarity(points: np.ndarray, scale, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
   """``scale * R @ p + t`` for points ``[..., N, 2]`` (batched like :func:`umeyama`)."""
   scale = np.asarray(scale, np.float64)
-  return (scale[..., None, None] * np.einsum('...ij,...nj->...ni', rot, np.asarray(points)) +
-          np.asarray(t)[..., None, :])
+  return (
+    scale[..., None, None] * np.einsum('...ij,...nj->...ni', rot, np.asarray(points))
+    + np.asarray(t)[..., None, :]
+  )

@@ -49,11 +49,11 @@ that line: each anchor is seen from changing directions (tested).
 
 Which anchors a region uses: those seen in at least ``min_anchor_fraction`` of its
 samples. Anchors glimpsed rarely (an AP seen through a doorway from a small part of the
-room) are placed from a narrow bundle of rays; keeping them added nearly flat
-directions that, with 5 deg noise, bent the whole layout (AP fit residuals of ~1 m
-instead of ~1 cm on the default floor). Regions are solved independently, as in Shastri,
-Garcia-Saavedra, Casari (IEEE Comm. Letters 2024): an anchor used by two regions is estimated once per region, and
-``anchor_map`` keeps the estimate of the region that saw it most.
+room) are placed from a narrow bundle of rays; keeping them added nearly flat directions
+that, with 5 deg noise, bent the whole layout (AP fit residuals of ~1 m instead of ~1 cm
+on the default floor). Regions are solved independently, as in Shastri, Garcia-Saavedra,
+Casari (IEEE Comm. Letters 2024): an anchor used by two regions is estimated once per
+region, and ``anchor_map`` keeps the estimate of the region that saw it most.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class JadeOptions:
     options = config_utils.options_from_config(JadeOptions, config.jade, 'config.jade',
                                                seed=config.seed)
   """
+
   num_restarts: int
   num_iters: int
   robust_scale: float
@@ -96,17 +97,23 @@ class JadeOptions:
 @dataclasses.dataclass
 class JadeProblems:
   """Padded per-region problems, ready for the vmapped solver (numpy)."""
-  region_ids: np.ndarray        # [R] region label of each problem.
-  theta: np.ndarray             # [R, N, K] AoAs (0 where missing).
-  mask: np.ndarray              # [R, N, K] path seen and used.
-  sample_index: np.ndarray      # [R, N] survey row, -1 = padding / left out.
-  anchor_index: np.ndarray      # [R, K] anchor column, -1 = padding.
-  status: dict                  # region id -> status string.
+
+  region_ids: np.ndarray  # [R] region label of each problem.
+  theta: np.ndarray  # [R, N, K] AoAs (0 where missing).
+  mask: np.ndarray  # [R, N, K] path seen and used.
+  sample_index: np.ndarray  # [R, N] survey row, -1 = padding / left out.
+  anchor_index: np.ndarray  # [R, K] anchor column, -1 = padding.
+  status: dict  # region id -> status string.
 
 
-def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
-                   anchor_kind: np.ndarray, ap_position: np.ndarray,
-                   options: JadeOptions) -> JadeProblems:
+def build_problems(
+  aoa: np.ndarray,
+  region: np.ndarray,
+  anchor_ap: np.ndarray,
+  anchor_kind: np.ndarray,
+  ap_position: np.ndarray,
+  options: JadeOptions,
+) -> JadeProblems:
   """Chooses each region's anchors and samples and pads them into one batch.
 
   Vectorised over regions, samples and anchors (one-hot region matrices, ranks within
@@ -114,12 +121,12 @@ def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
   """
   visible = np.isfinite(aoa)
   ids, ridx = np.unique(np.asarray(region), return_inverse=True)
-  onehot = (ridx[None, :] == np.arange(len(ids))[:, None])                 # [R, T]
+  onehot = ridx[None, :] == np.arange(len(ids))[:, None]  # [R, T]
   n_region = onehot.sum(1)
-  counts = onehot.astype(np.int64) @ visible.astype(np.int64)              # [R, M]
+  counts = onehot.astype(np.int64) @ visible.astype(np.int64)  # [R, M]
   need = np.maximum(options.min_anchor_samples, options.min_anchor_fraction * n_region)
-  include = counts >= need[:, None]                                        # [R, M]
-  n_seen = np.sum(visible & include[ridx], 1)                              # [T]
+  include = counts >= need[:, None]  # [R, M]
+  n_seen = np.sum(visible & include[ridx], 1)  # [T]
   usable = n_seen >= options.min_paths
   num_anchors = include.sum(1)
   num_samples = (onehot & usable[None]).sum(1)
@@ -127,20 +134,33 @@ def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
   # Physical APs a region can anchor its gauge on (APs sharing a position count once).
   _, ap_group = np.unique(np.round(ap_position, 6), axis=0, return_inverse=True)
   group_of_anchor = np.eye(ap_group.max() + 1, dtype=np.int64)[ap_group.ravel()[anchor_ap]]
-  distinct_aps = ((include & (anchor_kind == 0)[None]).astype(np.int64) @ group_of_anchor
-                  > 0).sum(1)
+  distinct_aps = ((include & (anchor_kind == 0)[None]).astype(np.int64) @ group_of_anchor > 0).sum(
+    1
+  )
   codes = np.select(
-      [num_anchors < 4, distinct_aps < 2, num_samples < options.min_samples,
-       observations < 2 * num_anchors - 4],
-      ['too_few_anchors', 'no_gauge', 'too_few_samples', 'too_few_observations'], OK)
+    [
+      num_anchors < 4,
+      distinct_aps < 2,
+      num_samples < options.min_samples,
+      observations < 2 * num_anchors - 4,
+    ],
+    ['too_few_anchors', 'no_gauge', 'too_few_samples', 'too_few_observations'],
+    OK,
+  )
   status = dict(zip(ids.astype(int).tolist(), codes.tolist()))
   for r, code, k, a, n in zip(ids, codes, num_anchors, distinct_aps, num_samples):
     if code != OK:  # Logging only.
-      logging.warning('JADE: region %d left out (%s): %d anchors, %d physical APs, %d '
-                      'usable samples', r, code, k, a, n)
+      logging.warning(
+        'JADE: region %d left out (%s): %d anchors, %d physical APs, %d usable samples',
+        r,
+        code,
+        k,
+        a,
+        n,
+      )
 
   ok = codes == OK
-  ok_pos = np.cumsum(ok) - 1                                               # region -> slot
+  ok_pos = np.cumsum(ok) - 1  # region -> slot
   k_max = max(int(num_anchors[ok].max(initial=0)), 1)
   n_max = max(int(num_samples[ok].max(initial=0)), 1)
   # Anchors of a region in (AP, kind) order: only for readable output; nothing depends
@@ -157,8 +177,7 @@ def build_problems(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
   block = aoa[np.maximum(sample_index, 0)[:, :, None], np.maximum(anchor_index, 0)[:, None, :]]
   mask = valid & np.isfinite(block)
   theta = np.where(mask, block, 0.0).astype(np.float32)
-  return JadeProblems(ids[ok].astype(np.int32), theta, mask, sample_index, anchor_index,
-                      status)
+  return JadeProblems(ids[ok].astype(np.int32), theta, mask, sample_index, anchor_index, status)
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,7 +196,7 @@ def _parts(anchors, clients, heading, theta, mask, min_sq_dist=1e-12):
   r = geometry.wrap(theta + heading[:, None] - beta)
   f = jnp.where(mask, 2.0 * jnp.sin(0.5 * r), 0.0)
   c = jnp.cos(0.5 * r)
-  g = jnp.stack([-d[..., 1], d[..., 0]], -1) / q[..., None]   # d beta / d anchor.
+  g = jnp.stack([-d[..., 1], d[..., 0]], -1) / q[..., None]  # d beta / d anchor.
   j_a = -c[..., None] * g
   j_x = jnp.concatenate([c[..., None] * g, c[..., None]], -1)
   return f, j_a, j_x
@@ -187,8 +206,8 @@ def _robust(f, scale: float):
   """(cost, IRLS weight) of chord residuals under a Cauchy loss (plain LS if scale 0)."""
   if scale > 0:
     z = (f / scale) ** 2
-    return 0.5 * scale ** 2 * jnp.log1p(z), 1.0 / (1.0 + z)
-  return 0.5 * f ** 2, jnp.ones_like(f)
+    return 0.5 * scale**2 * jnp.log1p(z), 1.0 / (1.0 + z)
+  return 0.5 * f**2, jnp.ones_like(f)
 
 
 def _cost(anchors, clients, heading, theta, mask, scale):
@@ -250,13 +269,15 @@ def _levenberg_marquardt(state, propose, cost, num_iters: int):
     lam = jnp.clip(jnp.where(accept, lam / 3.0, lam * 4.0), 1e-9, 1e9)
     return (state, lam, jnp.where(accept, new_cost, current)), None
 
-  (state, _, final), _ = jax.lax.scan(body, (state, jnp.asarray(1e-2), cost(state)), None,
-                                      length=num_iters)
+  (state, _, final), _ = jax.lax.scan(
+    body, (state, jnp.asarray(1e-2), cost(state)), None, length=num_iters
+  )
   return state, final
 
 
-def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
-               num_iters: int, scale: float):
+def _lm_region(
+  anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *, num_iters: int, scale: float
+):
   """Levenberg-Marquardt with Schur elimination of the samples, for one region."""
   eye3, eye2 = jnp.eye(3), jnp.eye(2)
 
@@ -275,7 +296,7 @@ def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
     u_d = _damp(u, lam)
     v_d = _damp(v, lam)
     u_inv = jnp.linalg.inv(u_d)
-    z = u_inv @ cross                                   # [N, 3, 2K]
+    z = u_inv @ cross  # [N, 3, 2K]
     s = _block_diag(v_d) - jnp.einsum('nia,nib->ab', cross, z)
     rhs = -b_a.reshape(-1) + jnp.einsum('nia,ni->a', cross, jnp.einsum('nij,nj->ni', u_inv, b_x))
     da = jnp.linalg.solve(s, rhs)
@@ -288,8 +309,8 @@ def _lm_region(anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *,
 
   anchors, clients = normalise(anchors, clients)
   (a, p, psi), cost = _levenberg_marquardt(
-      (anchors, clients, heading), propose,
-      lambda state: _cost(*state, theta, mask, scale), num_iters)
+    (anchors, clients, heading), propose, lambda state: _cost(*state, theta, mask, scale), num_iters
+  )
   return a, p, psi, cost
 
 
@@ -309,8 +330,10 @@ def _initial_guess(key, theta, mask, anchor_ok):
     psi = carry
     weight = jnp.where(i == 0, mask & has_ref[:, None], mask)
     sum_t = theta + psi[:, None]
-    phi = jnp.arctan2(jnp.sum(jnp.where(weight, jnp.sin(sum_t), 0.0), 0),
-                      jnp.sum(jnp.where(weight, jnp.cos(sum_t), 0.0), 0))
+    phi = jnp.arctan2(
+      jnp.sum(jnp.where(weight, jnp.sin(sum_t), 0.0), 0),
+      jnp.sum(jnp.where(weight, jnp.cos(sum_t), 0.0), 0),
+    )
     psi = geometry.best_heading(theta, mask, phi[None])
     return psi, phi
 
@@ -329,8 +352,15 @@ def _initial_guess(key, theta, mask, anchor_ok):
 
 
 @functools.partial(jax.jit, static_argnames=('num_restarts', 'num_iters', 'scale'))
-def solve_problems(key: jax.Array, theta: jax.Array, mask: jax.Array, *, num_restarts: int,
-                   num_iters: int, scale: float) -> dict:
+def solve_problems(
+  key: jax.Array,
+  theta: jax.Array,
+  mask: jax.Array,
+  *,
+  num_restarts: int,
+  num_iters: int,
+  scale: float,
+) -> dict:
   """Solves every padded region problem with ``num_restarts`` random starts, all at once.
 
   Args:
@@ -347,24 +377,35 @@ def solve_problems(key: jax.Array, theta: jax.Array, mask: jax.Array, *, num_res
 
   def one_start(key, theta, mask, sample_ok, anchor_ok):
     init = _initial_guess(key, theta, mask, anchor_ok)
-    return _lm_region(*init, theta, mask, sample_ok, anchor_ok, num_iters=num_iters,
-                      scale=scale)
+    return _lm_region(*init, theta, mask, sample_ok, anchor_ok, num_iters=num_iters, scale=scale)
 
   def one_region(key, theta, mask, sample_ok, anchor_ok):
     keys = jax.random.split(key, num_restarts)
     a, p, psi, cost = jax.vmap(one_start, (0, None, None, None, None))(
-        keys, theta, mask, sample_ok, anchor_ok)
+      keys, theta, mask, sample_ok, anchor_ok
+    )
     cost = jnp.where(jnp.isfinite(cost), cost, jnp.inf)
     best = jnp.argmin(cost)
-    return {'anchors': a[best], 'clients': p[best], 'heading': psi[best], 'cost': cost[best],
-            'restart_costs': cost}
+    return {
+      'anchors': a[best],
+      'clients': p[best],
+      'heading': psi[best],
+      'cost': cost[best],
+      'restart_costs': cost,
+    }
 
   keys = jax.random.split(key, theta.shape[0])
   return jax.vmap(one_region)(keys, theta, mask, sample_ok, anchor_ok)
 
 
-def anchor_information(anchors: np.ndarray, clients: np.ndarray, heading: np.ndarray,
-                       theta: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+def anchor_information(
+  anchors: np.ndarray,
+  clients: np.ndarray,
+  heading: np.ndarray,
+  theta: np.ndarray,
+  mask: np.ndarray,
+  scale: float,
+) -> np.ndarray:
   """Schur-reduced ``2K x 2K`` Gauss-Newton information of the anchors, per region.
 
   Shapes ``[R, K, 2]``, ``[R, N, 2]``, ``[R, N]``, ``[R, N, K]`` x2. The same normal
@@ -385,8 +426,9 @@ def _anchor_information(anchors, clients, heading, theta, mask, *, scale: float)
     _, spread = _centre_spread(anchors, mask.any(-2))
     # A client the solver placed on top of an anchor would make 1/distance explode; floor
     # distances at 1 % of the layout's spread (the bearing there is meaningless anyway).
-    u, _, v, _, cross = _normal_equations(anchors, clients, heading, theta, mask, scale,
-                                          min_sq_dist=(0.01 * spread) ** 2)
+    u, _, v, _, cross = _normal_equations(
+      anchors, clients, heading, theta, mask, scale, min_sq_dist=(0.01 * spread) ** 2
+    )
     # Left-out samples have u = 0: the pseudo-inverse drops them.
     z = jnp.linalg.pinv(u, rtol=1e-15, hermitian=True) @ cross
     info = _block_diag(v) - jnp.einsum('nia,nib->ab', cross, z)
@@ -395,8 +437,9 @@ def _anchor_information(anchors, clients, heading, theta, mask, *, scale: float)
   return jax.vmap(one)(anchors, clients, heading, theta, mask)
 
 
-def gauge_free_conditioning(info: np.ndarray, anchors: np.ndarray,
-                            used: np.ndarray | None = None) -> np.ndarray:
+def gauge_free_conditioning(
+  info: np.ndarray, anchors: np.ndarray, used: np.ndarray | None = None
+) -> np.ndarray:
   """Smallest over largest eigenvalue of the anchor information off the gauge (batched).
 
   The similarity gauge (2 translations, rotation, scale) is always flat; projecting its
@@ -406,21 +449,28 @@ def gauge_free_conditioning(info: np.ndarray, anchors: np.ndarray,
   """
   used = np.ones(anchors.shape[:-1], bool) if used is None else used
   k = anchors.shape[-2]
-  centre = (np.sum(anchors * used[..., None], -2, keepdims=True) /
-            np.maximum(used.sum(-1), 1)[..., None, None])
+  centre = (
+    np.sum(anchors * used[..., None], -2, keepdims=True)
+    / np.maximum(used.sum(-1), 1)[..., None, None]
+  )
   c = (anchors - centre) * used[..., None]
   flat = anchors.shape[:-2] + (2 * k,)
   u = used[..., None].astype(np.float64)
-  gens = np.stack([(u * np.array([1.0, 0.0])).reshape(flat),      # Translation x.
-                   (u * np.array([0.0, 1.0])).reshape(flat),      # Translation y.
-                   np.stack([-c[..., 1], c[..., 0]], -1).reshape(flat),   # Rotation.
-                   c.reshape(flat)], -1)                           # Scale. [..., 2K, 4]
+  gens = np.stack(
+    [
+      (u * np.array([1.0, 0.0])).reshape(flat),  # Translation x.
+      (u * np.array([0.0, 1.0])).reshape(flat),  # Translation y.
+      np.stack([-c[..., 1], c[..., 0]], -1).reshape(flat),  # Rotation.
+      c.reshape(flat),
+    ],
+    -1,
+  )  # Scale. [..., 2K, 4]
   # Padding anchors: identity blocks scaled like the data, so they never look flat.
   pad = np.repeat(~used, 2, -1)
   scale = np.trace(info, axis1=-2, axis2=-1) / np.maximum(2 * used.sum(-1), 1)
   info = info + pad[..., None, :] * np.eye(2 * k) * scale[..., None, None]
   q, _ = np.linalg.qr(gens, mode='complete')
-  basis = q[..., 4:]                              # Orthonormal complement of the gauge.
+  basis = q[..., 4:]  # Orthonormal complement of the gauge.
   eig = np.linalg.eigvalsh(np.swapaxes(basis, -1, -2) @ info @ basis)
   return np.maximum(eig[..., 0], 0.0) / np.maximum(eig[..., -1], 1e-300)
 
@@ -432,14 +482,15 @@ def gauge_free_conditioning(info: np.ndarray, anchors: np.ndarray,
 @dataclasses.dataclass
 class JadeResult:
   """JADE's output, in the ``ap_position`` frame."""
-  labels: np.ndarray            # [T, 2] estimated survey positions, NaN = no label.
-  label_region: np.ndarray      # [T] region whose problem labelled the sample, -1 = none.
-  region_ids: np.ndarray        # [R] solved regions.
-  anchor_index: list            # per solved region: anchor columns.
-  anchor_estimates: list        # per solved region: [K_r, 2] estimates.
-  anchor_map: np.ndarray        # [M, 2] one estimate per anchor (NaN if never estimated).
-  status: dict                  # region id -> status.
-  diagnostics: dict             # per region: cost per path, gauge residual, scale, ...
+
+  labels: np.ndarray  # [T, 2] estimated survey positions, NaN = no label.
+  label_region: np.ndarray  # [T] region whose problem labelled the sample, -1 = none.
+  region_ids: np.ndarray  # [R] solved regions.
+  anchor_index: list  # per solved region: anchor columns.
+  anchor_estimates: list  # per solved region: [K_r, 2] estimates.
+  anchor_map: np.ndarray  # [M, 2] one estimate per anchor (NaN if never estimated).
+  status: dict  # region id -> status.
+  diagnostics: dict  # per region: cost per path, gauge residual, scale, ...
 
 
 def _collinear(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -451,8 +502,9 @@ def _collinear(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
   return (np.sum(weights > 0, -1) < 3) | (ev[..., 0] < 0.0025 * ev[..., 1])
 
 
-def fix_gauge(anchors: np.ndarray, weights: np.ndarray, ap_xy: np.ndarray,
-              gauge_reflection: str = 'never') -> tuple[tuple, np.ndarray, np.ndarray]:
+def fix_gauge(
+  anchors: np.ndarray, weights: np.ndarray, ap_xy: np.ndarray, gauge_reflection: str = 'never'
+) -> tuple[tuple, np.ndarray, np.ndarray]:
   """Similarity taking estimated physical anchors onto their APs' positions (batched).
 
   Args:
@@ -479,60 +531,85 @@ def fix_gauge(anchors: np.ndarray, weights: np.ndarray, ap_xy: np.ndarray,
   if gauge_reflection == 'auto':
     mirrored = geometry.umeyama(anchors, ap_xy, weights, allow_reflection=True)
     res_m = rms(mirrored)
-    reflected = ((np.linalg.det(mirrored[1]) < 0) & (res_m < res) &
-                 ~_collinear(ap_xy, weights))
+    reflected = (np.linalg.det(mirrored[1]) < 0) & (res_m < res) & ~_collinear(ap_xy, weights)
     pick = lambda m, p: np.where(  # noqa: E731
-        reflected.reshape(reflected.shape + (1,) * (np.ndim(p) - reflected.ndim)), m, p)
+      reflected.reshape(reflected.shape + (1,) * (np.ndim(p) - reflected.ndim)), m, p
+    )
     proper = tuple(pick(m, p) for m, p in zip(mirrored, proper))
     res = np.where(reflected, res_m, res)
   return proper, res, reflected
 
 
-def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
-             anchor_kind: np.ndarray, ap_position: np.ndarray,
-             options: JadeOptions) -> JadeResult:
+def run_jade(
+  aoa: np.ndarray,
+  region: np.ndarray,
+  anchor_ap: np.ndarray,
+  anchor_kind: np.ndarray,
+  ap_position: np.ndarray,
+  options: JadeOptions,
+) -> JadeResult:
   """Runs JADE on a survey and returns labels and anchors in the ``ap_position`` frame."""
   aoa = np.asarray(aoa, np.float32)
   num_samples, num_anchors = aoa.shape
-  problems = build_problems(aoa, np.asarray(region), anchor_ap, anchor_kind, ap_position,
-                            options)
+  problems = build_problems(aoa, np.asarray(region), anchor_ap, anchor_kind, ap_position, options)
   status = dict(problems.status)
-  result = JadeResult(np.full((num_samples, 2), np.nan), -np.ones(num_samples, np.int32),
-                      np.zeros(0, np.int32), [], [], np.full((num_anchors, 2), np.nan),
-                      status, {})
+  result = JadeResult(
+    np.full((num_samples, 2), np.nan),
+    -np.ones(num_samples, np.int32),
+    np.zeros(0, np.int32),
+    [],
+    [],
+    np.full((num_anchors, 2), np.nan),
+    status,
+    {},
+  )
   if len(problems.region_ids) == 0:
     return result
-  logging.info('JADE: solving %d region(s) at once (%d restarts, %d LM iterations, '
-               'padded to %d samples x %d anchors)', len(problems.region_ids),
-               options.num_restarts, options.num_iters, problems.theta.shape[1],
-               problems.theta.shape[2])
-  sol = solve_problems(jax.random.PRNGKey(options.seed), problems.theta, problems.mask,
-                       num_restarts=options.num_restarts, num_iters=options.num_iters,
-                       scale=float(options.robust_scale))
+  logging.info(
+    'JADE: solving %d region(s) at once (%d restarts, %d LM iterations, '
+    'padded to %d samples x %d anchors)',
+    len(problems.region_ids),
+    options.num_restarts,
+    options.num_iters,
+    problems.theta.shape[1],
+    problems.theta.shape[2],
+  )
+  sol = solve_problems(
+    jax.random.PRNGKey(options.seed),
+    problems.theta,
+    problems.mask,
+    num_restarts=options.num_restarts,
+    num_iters=options.num_iters,
+    scale=float(options.robust_scale),
+  )
   sol = jax.tree.map(lambda x: np.asarray(x, np.float64), sol)
-  a, p = sol['anchors'], sol['clients']                                    # [R, K|N, 2]
+  a, p = sol['anchors'], sol['clients']  # [R, K|N, 2]
   anchor_ok = problems.anchor_index >= 0
   sample_ok = problems.sample_index >= 0
-  counts = problems.mask.sum(1)                                            # [R, K]
-  info = anchor_information(a, p, sol['heading'], problems.theta, problems.mask,
-                            options.robust_scale)
+  counts = problems.mask.sum(1)  # [R, K]
+  info = anchor_information(
+    a, p, sol['heading'], problems.theta, problems.mask, options.robust_scale
+  )
   conditioning = gauge_free_conditioning(info, a, anchor_ok)
-  finite = (np.all(np.isfinite(a) | ~anchor_ok[..., None], (-1, -2)) &
-            np.all(np.isfinite(p) | ~sample_ok[..., None], (-1, -2)))
+  finite = np.all(np.isfinite(a) | ~anchor_ok[..., None], (-1, -2)) & np.all(
+    np.isfinite(p) | ~sample_ok[..., None], (-1, -2)
+  )
   solved = finite & (conditioning >= 1e-9)
   # Weight each AP by how often it was seen: a rarely seen AP is less well placed.
   kind = np.where(anchor_ok, anchor_kind[np.maximum(problems.anchor_index, 0)], -1)
   ap_xy = ap_position[anchor_ap[np.maximum(problems.anchor_index, 0)]]
   weights = np.where(kind == 0, counts, 0).astype(np.float64)
   (scale, rot, t), residual, reflected = fix_gauge(
-      np.where(np.isfinite(a), a, 0.0), weights, ap_xy, options.gauge_reflection)
+    np.where(np.isfinite(a), a, 0.0), weights, ap_xy, options.gauge_reflection
+  )
   a_g = geometry.apply_similarity(a, scale, rot, t)
   p_g = geometry.apply_similarity(p, scale, rot, t)
 
   take = sample_ok & solved[:, None]
   result.labels[problems.sample_index[take]] = p_g[take]
   result.label_region[problems.sample_index[take]] = np.broadcast_to(
-      problems.region_ids[:, None], take.shape)[take]
+    problems.region_ids[:, None], take.shape
+  )[take]
   # One map entry per anchor: the estimate of the (solved) region that saw it most.
   seen = np.zeros((len(solved), num_anchors))
   hit = anchor_ok & solved[:, None]
@@ -547,22 +624,33 @@ def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
   n_paths = problems.mask.sum((1, 2))
   restarts_near = np.sum(sol['restart_costs'] <= sol['cost'][:, None] * 1.01 + 1e-9, 1)
   for i, r in enumerate(problems.region_ids.tolist()):  # Packing results for reporting.
-    diag = {'num_samples': int(sample_ok[i].sum()), 'num_anchors': int(anchor_ok[i].sum()),
-            'num_paths': int(n_paths[i]),
-            'cost_per_path': float(sol['cost'][i] / max(n_paths[i], 1)),
-            'restarts_near_best': int(restarts_near[i]),
-            'conditioning': float(conditioning[i])}
+    diag = {
+      'num_samples': int(sample_ok[i].sum()),
+      'num_anchors': int(anchor_ok[i].sum()),
+      'num_paths': int(n_paths[i]),
+      'cost_per_path': float(sol['cost'][i] / max(n_paths[i], 1)),
+      'restarts_near_best': int(restarts_near[i]),
+      'conditioning': float(conditioning[i]),
+    }
     if not solved[i]:
       status[r] = 'solver_failed' if not finite[i] else 'under_determined'
       logging.warning('JADE: region %d: %s (%s)', r, status[r], diag)
     else:
-      diag.update(gauge_residual_m=float(residual[i]), gauge_scale=float(scale[i]),
-                  reflected=bool(reflected[i]))
+      diag.update(
+        gauge_residual_m=float(residual[i]),
+        gauge_scale=float(scale[i]),
+        reflected=bool(reflected[i]),
+      )
       result.anchor_index.append(problems.anchor_index[i][anchor_ok[i]])
       result.anchor_estimates.append(a_g[i][anchor_ok[i]])
-      logging.info('JADE: region %d: %d samples, %d anchors, cost/path %.4g, AP fit %.3f m',
-                   r, diag['num_samples'], diag['num_anchors'], diag['cost_per_path'],
-                   diag['gauge_residual_m'])
+      logging.info(
+        'JADE: region %d: %d samples, %d anchors, cost/path %.4g, AP fit %.3f m',
+        r,
+        diag['num_samples'],
+        diag['num_anchors'],
+        diag['cost_per_path'],
+        diag['gauge_residual_m'],
+      )
     result.diagnostics[r] = diag
   result.region_ids = problems.region_ids[solved]
   return result
@@ -573,8 +661,15 @@ def run_jade(aoa: np.ndarray, region: np.ndarray, anchor_ap: np.ndarray,
 
 
 @functools.partial(jax.jit, static_argnames=('num_iters', 'scale'))
-def localize(theta: jax.Array, mask: jax.Array, anchors: jax.Array, starts: jax.Array, *,
-             num_iters: int, scale: float) -> tuple[jax.Array, jax.Array]:
+def localize(
+  theta: jax.Array,
+  mask: jax.Array,
+  anchors: jax.Array,
+  starts: jax.Array,
+  *,
+  num_iters: int,
+  scale: float,
+) -> tuple[jax.Array, jax.Array]:
   """Per-sample ADoA fit of the position against fixed anchors, vectorised over samples.
 
   Args:
@@ -597,8 +692,9 @@ def localize(theta: jax.Array, mask: jax.Array, anchors: jax.Array, starts: jax.
 
     def propose(state, lam):
       p, psi = state
-      u, b_x, _, _, _ = _normal_equations(anchors, p[None], psi[None], theta[None],
-                                           mask[None], scale)
+      u, b_x, _, _, _ = _normal_equations(
+        anchors, p[None], psi[None], theta[None], mask[None], scale
+      )
       dx = -jnp.linalg.solve(_damp(u[0], lam), b_x[0])
       return p + dx[:2], geometry.wrap(psi + dx[2])
 
@@ -614,7 +710,6 @@ def localize(theta: jax.Array, mask: jax.Array, anchors: jax.Array, starts: jax.
     best = jnp.argmin(jnp.where(jnp.isfinite(cost), cost, jnp.inf))
     n = mask.sum()
     ok = n >= 3
-    return (jnp.where(ok, p[best], jnp.nan),
-            jnp.where(ok, cost[best] / jnp.maximum(n, 1), jnp.nan))
+    return (jnp.where(ok, p[best], jnp.nan), jnp.where(ok, cost[best] / jnp.maximum(n, 1), jnp.nan))
 
   return jax.vmap(per_sample)(jnp.where(mask, theta, 0.0), mask)

@@ -1,9 +1,10 @@
 """Error statistics of position estimates against ground truth (evaluation only).
 
 Data flow: estimates from the tracker and the baselines + ``position`` ground truth
-(read by :func:`~csiloc_jax.mmwave.reader.read_ground_truth`, never by training)
--> :func:`error_summary` -> ``metrics.json`` (its keys: docs/schemas.md). A step without an estimate (NaN) counts
-as an infinite error: it is never sub-metre, and it is not silently dropped.
+(read by :func:`~csiloc_jax.mmwave.reader.read_ground_truth`, never by training) ->
+:func:`error_summary` -> ``metrics.json`` (its keys: docs/schemas.md). A step without an
+estimate (NaN) counts as an infinite error: it is never sub-metre, and it is not
+silently dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def error_summary(err: np.ndarray) -> dict:
     v = float(np.percentile(err, q)) if len(err) else float('nan')
     return v if np.isfinite(v) else None  # JSON has no inf: null = "no estimate".
 
-  return {'submeter_fraction': float(np.mean(err < 1.0)) if len(err) else float('nan'),
-          'median_m': pct(50), 'p90_m': pct(90), 'p95_m': pct(95),
-          'mean_m': float(err[finite].mean()) if finite.any() else None,
-          'num_steps': int(len(err)), 'missing_steps': int((~finite).sum())}
+  return {
+    'submeter_fraction': float(np.mean(err < 1.0)) if len(err) else float('nan'),
+    'median_m': pct(50),
+    'p90_m': pct(90),
+    'p95_m': pct(95),
+    'mean_m': float(err[finite].mean()) if finite.any() else None,
+    'num_steps': int(len(err)),
+    'missing_steps': int((~finite).sum()),
+  }

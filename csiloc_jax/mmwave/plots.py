@@ -1,9 +1,9 @@
 """PNG figures of an mmWave run (matplotlib, Agg backend; nothing is shown on screen).
 
-Data flow: :mod:`~csiloc_jax.mmwave.train`'s results + ground truth -> ``floor.png`` (walls, APs, true and
-JADE-estimated anchors), ``trajectory.png`` (true walk and the stitched estimate coloured
-by the chosen net) and the sweep's ``sweep.png``; ``error_cdf.png`` (every method) is
-drawn by :func:`csiloc_jax.core.plots.error_cdf`.
+Data flow: :mod:`~csiloc_jax.mmwave.train`'s results + ground truth -> ``floor.png``
+(walls, APs, true and JADE-estimated anchors), ``trajectory.png`` (true walk and the
+stitched estimate coloured by the chosen net) and the sweep's ``sweep.png``;
+``error_cdf.png`` (every method) is drawn by :func:`csiloc_jax.core.plots.error_cdf`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,18 @@ def _limits(ax, floorplan: dict | None, pad: float = 1.0) -> None:
   ax.set_ylim(min(w[:, 1].min(), w[:, 3].min()) - pad, max(w[:, 1].max(), w[:, 3].max()) + pad)
 
 
-def plot_floor(path: str, *, floorplan: dict | None, ap_position: np.ndarray,
-               anchor_truth: np.ndarray | None, anchor_kind: np.ndarray,
-               region_anchors: list[tuple[int, np.ndarray, np.ndarray]],
-               labels: np.ndarray | None = None, label_region: np.ndarray | None = None,
-               zoom: bool = False) -> None:
+def plot_floor(
+  path: str,
+  *,
+  floorplan: dict | None,
+  ap_position: np.ndarray,
+  anchor_truth: np.ndarray | None,
+  anchor_kind: np.ndarray,
+  region_anchors: list[tuple[int, np.ndarray, np.ndarray]],
+  labels: np.ndarray | None = None,
+  label_region: np.ndarray | None = None,
+  zoom: bool = False,
+) -> None:
   """Floor plan with true anchors and each region's JADE anchor estimates.
 
   ``region_anchors``: ``(region id, anchor columns, estimates [K, 2])`` per region.
@@ -45,19 +52,48 @@ def plot_floor(path: str, *, floorplan: dict | None, ap_position: np.ndarray,
   cmap = plt.get_cmap('tab10')
   if labels is not None:
     ok = np.all(np.isfinite(labels), -1)
-    ax.scatter(labels[ok, 0], labels[ok, 1], s=3, c=[cmap(r % 10) for r in label_region[ok]],
-               alpha=0.25, zorder=0, label='JADE survey labels')
+    ax.scatter(
+      labels[ok, 0],
+      labels[ok, 1],
+      s=3,
+      c=[cmap(r % 10) for r in label_region[ok]],
+      alpha=0.25,
+      zorder=0,
+      label='JADE survey labels',
+    )
   _walls(ax, floorplan)
   if anchor_truth is not None:
     virt = anchor_kind == 1
-    ax.scatter(anchor_truth[virt, 0], anchor_truth[virt, 1], marker='o', s=40,
-               facecolors='none', edgecolors='0.4', label='true virtual anchors', zorder=2)
-  ax.scatter(ap_position[:, 0], ap_position[:, 1], marker='^', s=80, c='k',
-             label='APs (ap_position)', zorder=3)
+    ax.scatter(
+      anchor_truth[virt, 0],
+      anchor_truth[virt, 1],
+      marker='o',
+      s=40,
+      facecolors='none',
+      edgecolors='0.4',
+      label='true virtual anchors',
+      zorder=2,
+    )
+  ax.scatter(
+    ap_position[:, 0],
+    ap_position[:, 1],
+    marker='^',
+    s=80,
+    c='k',
+    label='APs (ap_position)',
+    zorder=3,
+  )
   for r, cols, est in region_anchors:
     phys = anchor_kind[cols] == 0
-    ax.scatter(est[~phys, 0], est[~phys, 1], marker='x', s=25, color=cmap(r % 10), zorder=4,
-               label=f'region {r} JADE anchors')
+    ax.scatter(
+      est[~phys, 0],
+      est[~phys, 1],
+      marker='x',
+      s=25,
+      color=cmap(r % 10),
+      zorder=4,
+      label=f'region {r} JADE anchors',
+    )
     ax.scatter(est[phys, 0], est[phys, 1], marker='+', s=60, color=cmap(r % 10), zorder=4)
     if anchor_truth is not None:
       for (x0, y0), (x1, y1) in zip(est, anchor_truth[cols]):
@@ -72,9 +108,16 @@ def plot_floor(path: str, *, floorplan: dict | None, ap_position: np.ndarray,
   core_plots.save(fig, path)
 
 
-def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | None,
-                    estimate: np.ndarray, net: np.ndarray, net_regions: np.ndarray,
-                    title: str) -> None:
+def plot_trajectory(
+  path: str,
+  *,
+  floorplan: dict | None,
+  truth: np.ndarray | None,
+  estimate: np.ndarray,
+  net: np.ndarray,
+  net_regions: np.ndarray,
+  title: str,
+) -> None:
   """The true walk and the stitched estimates coloured by the chosen net."""
   fig, ax = plt.subplots(figsize=(12, 6.5))
   _walls(ax, floorplan)
@@ -84,8 +127,14 @@ def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | No
   ok = np.all(np.isfinite(estimate), -1) & (net >= 0)
   for k in np.unique(net[ok]):
     sel = ok & (net == k)
-    ax.scatter(estimate[sel, 0], estimate[sel, 1], s=10, color=cmap(int(net_regions[k]) % 10),
-               label=f'net of region {int(net_regions[k])}', zorder=3)
+    ax.scatter(
+      estimate[sel, 0],
+      estimate[sel, 1],
+      s=10,
+      color=cmap(int(net_regions[k]) % 10),
+      label=f'net of region {int(net_regions[k])}',
+      zorder=3,
+    )
   ax.set_aspect('equal')
   _limits(ax, floorplan)
   ax.set_xlabel('x (m)')
@@ -95,8 +144,14 @@ def plot_trajectory(path: str, *, floorplan: dict | None, truth: np.ndarray | No
   core_plots.save(fig, path)
 
 
-def plot_sweep(path: str, noise_deg: list, thresholds: list, submeter: np.ndarray,
-               median: np.ndarray, title: str = '') -> None:
+def plot_sweep(
+  path: str,
+  noise_deg: list,
+  thresholds: list,
+  submeter: np.ndarray,
+  median: np.ndarray,
+  title: str = '',
+) -> None:
   """Sub-metre fraction and median error vs AoA noise, one line per threshold.
 
   ``submeter``/``median``: ``[len(noise_deg), len(thresholds)]``.
@@ -105,8 +160,13 @@ def plot_sweep(path: str, noise_deg: list, thresholds: list, submeter: np.ndarra
   markers, styles = 'osD^v<>', ('-', '--', ':', '-.')
   for j, thr in enumerate(thresholds):
     # Distinct markers and dashes: curves of different thresholds often coincide.
-    style = dict(marker=markers[j % len(markers)], ls=styles[j % len(styles)], alpha=0.8,
-                 markersize=9 - j, label=f'threshold {thr:g}')
+    style = dict(
+      marker=markers[j % len(markers)],
+      ls=styles[j % len(styles)],
+      alpha=0.8,
+      markersize=9 - j,
+      label=f'threshold {thr:g}',
+    )
     axes[0].plot(noise_deg, 100 * submeter[:, j], **style)
     axes[1].plot(noise_deg, median[:, j], **style)
   axes[0].set_ylabel('steps under 1 m (%)')

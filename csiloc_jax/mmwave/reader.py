@@ -40,13 +40,14 @@ class MeasurementError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Measurements:
   """One survey or trajectory; ground-truth fields stay ``None`` unless asked for."""
+
   path: str
-  aoa: np.ndarray                  # [T, M] float32, NaN = path not received.
-  anchor_ap: np.ndarray            # [M] int32.
-  anchor_kind: np.ndarray          # [M] int8, 0 direct, 1 reflection.
-  ap_position: np.ndarray          # [A, 2] float64.
-  region: np.ndarray | None = None   # [T] int32.
-  time_s: np.ndarray | None = None   # [T] float64.
+  aoa: np.ndarray  # [T, M] float32, NaN = path not received.
+  anchor_ap: np.ndarray  # [M] int32.
+  anchor_kind: np.ndarray  # [M] int8, 0 direct, 1 reflection.
+  ap_position: np.ndarray  # [A, 2] float64.
+  region: np.ndarray | None = None  # [T] int32.
+  time_s: np.ndarray | None = None  # [T] float64.
   attrs: dict = dataclasses.field(default_factory=dict)
 
   @property
@@ -70,26 +71,30 @@ class Measurements:
 @dataclasses.dataclass(frozen=True)
 class GroundTruth:
   """Evaluation-only datasets; any of them may be missing (``None``)."""
-  position: np.ndarray | None = None          # [T, 2].
-  heading: np.ndarray | None = None           # [T].
-  anchor_position: np.ndarray | None = None   # [M, 2].
-  region: np.ndarray | None = None            # [T].
+
+  position: np.ndarray | None = None  # [T, 2].
+  heading: np.ndarray | None = None  # [T].
+  anchor_position: np.ndarray | None = None  # [M, 2].
+  region: np.ndarray | None = None  # [T].
 
 
-def _read(f: h5py.File, path: str, name: str, ndim: int, kind: str,
-          shape: tuple | None = None) -> np.ndarray:
+def _read(
+  f: h5py.File, path: str, name: str, ndim: int, kind: str, shape: tuple | None = None
+) -> np.ndarray:
   """Reads dataset ``name`` checking rank, number kind and (partial) shape."""
   if name not in f:
-    raise MeasurementError(f'{path}: required dataset {name!r} is missing (present: '
-                           f'{sorted(f.keys())})')
+    raise MeasurementError(
+      f'{path}: required dataset {name!r} is missing (present: {sorted(f.keys())})'
+    )
   ds = f[name]
   if not isinstance(ds, h5py.Dataset):
     raise MeasurementError(f'{path}: {name!r} must be a dataset, found a group')
   arr = ds[()]
   arr = np.asarray(arr)
   if arr.ndim != ndim:
-    raise MeasurementError(f'{path}: dataset {name!r} must have {ndim} dimension(s), got '
-                           f'shape {arr.shape}')
+    raise MeasurementError(
+      f'{path}: dataset {name!r} must have {ndim} dimension(s), got shape {arr.shape}'
+    )
   if kind == 'float' and not np.issubdtype(arr.dtype, np.number):
     raise MeasurementError(f'{path}: dataset {name!r} must be numeric, got {arr.dtype}')
   if kind == 'int':
@@ -103,13 +108,15 @@ def _read(f: h5py.File, path: str, name: str, ndim: int, kind: str,
     for axis, (want, got) in enumerate(zip(shape, arr.shape)):
       if want is not None and want != got:
         raise MeasurementError(
-            f'{path}: dataset {name!r} has shape {arr.shape}, expected axis {axis} of '
-            f'length {want} (shape {tuple("?" if s is None else s for s in shape)})')
+          f'{path}: dataset {name!r} has shape {arr.shape}, expected axis {axis} of '
+          f'length {want} (shape {tuple("?" if s is None else s for s in shape)})'
+        )
   return arr
 
 
-def read_measurements(path: str, *, ground_truth: bool = False,
-                      require_time: bool = False) -> Measurements | tuple[Measurements, GroundTruth]:
+def read_measurements(
+  path: str, *, ground_truth: bool = False, require_time: bool = False
+) -> Measurements | tuple[Measurements, GroundTruth]:
   """Reads and validates one survey or trajectory file.
 
   Args:
@@ -136,20 +143,26 @@ def read_measurements(path: str, *, ground_truth: bool = False,
     ap_position = _read(f, path, 'ap_position', 2, 'float', (None, 2)).astype(np.float64)
     num_aps = len(ap_position)
     if np.any(anchor_ap < 0) or np.any(anchor_ap >= num_aps):
-      raise MeasurementError(f'{path}: dataset "anchor_ap" must index the {num_aps} rows of '
-                             f'"ap_position"; got values in [{anchor_ap.min()}, '
-                             f'{anchor_ap.max()}]')
+      raise MeasurementError(
+        f'{path}: dataset "anchor_ap" must index the {num_aps} rows of '
+        f'"ap_position"; got values in [{anchor_ap.min()}, '
+        f'{anchor_ap.max()}]'
+      )
     if not np.all(np.isin(anchor_kind, (0, 1))):
-      raise MeasurementError(f'{path}: dataset "anchor_kind" must be 0 (direct) or 1 '
-                             f'(reflection), got {sorted(set(anchor_kind.tolist()))}')
+      raise MeasurementError(
+        f'{path}: dataset "anchor_kind" must be 0 (direct) or 1 '
+        f'(reflection), got {sorted(set(anchor_kind.tolist()))}'
+      )
     if not np.all(np.isfinite(ap_position)):
       raise MeasurementError(f'{path}: dataset "ap_position" must be finite')
     finite = np.isfinite(aoa)
     if np.any(np.isinf(aoa)):
       raise MeasurementError(f'{path}: dataset "aoa" holds +-inf; missing paths must be NaN')
     if finite.any() and np.max(np.abs(aoa[finite])) > 4 * np.pi:
-      raise MeasurementError(f'{path}: dataset "aoa" must be radians in (-pi, pi]; found '
-                             f'|value| up to {np.max(np.abs(aoa[finite])):.4g}')
+      raise MeasurementError(
+        f'{path}: dataset "aoa" must be radians in (-pi, pi]; found '
+        f'|value| up to {np.max(np.abs(aoa[finite])):.4g}'
+      )
     x = aoa.astype(np.float64)
     # float32(pi) is a hair above pi; it means pi, not -pi + 1e-7.
     x = np.where((x > np.pi) & (x <= np.pi + 1e-6), np.pi, x)
@@ -164,20 +177,31 @@ def read_measurements(path: str, *, ground_truth: bool = False,
     if 'time_s' in f:
       time_s = _read(f, path, 'time_s', 1, 'float', (t,)).astype(np.float64)
       if not np.all(np.isfinite(time_s)) or np.any(np.diff(time_s) <= 0):
-        raise MeasurementError(f'{path}: dataset "time_s" must be finite and strictly '
-                               'increasing')
+        raise MeasurementError(f'{path}: dataset "time_s" must be finite and strictly increasing')
     elif require_time:
-      raise MeasurementError(f'{path}: required dataset "time_s" is missing (a trajectory '
-                             f'needs timestamps; present: {sorted(f.keys())})')
+      raise MeasurementError(
+        f'{path}: required dataset "time_s" is missing (a trajectory '
+        f'needs timestamps; present: {sorted(f.keys())})'
+      )
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    meas = Measurements(path=path, aoa=aoa, anchor_ap=anchor_ap.astype(np.int32),
-                        anchor_kind=anchor_kind.astype(np.int8), ap_position=ap_position,
-                        region=region, time_s=time_s, attrs=attrs)
+    meas = Measurements(
+      path=path,
+      aoa=aoa,
+      anchor_ap=anchor_ap.astype(np.int32),
+      anchor_kind=anchor_kind.astype(np.int8),
+      ap_position=ap_position,
+      region=region,
+      time_s=time_s,
+      attrs=attrs,
+    )
     if not ground_truth:
       return meas
     truth = {}
-    for name, ndim, shape in (('position', 2, (t, 2)), ('heading', 1, (t,)),
-                              ('anchor_position', 2, (m, 2))):
+    for name, ndim, shape in (
+      ('position', 2, (t, 2)),
+      ('heading', 1, (t,)),
+      ('anchor_position', 2, (m, 2)),
+    ):
       if name in f:
         truth[name] = _read(f, path, name, ndim, 'float', shape).astype(np.float64)
     return meas, GroundTruth(region=region, **truth)
@@ -193,13 +217,15 @@ def check_compatible(survey: Measurements, trajectory: Measurements) -> None:
   where = f'survey {survey.path} vs trajectory {trajectory.path}'
   if survey.num_anchors != trajectory.num_anchors:
     raise MeasurementError(
-        f'{where}: dataset "aoa" has M={survey.num_anchors} anchors in the survey but '
-        f'M={trajectory.num_anchors} in the trajectory; both files must list the same '
-        'anchors in the same order')
+      f'{where}: dataset "aoa" has M={survey.num_anchors} anchors in the survey but '
+      f'M={trajectory.num_anchors} in the trajectory; both files must list the same '
+      'anchors in the same order'
+    )
   if not np.array_equal(survey.anchor_ap, trajectory.anchor_ap):
     raise MeasurementError(f'{where}: dataset "anchor_ap" differs between the files')
   if not np.array_equal(survey.anchor_kind, trajectory.anchor_kind):
     raise MeasurementError(f'{where}: dataset "anchor_kind" differs between the files')
-  if (survey.ap_position.shape != trajectory.ap_position.shape or
-      not np.allclose(survey.ap_position, trajectory.ap_position, atol=1e-4)):
+  if survey.ap_position.shape != trajectory.ap_position.shape or not np.allclose(
+    survey.ap_position, trajectory.ap_position, atol=1e-4
+  ):
     raise MeasurementError(f'{where}: dataset "ap_position" differs between the files')

@@ -22,8 +22,9 @@ from absl import logging
 import numpy as np
 
 
-def kmeans_visibility(visible: np.ndarray, k: int, seed: int = 0,
-                      num_iters: int = 50) -> np.ndarray:
+def kmeans_visibility(
+  visible: np.ndarray, k: int, seed: int = 0, num_iters: int = 50
+) -> np.ndarray:
   """k-means++ / Lloyd on 0/1 visibility vectors ``[T, M]``; returns labels ``[T]``."""
   x = visible.astype(np.float64)
   n = len(x)
@@ -53,16 +54,18 @@ def kmeans_visibility(visible: np.ndarray, k: int, seed: int = 0,
   return dense.astype(np.int32)
 
 
-def assign_regions(region: np.ndarray | None, visible: np.ndarray,
-                   num_regions: int | None, seed: int = 0) -> tuple[np.ndarray, str]:
+def assign_regions(
+  region: np.ndarray | None, visible: np.ndarray, num_regions: int | None, seed: int = 0
+) -> tuple[np.ndarray, str]:
   """``(region labels [T], source)`` with source in {'file', 'single', 'clustered'}."""
   if region is not None:
     return np.asarray(region, np.int32), 'file'
   if not num_regions:
     logging.warning('survey has no "region" dataset: treating it as a single region')
     return np.zeros(len(visible), np.int32), 'single'
-  logging.warning('survey has no "region" dataset: clustering it into %d regions by '
-                  'received paths', num_regions)
+  logging.warning(
+    'survey has no "region" dataset: clustering it into %d regions by received paths', num_regions
+  )
   return kmeans_visibility(visible, int(num_regions), seed), 'clustered'
 
 

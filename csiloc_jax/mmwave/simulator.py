@@ -55,8 +55,9 @@ def mirror(point: np.ndarray, q: np.ndarray, n: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class WallLines:
   """Wall segments grouped into reflecting lines."""
-  normal: np.ndarray       # [L, 2] unit normals.
-  offset: np.ndarray       # [L] n.x = offset on the line.
+
+  normal: np.ndarray  # [L, 2] unit normals.
+  offset: np.ndarray  # [L] n.x = offset on the line.
   segment_line: np.ndarray  # [W] line index of each wall segment.
 
 
@@ -84,10 +85,11 @@ def wall_lines(walls: np.ndarray, tol: float = 1e-6) -> WallLines:
 @dataclasses.dataclass(frozen=True)
 class AnchorTable:
   """Every candidate anchor of a floor plan (before visibility pruning)."""
-  position: np.ndarray   # [M, 2] physical or virtual anchor position.
-  ap: np.ndarray         # [M] physical AP index.
-  kind: np.ndarray       # [M] 0 = direct path, 1 = first-order reflection.
-  line: np.ndarray       # [M] reflecting wall line, -1 for direct paths.
+
+  position: np.ndarray  # [M, 2] physical or virtual anchor position.
+  ap: np.ndarray  # [M] physical AP index.
+  kind: np.ndarray  # [M] 0 = direct path, 1 = first-order reflection.
+  line: np.ndarray  # [M] reflecting wall line, -1 for direct paths.
 
 
 def anchor_table(fp: floorplan_lib.FloorPlan, lines: WallLines) -> AnchorTable:
@@ -105,8 +107,9 @@ def anchor_table(fp: floorplan_lib.FloorPlan, lines: WallLines) -> AnchorTable:
       ap.append(a)
       kind.append(1)
       line.append(li)
-  return AnchorTable(np.asarray(pos), np.asarray(ap, np.int32), np.asarray(kind, np.int8),
-                     np.asarray(line, np.int32))
+  return AnchorTable(
+    np.asarray(pos), np.asarray(ap, np.int32), np.asarray(kind, np.int8), np.asarray(line, np.int32)
+  )
 
 
 def _crosses(p0: np.ndarray, p1: np.ndarray, walls: np.ndarray) -> np.ndarray:
@@ -114,8 +117,9 @@ def _crosses(p0: np.ndarray, p1: np.ndarray, walls: np.ndarray) -> np.ndarray:
   w0, w1 = walls[:, :2], walls[:, 2:]
 
   def orient(a, b, c):
-    return ((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) -
-            (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
+    return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (
+      c[..., 0] - a[..., 0]
+    )
 
   p0e, p1e = p0[..., None, :], p1[..., None, :]
   o1 = orient(p0e, p1e, w0)
@@ -125,19 +129,25 @@ def _crosses(p0: np.ndarray, p1: np.ndarray, walls: np.ndarray) -> np.ndarray:
   return (o1 * o2 < -_EPS) & (o3 * o4 < -_EPS)
 
 
-def trace_paths(fp: floorplan_lib.FloorPlan, anchors: AnchorTable, lines: WallLines,
-                positions: np.ndarray, *, reflection_loss_db: float,
-                detection_threshold_db: float) -> tuple[np.ndarray, np.ndarray]:
+def trace_paths(
+  fp: floorplan_lib.FloorPlan,
+  anchors: AnchorTable,
+  lines: WallLines,
+  positions: np.ndarray,
+  *,
+  reflection_loss_db: float,
+  detection_threshold_db: float,
+) -> tuple[np.ndarray, np.ndarray]:
   """Geometric visibility and detection of every anchor's path at every position.
 
   Returns ``(detected [T, M] bool, power_db [T, M])``.
   """
-  p = np.asarray(positions, np.float64)[:, None, :]         # [T, 1, 2]
-  a_virtual = anchors.position[None]                        # [1, M, 2]
-  a_phys = fp.aps[anchors.ap][None]                         # [1, M, 2]
+  p = np.asarray(positions, np.float64)[:, None, :]  # [T, 1, 2]
+  a_virtual = anchors.position[None]  # [1, M, 2]
+  a_phys = fp.aps[anchors.ap][None]  # [1, M, 2]
   is_refl = anchors.kind[None] == 1
   line = np.maximum(anchors.line, 0)
-  n, c = lines.normal[line][None], lines.offset[line][None]   # [1, M, 2], [1, M]
+  n, c = lines.normal[line][None], lines.offset[line][None]  # [1, M, 2], [1, M]
 
   # Specular point: where the straight segment client -> virtual anchor meets the line.
   side_p = np.sum(n * p, -1) - c
@@ -145,13 +155,13 @@ def trace_paths(fp: floorplan_lib.FloorPlan, anchors: AnchorTable, lines: WallLi
   same_side = side_p * side_a > _EPS
   denom = np.sum(n * (a_virtual - p), -1)
   t = np.where(np.abs(denom) > _EPS, -side_p / np.where(np.abs(denom) > _EPS, denom, 1.0), -1)
-  s = p + t[..., None] * (a_virtual - p)                    # [T, M, 2]
+  s = p + t[..., None] * (a_virtual - p)  # [T, M, 2]
   # On a segment of that line (not in a doorway gap), with a 1 cm margin at the ends.
-  seg_of_line = lines.segment_line[None, None, :] == line[None, :, None]   # [1, M, W]
+  seg_of_line = lines.segment_line[None, None, :] == line[None, :, None]  # [1, M, W]
   w0, w1 = fp.walls[:, :2], fp.walls[:, 2:]
   seg_d = w1 - w0
   seg_len = np.linalg.norm(seg_d, axis=-1)
-  u = np.sum((s[..., None, :] - w0) * seg_d, -1) / seg_len   # [T, M, W] metres along.
+  u = np.sum((s[..., None, :] - w0) * seg_d, -1) / seg_len  # [T, M, W] metres along.
   on_segment = np.any(seg_of_line & (u > 0.01) & (u < seg_len - 0.01), -1)
   refl_geom_ok = same_side & (t > 0) & (t < 1) & on_segment
 
@@ -159,25 +169,29 @@ def trace_paths(fp: floorplan_lib.FloorPlan, anchors: AnchorTable, lines: WallLi
   exempt = np.where(is_refl[..., None], seg_of_line, False)  # [1, M, W]
   leg_end = np.where(is_refl[..., None], s, np.broadcast_to(a_phys, s.shape))
   blocked = np.any(_crosses(np.broadcast_to(p, s.shape), leg_end, fp.walls) & ~exempt, -1)
-  blocked |= is_refl & np.any(_crosses(s, np.broadcast_to(a_phys, s.shape), fp.walls)
-                              & ~exempt, -1)
+  blocked |= is_refl & np.any(_crosses(s, np.broadcast_to(a_phys, s.shape), fp.walls) & ~exempt, -1)
   visible = ~blocked & np.where(is_refl, refl_geom_ok, True)
 
-  length = np.linalg.norm(a_virtual - p, axis=-1)           # Unfolded path length.
+  length = np.linalg.norm(a_virtual - p, axis=-1)  # Unfolded path length.
   power = -20.0 * np.log10(np.maximum(length, 0.1)) - reflection_loss_db * is_refl
   power = np.where(visible, power, -np.inf)
   # Each AP's channel is sounded separately (its own beacons / beam training), so the
   # dynamic range applies per AP: a path is lost when it is too far below the strongest
   # path *of the same AP*.
-  same_ap = anchors.ap[:, None] == anchors.ap[None, :]            # [M, M]
+  same_ap = anchors.ap[:, None] == anchors.ap[None, :]  # [M, M]
   strongest = np.max(np.where(same_ap[None], power[:, None, :], -np.inf), -1)
   detected = visible & (power >= strongest - detection_threshold_db)
   return detected, power
 
 
-def measure_aoa(anchor_pos: np.ndarray, positions: np.ndarray, headings: np.ndarray,
-                detected: np.ndarray, noise_rad: float,
-                rng: np.random.Generator) -> np.ndarray:
+def measure_aoa(
+  anchor_pos: np.ndarray,
+  positions: np.ndarray,
+  headings: np.ndarray,
+  detected: np.ndarray,
+  noise_rad: float,
+  rng: np.random.Generator,
+) -> np.ndarray:
   """Noisy AoAs in the client frame, NaN where a path is not detected: [T, M]."""
   d = anchor_pos[None] - positions[:, None]
   theta = np.arctan2(d[..., 1], d[..., 0]) - headings[:, None]
@@ -185,9 +199,13 @@ def measure_aoa(anchor_pos: np.ndarray, positions: np.ndarray, headings: np.ndar
   return np.where(detected, geometry.wrap(theta), np.nan)
 
 
-def sample_survey(fp: floorplan_lib.FloorPlan, num_per_room: int, rng: np.random.Generator,
-                  margin: float = 0.3,
-                  ap_clearance: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_survey(
+  fp: floorplan_lib.FloorPlan,
+  num_per_room: int,
+  rng: np.random.Generator,
+  margin: float = 0.3,
+  ap_clearance: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Uniform positions inside every room, random headings; returns (pos, heading, room).
 
   Positions keep ``margin`` from the walls and ``ap_clearance`` from every AP (APs are
@@ -215,8 +233,9 @@ def _chaikin(points: np.ndarray, iterations: int = 2) -> np.ndarray:
   return points
 
 
-def sample_walk(fp: floorplan_lib.FloorPlan, num_steps: int, rng: np.random.Generator,
-                speed_mps: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_walk(
+  fp: floorplan_lib.FloorPlan, num_steps: int, rng: np.random.Generator, speed_mps: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """A walk along the plan's route at walking speed: (positions, headings, time_s)."""
   route = _chaikin(fp.walk)
   seg = np.linalg.norm(np.diff(route, axis=0), axis=-1)
@@ -235,8 +254,7 @@ def sample_walk(fp: floorplan_lib.FloorPlan, num_steps: int, rng: np.random.Gene
   step = np.diff(pos, axis=0, append=pos[-1:] + (pos[-1:] - pos[-2:-1]))
   walking_dir = np.arctan2(step[:, 1], step[:, 0])
   # The device is not held exactly along the walking direction, and wobbles.
-  offset = rng.uniform(-np.pi, np.pi) + np.cumsum(np.deg2rad(3.0) * rng.standard_normal(
-      num_steps))
+  offset = rng.uniform(-np.pi, np.pi) + np.cumsum(np.deg2rad(3.0) * rng.standard_normal(num_steps))
   return pos, geometry.wrap(walking_dir + offset), time_s
 
 
@@ -250,19 +268,24 @@ def _write_file(path: str, data: dict, attrs: dict) -> None:
   os.replace(tmp, path)
 
 
-def simulate(fp: floorplan_lib.FloorPlan, *, seed: int = 0, aoa_noise_deg: float = 5.0,
-             num_survey: int = DEFAULT_SURVEY_PER_ROOM,
-             num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
-             reflection_loss_db: float = 6.0, detection_threshold_db: float = 20.0,
-             shuffle_anchors: bool = True) -> dict:
+def simulate(
+  fp: floorplan_lib.FloorPlan,
+  *,
+  seed: int = 0,
+  aoa_noise_deg: float = 5.0,
+  num_survey: int = DEFAULT_SURVEY_PER_ROOM,
+  num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
+  reflection_loss_db: float = 6.0,
+  detection_threshold_db: float = 20.0,
+  shuffle_anchors: bool = True,
+) -> dict:
   """Simulates a survey and a trajectory in memory; returns the two files' datasets
   (docs/schemas.md) as dicts, ground truth included."""
   rng = np.random.default_rng(seed)
   lines = wall_lines(fp.walls)
   table = anchor_table(fp, lines)
   noise = np.deg2rad(aoa_noise_deg)
-  trace = dict(reflection_loss_db=reflection_loss_db,
-               detection_threshold_db=detection_threshold_db)
+  trace = dict(reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db)
 
   s_pos, s_head, s_room = sample_survey(fp, num_survey, rng)
   s_det, _ = trace_paths(fp, table, lines, s_pos, **trace)
@@ -273,29 +296,46 @@ def simulate(fp: floorplan_lib.FloorPlan, *, seed: int = 0, aoa_noise_deg: float
   if shuffle_anchors:
     keep = rng.permutation(keep)
   anchor_pos = table.position[keep]
-  common = {'anchor_ap': table.ap[keep].astype(np.int32),
-            'anchor_kind': table.kind[keep].astype(np.int8),
-            'ap_position': fp.aps.astype(np.float32),
-            'anchor_position': anchor_pos.astype(np.float32)}
-  survey = dict(common,
-                aoa=measure_aoa(anchor_pos, s_pos, s_head, s_det[:, keep], noise,
-                                rng).astype(np.float32),
-                region=s_room.astype(np.int32), position=s_pos.astype(np.float32),
-                heading=s_head.astype(np.float32))
-  trajectory = dict(common,
-                    aoa=measure_aoa(anchor_pos, t_pos, t_head, t_det[:, keep], noise,
-                                    rng).astype(np.float32),
-                    region=fp.room_of(t_pos).astype(np.int32), time_s=t_time,
-                    position=t_pos.astype(np.float32), heading=t_head.astype(np.float32))
-  return {'survey': survey, 'trajectory': trajectory, 'anchor_line': table.line[keep],
-          'lines': lines}
+  common = {
+    'anchor_ap': table.ap[keep].astype(np.int32),
+    'anchor_kind': table.kind[keep].astype(np.int8),
+    'ap_position': fp.aps.astype(np.float32),
+    'anchor_position': anchor_pos.astype(np.float32),
+  }
+  survey = dict(
+    common,
+    aoa=measure_aoa(anchor_pos, s_pos, s_head, s_det[:, keep], noise, rng).astype(np.float32),
+    region=s_room.astype(np.int32),
+    position=s_pos.astype(np.float32),
+    heading=s_head.astype(np.float32),
+  )
+  trajectory = dict(
+    common,
+    aoa=measure_aoa(anchor_pos, t_pos, t_head, t_det[:, keep], noise, rng).astype(np.float32),
+    region=fp.room_of(t_pos).astype(np.int32),
+    time_s=t_time,
+    position=t_pos.astype(np.float32),
+    heading=t_head.astype(np.float32),
+  )
+  return {
+    'survey': survey,
+    'trajectory': trajectory,
+    'anchor_line': table.line[keep],
+    'lines': lines,
+  }
 
 
-def write_scenario(out_dir: str, *, seed: int = 0, aoa_noise_deg: float = 5.0,
-                   num_survey: int = DEFAULT_SURVEY_PER_ROOM,
-                   num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
-                   floorplan=None, reflection_loss_db: float = 6.0,
-                   detection_threshold_db: float = 20.0) -> dict:
+def write_scenario(
+  out_dir: str,
+  *,
+  seed: int = 0,
+  aoa_noise_deg: float = 5.0,
+  num_survey: int = DEFAULT_SURVEY_PER_ROOM,
+  num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
+  floorplan=None,
+  reflection_loss_db: float = 6.0,
+  detection_threshold_db: float = 20.0,
+) -> dict:
   """Writes ``out_dir/survey.h5`` and ``out_dir/trajectory.h5`` (schema: docs/schemas.md).
 
   Args:
@@ -315,41 +355,74 @@ def write_scenario(out_dir: str, *, seed: int = 0, aoa_noise_deg: float = 5.0,
   """
   fp = floorplan_lib.load_floorplan(floorplan)
   if num_survey < 1 or num_trajectory_steps < 2:
-    raise ValueError('num_survey must be >= 1 and num_trajectory_steps >= 2, got '
-                     f'{num_survey} and {num_trajectory_steps}')
-  sim = simulate(fp, seed=seed, aoa_noise_deg=aoa_noise_deg, num_survey=num_survey,
-                 num_trajectory_steps=num_trajectory_steps,
-                 reflection_loss_db=reflection_loss_db,
-                 detection_threshold_db=detection_threshold_db)
+    raise ValueError(
+      'num_survey must be >= 1 and num_trajectory_steps >= 2, got '
+      f'{num_survey} and {num_trajectory_steps}'
+    )
+  sim = simulate(
+    fp,
+    seed=seed,
+    aoa_noise_deg=aoa_noise_deg,
+    num_survey=num_survey,
+    num_trajectory_steps=num_trajectory_steps,
+    reflection_loss_db=reflection_loss_db,
+    detection_threshold_db=detection_threshold_db,
+  )
   os.makedirs(out_dir, exist_ok=True)
-  attrs = {'aoa_noise_deg': float(aoa_noise_deg), 'frequency_hz': FREQUENCY_HZ,
-           'seed': int(seed), 'floorplan_json': json.dumps(fp.to_dict()),
-           'reflection_loss_db': float(reflection_loss_db),
-           'detection_threshold_db': float(detection_threshold_db)}
+  attrs = {
+    'aoa_noise_deg': float(aoa_noise_deg),
+    'frequency_hz': FREQUENCY_HZ,
+    'seed': int(seed),
+    'floorplan_json': json.dumps(fp.to_dict()),
+    'reflection_loss_db': float(reflection_loss_db),
+    'detection_threshold_db': float(detection_threshold_db),
+  }
   paths = {k: os.path.join(out_dir, f'{k}.h5') for k in ('survey', 'trajectory')}
-  _write_file(paths['survey'], sim['survey'], dict(
-      attrs, description=f'mmWave survey on floor {fp.name!r}: {num_survey} random '
-      'positions per room, random headings, csiloc_jax.mmwave.simulator'))
-  _write_file(paths['trajectory'], sim['trajectory'], dict(
-      attrs, description=f'mmWave trajectory on floor {fp.name!r}: a '
-      f'{num_trajectory_steps}-step walk through every room, csiloc_jax.mmwave.simulator'))
+  _write_file(
+    paths['survey'],
+    sim['survey'],
+    dict(
+      attrs,
+      description=f'mmWave survey on floor {fp.name!r}: {num_survey} random '
+      'positions per room, random headings, csiloc_jax.mmwave.simulator',
+    ),
+  )
+  _write_file(
+    paths['trajectory'],
+    sim['trajectory'],
+    dict(
+      attrs,
+      description=f'mmWave trajectory on floor {fp.name!r}: a '
+      f'{num_trajectory_steps}-step walk through every room, csiloc_jax.mmwave.simulator',
+    ),
+  )
   s_vis = np.isfinite(sim['survey']['aoa'])
   t_vis = np.isfinite(sim['trajectory']['aoa'])
   t_pos = sim['trajectory']['position']
-  return dict(paths, num_anchors=int(s_vis.shape[1]), num_aps=int(len(fp.aps)),
-              num_regions=int(fp.num_rooms), num_survey_samples=int(len(s_vis)),
-              num_trajectory_steps=int(len(t_vis)),
-              mean_paths_survey=float(s_vis.sum(1).mean()),
-              mean_paths_trajectory=float(t_vis.sum(1).mean()),
-              trajectory_length_m=float(np.linalg.norm(np.diff(t_pos, axis=0), axis=-1).sum()),
-              trajectory_duration_s=float(sim['trajectory']['time_s'][-1]),
-              aoa_noise_deg=float(aoa_noise_deg), seed=int(seed), floorplan=fp.name)
+  return dict(
+    paths,
+    num_anchors=int(s_vis.shape[1]),
+    num_aps=int(len(fp.aps)),
+    num_regions=int(fp.num_rooms),
+    num_survey_samples=int(len(s_vis)),
+    num_trajectory_steps=int(len(t_vis)),
+    mean_paths_survey=float(s_vis.sum(1).mean()),
+    mean_paths_trajectory=float(t_vis.sum(1).mean()),
+    trajectory_length_m=float(np.linalg.norm(np.diff(t_pos, axis=0), axis=-1).sum()),
+    trajectory_duration_s=float(sim['trajectory']['time_s'][-1]),
+    aoa_noise_deg=float(aoa_noise_deg),
+    seed=int(seed),
+    floorplan=fp.name,
+  )
 
 
 def scenario_kwargs(data) -> dict:
   """:func:`write_scenario` / :func:`simulate` arguments asked for by a ``config.data``
   section (``configs/mmwave_tiny.py``); unset sizes take the defaults above."""
-  return {'seed': data['scenario_seed'], 'aoa_noise_deg': data['aoa_noise_deg'],
-          'num_survey': data['num_survey'] or DEFAULT_SURVEY_PER_ROOM,
-          'num_trajectory_steps': data['num_trajectory_steps'] or DEFAULT_TRAJECTORY_STEPS,
-          'floorplan': data['floorplan'] or None}
+  return {
+    'seed': data['scenario_seed'],
+    'aoa_noise_deg': data['aoa_noise_deg'],
+    'num_survey': data['num_survey'] or DEFAULT_SURVEY_PER_ROOM,
+    'num_trajectory_steps': data['num_trajectory_steps'] or DEFAULT_TRAJECTORY_STEPS,
+    'floorplan': data['floorplan'] or None,
+  }

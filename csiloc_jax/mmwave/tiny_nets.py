@@ -45,6 +45,7 @@ class MLP(nn.Module):
 
   ``hidden_sizes`` and ``activation`` come from ``config.nets`` (or ``config.big_nn``).
   """
+
   hidden_sizes: Sequence[int]
   activation: str
   output_size: int = 2
@@ -60,12 +61,13 @@ class MLP(nn.Module):
 @flax.struct.dataclass
 class NetBank:
   """K nets with one architecture: params have a leading axis K, as do the statistics."""
+
   params: Any
-  label_mean: jax.Array     # [K, 2] mean of each net's training labels (metres).
-  label_scale: jax.Array    # [K] label normalisation scale (metres).
-  label_cov: jax.Array      # [K, 2, 2] label covariance (the Mahalanobis score).
+  label_mean: jax.Array  # [K, 2] mean of each net's training labels (metres).
+  label_scale: jax.Array  # [K] label normalisation scale (metres).
+  label_cov: jax.Array  # [K, 2, 2] label covariance (the Mahalanobis score).
   visibility_rate: jax.Array  # [K, M] how often each path was seen in net k's inputs.
-  region_ids: jax.Array     # [K] survey region each net was trained on.
+  region_ids: jax.Array  # [K] survey region each net was trained on.
 
   @property
   def num_nets(self) -> int:
@@ -85,6 +87,7 @@ class TrainOptions:
   The options are a static argument of the compiled training program, so they must
   stay hashable (``hidden_sizes`` is kept a tuple of ints).
   """
+
   hidden_sizes: tuple
   activation: str
   learning_rate: float
@@ -103,17 +106,23 @@ class TrainOptions:
 @dataclasses.dataclass
 class TrainingSet:
   """Per-net padded training data."""
-  aoa: np.ndarray          # [K, N, M] AoAs (NaN = missing path).
-  labels: np.ndarray       # [K, N, 2] JADE labels.
+
+  aoa: np.ndarray  # [K, N, M] AoAs (NaN = missing path).
+  labels: np.ndarray  # [K, N, 2] JADE labels.
   train_index: np.ndarray  # [K, N_tr] rows of the padded axis used for training.
-  num_train: np.ndarray    # [K].
-  val_mask: np.ndarray     # [K, N] rows held out for validation.
-  region_ids: np.ndarray   # [K].
+  num_train: np.ndarray  # [K].
+  val_mask: np.ndarray  # [K, N] rows held out for validation.
+  region_ids: np.ndarray  # [K].
 
 
-def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                      group_ids: Sequence[int], validation_fraction: float,
-                      seed: int) -> TrainingSet:
+def make_training_set(
+  aoa: np.ndarray,
+  labels: np.ndarray,
+  groups: np.ndarray,
+  group_ids: Sequence[int],
+  validation_fraction: float,
+  seed: int,
+) -> TrainingSet:
   """Splits labelled samples by group (region) into padded per-net slots.
 
   Samples with NaN labels (JADE left them out) are not used. Each group with at least
@@ -127,10 +136,12 @@ def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
   net = match[rows].argmax(1)
   counts = np.bincount(net, minlength=len(ids))
   if np.any(counts < 2):
-    raise ValueError('every net needs at least 2 labelled samples; counts per group: '
-                     f'{dict(zip(ids.tolist(), counts.tolist()))}')
+    raise ValueError(
+      'every net needs at least 2 labelled samples; counts per group: '
+      f'{dict(zip(ids.tolist(), counts.tolist()))}'
+    )
   k, m = len(ids), aoa.shape[1]
-  slot = regions.group_ranks(net, rows)                       # Position in the padding.
+  slot = regions.group_ranks(net, rows)  # Position in the padding.
   x = np.full((k, counts.max(), m), np.nan, np.float32)
   y = np.zeros((k, counts.max(), 2), np.float32)
   x[net, slot] = aoa[rows]
@@ -150,8 +161,8 @@ def make_training_set(aoa: np.ndarray, labels: np.ndarray, groups: np.ndarray,
 def label_statistics(ts: TrainingSet) -> tuple[np.ndarray, ...]:
   """Per net, over all its samples: label mean [K, 2], scale [K], covariance [K, 2, 2]
   and the rate at which each path was received in its inputs [K, M] (Laplace-smoothed)."""
-  n = ts.num_train + ts.val_mask.sum(1)                                    # [K]
-  present = np.arange(ts.labels.shape[1])[None] < n[:, None]               # [K, N]
+  n = ts.num_train + ts.val_mask.sum(1)  # [K]
+  present = np.arange(ts.labels.shape[1])[None] < n[:, None]  # [K, N]
   w = present / n[:, None]
   y = ts.labels.astype(np.float64)
   mean = np.einsum('kn,kni->ki', w, y)
@@ -161,8 +172,12 @@ def label_statistics(ts: TrainingSet) -> tuple[np.ndarray, ...]:
   scale = np.maximum(np.sqrt(np.trace(cov, axis1=1, axis2=2) / 2), 1e-3)
   seen = np.sum(np.isfinite(ts.aoa) & present[..., None], 1)
   rate = (seen + 1.0) / (n[:, None] + 2.0)
-  return (mean.astype(np.float32), scale.astype(np.float32), cov.astype(np.float32),
-          rate.astype(np.float32))
+  return (
+    mean.astype(np.float32),
+    scale.astype(np.float32),
+    cov.astype(np.float32),
+    rate.astype(np.float32),
+  )
 
 
 def init_bank(model: MLP, key: jax.Array, num_nets: int, num_anchors: int) -> Any:
@@ -201,16 +216,21 @@ def predict_each(model: MLP, bank: NetBank, feats: jax.Array) -> jax.Array:
 def visibility_loglik(bank: NetBank, visible: jax.Array) -> jax.Array:
   """Log-likelihood ``[K, ...]`` of a visibility pattern ``[..., M]`` under each net's
   training inputs (independent Bernoulli paths): which net has seen inputs like this."""
-  rate = bank.visibility_rate.reshape(bank.visibility_rate.shape[:1] +
-                                      (1,) * (visible.ndim - 1) + bank.visibility_rate.shape[1:])
+  rate = bank.visibility_rate.reshape(
+    bank.visibility_rate.shape[:1] + (1,) * (visible.ndim - 1) + bank.visibility_rate.shape[1:]
+  )
   v = visible.astype(jnp.float32)
   return jnp.sum(v * jnp.log(rate) + (1.0 - v) * jnp.log1p(-rate), -1)
 
 
 def _make_optimizer(opts: TrainOptions) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, opts.learning_rate, min(200, opts.num_train_steps // 10 + 1),
-      opts.num_train_steps, end_value=0.05 * opts.learning_rate)
+    0.0,
+    opts.learning_rate,
+    min(200, opts.num_train_steps // 10 + 1),
+    opts.num_train_steps,
+    end_value=0.05 * opts.learning_rate,
+  )
   return optax.adamw(schedule, weight_decay=opts.weight_decay)
 
 
@@ -220,8 +240,18 @@ def _loss(model: MLP, params, x, y, w):
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'opts', 'reference'))
-def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: MLP,
-                 opts: TrainOptions, reference: str):
+def _train_chunk(
+  params,
+  opt_state,
+  best_params,
+  best_val,
+  rng,
+  data,
+  *,
+  model: MLP,
+  opts: TrainOptions,
+  reference: str,
+):
   """``opts.eval_every`` steps of every net at once (one lax.scan), then validation.
 
   Pure: all data arrives in ``data``; ``model``/``opts``/``reference`` are static, so
@@ -231,8 +261,9 @@ def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: 
   units, y_norm = data['units'], data['y_norm']
   k = units.shape[0]
   priority = data['priority'] if reference == 'anchor' else None
-  encode_units = functools.partial(features_lib.encode_units, reference=reference,
-                                   priority=priority)
+  encode_units = functools.partial(
+    features_lib.encode_units, reference=reference, priority=priority
+  )
   loss_fn = functools.partial(_loss, model)
 
   def train_step(carry, rng):
@@ -241,8 +272,8 @@ def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: 
     num_train = data['num_train']
     u = jax.random.uniform(k_idx, (k, opts.batch_size))
     pick = jnp.minimum((u * num_train[:, None]).astype(jnp.int32), num_train[:, None] - 1)
-    rows = jnp.take_along_axis(data['train_index'], pick, 1)          # [K, B]
-    batch = jnp.take_along_axis(units, rows[..., None, None], 1)      # [K, B, M, 3]
+    rows = jnp.take_along_axis(data['train_index'], pick, 1)  # [K, B]
+    batch = jnp.take_along_axis(units, rows[..., None, None], 1)  # [K, B, M, 3]
     vis = batch[..., 2]
     if opts.path_dropout > 0:
       vis = vis * (jax.random.uniform(k_drop, vis.shape) >= opts.path_dropout)
@@ -261,8 +292,10 @@ def _train_chunk(params, opt_state, best_params, best_val, rng, data, *, model: 
   val = jnp.where(data['has_val'], val, -jnp.inf)
   better = val <= best_val
   best_params = jax.tree.map(
-      lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-      params, best_params)
+    lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+    params,
+    best_params,
+  )
   return params, opt_state, best_params, jnp.minimum(best_val, val), losses.mean(0), val
 
 
@@ -278,54 +311,75 @@ def _unit_stack(aoa):
   return jnp.stack(features_lib.unit_vectors(aoa), -1)
 
 
-def train_bank(model: MLP, ts: TrainingSet, opts: TrainOptions, *,
-               writer: metric_writer.MetricWriter | None = None, name: str = 'nets',
-               reference: str = 'mean', priority: np.ndarray | None = None) -> NetBank:
+def train_bank(
+  model: MLP,
+  ts: TrainingSet,
+  opts: TrainOptions,
+  *,
+  writer: metric_writer.MetricWriter | None = None,
+  name: str = 'nets',
+  reference: str = 'mean',
+  priority: np.ndarray | None = None,
+) -> NetBank:
   """Trains all nets of ``ts`` at once and returns the best-on-validation parameters."""
   k, _, m = ts.aoa.shape
   mean, scale, cov, rate = label_statistics(ts)
-  params, opt_state = _init_state(jax.random.PRNGKey(opts.seed), model=model, opts=opts,
-                                  num_nets=k, num_anchors=m)
+  params, opt_state = _init_state(
+    jax.random.PRNGKey(opts.seed), model=model, opts=opts, num_nets=k, num_anchors=m
+  )
   data = {
-      'units': _unit_stack(ts.aoa),
-      'y_norm': jnp.asarray((ts.labels - mean[:, None]) / scale[:, None, None], jnp.float32),
-      'train_index': jnp.asarray(ts.train_index), 'num_train': jnp.asarray(ts.num_train),
-      'val_mask': jnp.asarray(ts.val_mask), 'has_val': jnp.asarray(ts.val_mask.any(1)),
-      'priority': jnp.asarray(np.zeros(m) if priority is None else priority, jnp.float32)}
+    'units': _unit_stack(ts.aoa),
+    'y_norm': jnp.asarray((ts.labels - mean[:, None]) / scale[:, None, None], jnp.float32),
+    'train_index': jnp.asarray(ts.train_index),
+    'num_train': jnp.asarray(ts.num_train),
+    'val_mask': jnp.asarray(ts.val_mask),
+    'has_val': jnp.asarray(ts.val_mask.any(1)),
+    'priority': jnp.asarray(np.zeros(m) if priority is None else priority, jnp.float32),
+  }
   num_chunks = max(1, -(-opts.num_train_steps // opts.eval_every))
   progress = metric_writer.Progress(num_chunks * opts.eval_every, batch_size=opts.batch_size * k)
   best_params, best_val = params, jnp.full((k,), jnp.inf)
   rng = jax.random.PRNGKey(opts.seed + 1)
-  logging.info('%s: training %d nets of %s at once (initial compilation...)', name, k,
-               tuple(opts.hidden_sizes))
+  logging.info(
+    '%s: training %d nets of %s at once (initial compilation...)', name, k, tuple(opts.hidden_sizes)
+  )
   settings = {'model': model, 'opts': opts, 'reference': reference}
   # Compiled ahead so the throughput figures measure training only; ahead-of-time
   # compilation fills the same cache as a call, so the loop below finds the program
   # (and a later training with the same settings and shapes does not compile again).
   t0 = time.perf_counter()
-  _train_chunk.lower(params, opt_state, best_params, best_val, rng, data,
-                     **settings).compile()
+  _train_chunk.lower(params, opt_state, best_params, best_val, rng, data, **settings).compile()
   logging.info('%s: compiled in %.1f s', name, time.perf_counter() - t0)
   for chunk in range(num_chunks):  # Steps run inside the compiled scan; this only logs.
     rng, sub = jax.random.split(rng)
     progress.start()
     params, opt_state, best_params, best_val, loss, val = _train_chunk(
-        params, opt_state, best_params, best_val, sub, data, **settings)
+      params, opt_state, best_params, best_val, sub, data, **settings
+    )
     loss = np.asarray(loss)
     progress.stop(opts.eval_every)
     if not np.all(np.isfinite(loss)):
-      raise FloatingPointError(f'{name}: non-finite training loss {loss} at step '
-                               f'{progress.step}')
+      raise FloatingPointError(f'{name}: non-finite training loss {loss} at step {progress.step}')
     if writer is not None and (chunk % 4 == 3 or chunk == num_chunks - 1):
       summary = progress.summary()
       val = np.asarray(val)
-      writer.write(progress.step, {
+      writer.write(
+        progress.step,
+        {
           f'{name}/train_loss': float(loss.mean()),
-          f'{name}/val_rmse_m': float(np.sqrt(np.mean(np.where(
-              np.isfinite(val) & (val >= 0), val, 0.0) * scale ** 2))),
+          f'{name}/val_rmse_m': float(
+            np.sqrt(np.mean(np.where(np.isfinite(val) & (val >= 0), val, 0.0) * scale**2))
+          ),
           f'{name}/steps_per_sec': summary['steps_per_sec'],
-          f'{name}/examples_per_sec': summary['examples_per_sec']},
-          eta=metric_writer.Progress.format_eta(summary['eta_s']))
-  return NetBank(params=best_params, label_mean=jnp.asarray(mean),
-                 label_scale=jnp.asarray(scale), label_cov=jnp.asarray(cov),
-                 visibility_rate=jnp.asarray(rate), region_ids=jnp.asarray(ts.region_ids))
+          f'{name}/examples_per_sec': summary['examples_per_sec'],
+        },
+        eta=metric_writer.Progress.format_eta(summary['eta_s']),
+      )
+  return NetBank(
+    params=best_params,
+    label_mean=jnp.asarray(mean),
+    label_scale=jnp.asarray(scale),
+    label_cov=jnp.asarray(cov),
+    visibility_rate=jnp.asarray(rate),
+    region_ids=jnp.asarray(ts.region_ids),
+  )

@@ -68,6 +68,7 @@ class TrackerOptions:
     options = config_utils.options_from_config(TrackerOptions, config.tracker,
                                                'config.tracker')
   """
+
   scheme: str
   threshold: float
   process_noise: float
@@ -105,12 +106,20 @@ def _is_nis(scheme_id: int | jax.Array) -> bool:
   return isinstance(scheme_id, int) and scheme_id == 0
 
 
-def select(current: jax.Array, nis: jax.Array, threshold: jax.Array,
-           scheme: str | int | jax.Array, *,
-           eligible: jax.Array | None = None, candidates: jax.Array | None = None,
-           previous: jax.Array | None = None, label_mean: jax.Array | None = None,
-           label_cov: jax.Array | None = None, euclidean_weight: float = 1.0,
-           distance: jax.Array | None = None) -> jax.Array:
+def select(
+  current: jax.Array,
+  nis: jax.Array,
+  threshold: jax.Array,
+  scheme: str | int | jax.Array,
+  *,
+  eligible: jax.Array | None = None,
+  candidates: jax.Array | None = None,
+  previous: jax.Array | None = None,
+  label_mean: jax.Array | None = None,
+  label_cov: jax.Array | None = None,
+  euclidean_weight: float = 1.0,
+  distance: jax.Array | None = None,
+) -> jax.Array:
   """The switching rule: keep ``current`` while its NIS <= threshold, else switch.
 
   ``eligible [K]`` (default: all) restricts both keeping and switching to candidates
@@ -127,8 +136,7 @@ def select(current: jax.Array, nis: jax.Array, threshold: jax.Array,
   else:
     if distance is None:
       distance = mahalanobis(candidates, label_mean, label_cov)
-    me_score = distance + euclidean_weight * jnp.sqrt(
-        jnp.sum((candidates - previous) ** 2, -1))
+    me_score = distance + euclidean_weight * jnp.sqrt(jnp.sum((candidates - previous) ** 2, -1))
     score = jnp.where(scheme_id == 0, nis, me_score)
   # Keep ``current`` while its NIS <= threshold (and it is eligible), else the eligible
   # candidate with the lowest score.
@@ -164,12 +172,19 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
     rounding; ``tests/test_mmwave_tracker.py`` checks it against one.)
   """
   scheme_index(opts.scheme)  # Fail early on a bad name.
-  r2 = opts.measurement_noise_m ** 2
+  r2 = opts.measurement_noise_m**2
   q = opts.process_noise
-  v2 = opts.initial_speed_mps ** 2
+  v2 = opts.initial_speed_mps**2
 
-  def track(bank: tiny_nets.NetBank, feats: jax.Array, num_paths: jax.Array,
-            time_s: jax.Array, threshold=None, scheme=None, gate=None) -> dict:
+  def track(
+    bank: tiny_nets.NetBank,
+    feats: jax.Array,
+    num_paths: jax.Array,
+    time_s: jax.Array,
+    threshold=None,
+    scheme=None,
+    gate=None,
+  ) -> dict:
     threshold = jnp.asarray(opts.threshold if threshold is None else threshold, jnp.float32)
     scheme_id = scheme_index(opts.scheme if scheme is None else scheme)
     gate = jnp.asarray(opts.visibility_gate_nats if gate is None else gate, jnp.float32)
@@ -177,14 +192,16 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
     dts = jnp.diff(time_s, prepend=time_s[:1]).astype(jnp.float32)
 
     # Input-only quantities, all steps at once.
-    cand = jnp.swapaxes(tiny_nets.predict_all(model, bank, feats), 0, 1)        # [T, K, 2]
-    loglik = jnp.swapaxes(tiny_nets.visibility_loglik(bank, feats[..., 2 * m:] > 0),
-                          0, 1)                                                  # [T, K]
+    cand = jnp.swapaxes(tiny_nets.predict_all(model, bank, feats), 0, 1)  # [T, K, 2]
+    loglik = jnp.swapaxes(
+      tiny_nets.visibility_loglik(bank, feats[..., 2 * m :] > 0), 0, 1
+    )  # [T, K]
     eligible = (gate <= 0) | (loglik >= jnp.max(loglik, -1, keepdims=True) - gate)
-    first = jnp.argmax(loglik, -1).astype(jnp.int32)   # The start rule's net.
+    first = jnp.argmax(loglik, -1).astype(jnp.int32)  # The start rule's net.
     usable = num_paths >= opts.min_paths
-    maha = (None if _is_nis(scheme_id) else
-            mahalanobis(cand, bank.label_mean, bank.label_cov))                 # [T, K]
+    maha = (
+      None if _is_nis(scheme_id) else mahalanobis(cand, bank.label_mean, bank.label_cov)
+    )  # [T, K]
 
     def step(carry, inputs):
       x, (a, b, c), net, prev, started = carry
@@ -192,17 +209,25 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
       # 1. Predict: x^- = F x, P^- = F P F^T + Q blockwise (F = [[I, dt I], [0, I]],
       # Q = q [[dt^3/3 I, dt^2/2 I], [dt^2/2 I, dt I]]). Unused before the start.
       pos_pred = x[:2] + dt * x[2:]
-      a_pred = a + dt * (2 * b + dt * c) + q * dt ** 3 / 3
-      b_pred = b + dt * c + q * dt ** 2 / 2
+      a_pred = a + dt * (2 * b + dt * c) + q * dt**3 / 3
+      b_pred = b + dt * c + q * dt**2 / 2
       c_pred = c + q * dt
       # 3. NIS of every candidate; S = s I.
       s = a_pred + r2
       nu = cand_t - pos_pred
       nis = jnp.sum(nu * nu, -1) / s
       # 4. Selection (or the start rule on the first usable step).
-      chosen = select(jnp.maximum(net, 0), nis, threshold, scheme_id, eligible=eligible_t,
-                      candidates=cand_t, previous=prev, distance=maha_t,
-                      euclidean_weight=opts.euclidean_weight)
+      chosen = select(
+        jnp.maximum(net, 0),
+        nis,
+        threshold,
+        scheme_id,
+        eligible=eligible_t,
+        candidates=cand_t,
+        previous=prev,
+        distance=maha_t,
+        euclidean_weight=opts.euclidean_weight,
+      )
       chosen = jnp.where(started, chosen, first_t)
       z = cand_t[chosen]
       # 5. Update: K = P^- H^T S^-1 = [g_a I; g_b I], x = x^- + K (z - H x^-),
@@ -214,24 +239,32 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
       x_init = jnp.concatenate([z, jnp.zeros(2)])
       cov_init = (r2, 0.0, v2)
       x_pred = jnp.concatenate([pos_pred, x[2:]])
-      x_new = jnp.where(usable_t, jnp.where(started, x_upd, x_init),
-                        jnp.where(started, x_pred, x))
+      x_new = jnp.where(usable_t, jnp.where(started, x_upd, x_init), jnp.where(started, x_pred, x))
       cov_new = tuple(
-          jnp.where(usable_t, jnp.where(started, upd, init), jnp.where(started, pred, old))
-          for upd, init, pred, old in zip(cov_upd, cov_init, (a_pred, b_pred, c_pred),
-                                          (a, b, c)))
+        jnp.where(usable_t, jnp.where(started, upd, init), jnp.where(started, pred, old))
+        for upd, init, pred, old in zip(cov_upd, cov_init, (a_pred, b_pred, c_pred), (a, b, c))
+      )
       net_new = jnp.where(usable_t, chosen, net)
       out_pos = jnp.where(usable_t, z, jnp.where(started, pos_pred, jnp.nan))
       started_new = started | usable_t
       prev_new = jnp.where(usable_t, z, prev)
-      out = {'position': out_pos, 'filtered': jnp.where(started_new, x_new[:2], jnp.nan),
-             'net': net_new, 'nis': nis}
+      out = {
+        'position': out_pos,
+        'filtered': jnp.where(started_new, x_new[:2], jnp.nan),
+        'net': net_new,
+        'nis': nis,
+      }
       return (x_new, cov_new, net_new, prev_new, started_new), out
 
     # Before the start P = I (a = c = 1, b = 0): only the ``nis`` output sees it.
     one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
-    init = (jnp.zeros(4), (one, zero, one), jnp.asarray(-1, jnp.int32), jnp.zeros(2),
-            jnp.asarray(False))
+    init = (
+      jnp.zeros(4),
+      (one, zero, one),
+      jnp.asarray(-1, jnp.int32),
+      jnp.zeros(2),
+      jnp.asarray(False),
+    )
     _, outs = jax.lax.scan(step, init, (cand, maha, eligible, first, usable, dts))
     return {**outs, 'updated': usable, 'candidates': cand}
 
@@ -239,9 +272,18 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'opts'))
-def track_variants(bank: tiny_nets.NetBank, feats: jax.Array, num_paths: jax.Array,
-                   time_s: jax.Array, thresholds: jax.Array, schemes: jax.Array,
-                   gates: jax.Array, *, model: tiny_nets.MLP, opts: TrackerOptions) -> dict:
+def track_variants(
+  bank: tiny_nets.NetBank,
+  feats: jax.Array,
+  num_paths: jax.Array,
+  time_s: jax.Array,
+  thresholds: jax.Array,
+  schemes: jax.Array,
+  gates: jax.Array,
+  *,
+  model: tiny_nets.MLP,
+  opts: TrackerOptions,
+) -> dict:
   """One trajectory tracked under V variants at once: ``thresholds``, ``schemes``
   (indices into ``SCHEMES``) and ``gates`` are ``[V]``; every output gains a leading V.
 
@@ -250,4 +292,5 @@ def track_variants(bank: tiny_nets.NetBank, feats: jax.Array, num_paths: jax.Arr
   """
   track = make_tracker(model, opts)
   return jax.vmap(track, in_axes=(None, None, None, None, 0, 0, 0))(
-      bank, feats, num_paths, time_s, thresholds, schemes, gates)
+    bank, feats, num_paths, time_s, thresholds, schemes, gates
+  )

@@ -47,11 +47,11 @@ from csiloc_jax.core import config_utils
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
-from csiloc_jax.mmwave import metrics as metrics_lib
 from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import jade
-from csiloc_jax.mmwave import reader
+from csiloc_jax.mmwave import metrics as metrics_lib
 from csiloc_jax.mmwave import plots
+from csiloc_jax.mmwave import reader
 from csiloc_jax.mmwave import regions as regions_lib
 from csiloc_jax.mmwave import simulator
 from csiloc_jax.mmwave import tiny_nets
@@ -59,16 +59,17 @@ from csiloc_jax.mmwave import tracker as tracker_lib
 
 # (name, scheme, gated) of the switching variants evaluated on every trajectory.
 SWITCHING_VARIANTS = (
-    ('switching_nis', 'nis', True),
-    ('switching_mahalanobis_euclidean', 'mahalanobis_euclidean', True),
-    ('switching_nis_ungated', 'nis', False),
-    ('switching_mahalanobis_euclidean_ungated', 'mahalanobis_euclidean', False),
+  ('switching_nis', 'nis', True),
+  ('switching_mahalanobis_euclidean', 'mahalanobis_euclidean', True),
+  ('switching_nis_ungated', 'nis', False),
+  ('switching_mahalanobis_euclidean_ungated', 'mahalanobis_euclidean', False),
 )
 
 
 @dataclasses.dataclass
 class SurveyFit:
   """Everything learned from the survey (no ground truth inside)."""
+
   survey: reader.Measurements
   region: np.ndarray
   region_source: str
@@ -86,8 +87,10 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, 
   """The survey and trajectory paths, generating the configured scenario if needed."""
   data = config.data
   if bool(data.survey) != bool(data.trajectory):
-    raise ValueError('set both config.data.survey and config.data.trajectory, or neither '
-                     f'(got survey={data.survey!r}, trajectory={data.trajectory!r})')
+    raise ValueError(
+      'set both config.data.survey and config.data.trajectory, or neither '
+      f'(got survey={data.survey!r}, trajectory={data.trajectory!r})'
+    )
   if data.survey:
     return data.survey, data.trajectory, {'generated': False}
   out_dir = os.path.join(workdir, 'data')
@@ -111,8 +114,9 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, 
 def _feature_kwargs(config, survey: reader.Measurements) -> dict:
   reference = config.features.reference
   if reference not in features_lib.REFERENCES:
-    raise ValueError(f'config.features.reference must be one of {features_lib.REFERENCES}, '
-                     f'got {reference!r}')
+    raise ValueError(
+      f'config.features.reference must be one of {features_lib.REFERENCES}, got {reference!r}'
+    )
   priority = features_lib.survey_priority(survey.aoa) if reference == 'anchor' else None
   return {'reference': reference, 'priority': priority}
 
@@ -123,15 +127,26 @@ def _bank_state(bank: tiny_nets.NetBank) -> dict:
 
 def _nets_fingerprint(config, survey_path: str) -> str:
   """What the trained nets depend on: the survey file and the method's settings."""
-  settings = {name: config_utils.config_to_dict(config[name])
-              for name in ('features', 'jade', 'nets', 'big_nn')}
-  return runs.fingerprint(os.path.abspath(survey_path), runs.file_signature(survey_path),
-                          config.seed, config.data.num_regions_if_missing, settings)
+  settings = {
+    name: config_utils.config_to_dict(config[name])
+    for name in ('features', 'jade', 'nets', 'big_nn')
+  }
+  return runs.fingerprint(
+    os.path.abspath(survey_path),
+    runs.file_signature(survey_path),
+    config.seed,
+    config.data.num_regions_if_missing,
+    settings,
+  )
 
 
-def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
-               writer: metric_writer.MetricWriter | None = None,
-               checkpoint_dir: str | None = None) -> SurveyFit:
+def fit_models(
+  config: ml_collections.ConfigDict,
+  survey_path: str,
+  *,
+  writer: metric_writer.MetricWriter | None = None,
+  checkpoint_dir: str | None = None,
+) -> SurveyFit:
   """JADE on the survey, then the tiny nets and the big NN on JADE's labels.
 
   Reads the survey without its ground-truth datasets. With ``checkpoint_dir`` the
@@ -141,74 +156,105 @@ def fit_models(config: ml_collections.ConfigDict, survey_path: str, *,
   which inputs the saved nets were trained on).
   """
   survey = reader.read_measurements(survey_path, ground_truth=False)
-  region, source = regions_lib.assign_regions(survey.region, survey.visible,
-                                              config.data.num_regions_if_missing, config.seed)
+  region, source = regions_lib.assign_regions(
+    survey.region, survey.visible, config.data.num_regions_if_missing, config.seed
+  )
   timing = {}
   t0 = time.perf_counter()
-  jade_opts = config_utils.options_from_config(jade.JadeOptions, config.jade, 'config.jade',
-                                               seed=config.seed)
-  jade_result = jade.run_jade(survey.aoa, region, survey.anchor_ap, survey.anchor_kind,
-                              survey.ap_position, jade_opts)
+  jade_opts = config_utils.options_from_config(
+    jade.JadeOptions, config.jade, 'config.jade', seed=config.seed
+  )
+  jade_result = jade.run_jade(
+    survey.aoa, region, survey.anchor_ap, survey.anchor_kind, survey.ap_position, jade_opts
+  )
   timing['jade'] = time.perf_counter() - t0
   if len(jade_result.region_ids) == 0:
-    raise ValueError(f'{survey_path}: JADE could not solve any region ({jade_result.status}); '
-                     'every region needs >= 4 anchors seen by >= '
-                     f'{jade_opts.min_anchor_fraction:.0%} of its samples, including >= 2 '
-                     'physical APs (anchor_kind 0) with known ap_position')
+    raise ValueError(
+      f'{survey_path}: JADE could not solve any region ({jade_result.status}); '
+      'every region needs >= 4 anchors seen by >= '
+      f'{jade_opts.min_anchor_fraction:.0%} of its samples, including >= 2 '
+      'physical APs (anchor_kind 0) with known ap_position'
+    )
   feature_kwargs = _feature_kwargs(config, survey)
 
-  net_opts = config_utils.options_from_config(tiny_nets.TrainOptions, config.nets,
-                                              'config.nets', seed=config.seed)
-  big_opts = config_utils.options_from_config(tiny_nets.TrainOptions, config.big_nn,
-                                              'config.big_nn', seed=config.seed + 1)
+  net_opts = config_utils.options_from_config(
+    tiny_nets.TrainOptions, config.nets, 'config.nets', seed=config.seed
+  )
+  big_opts = config_utils.options_from_config(
+    tiny_nets.TrainOptions, config.big_nn, 'config.big_nn', seed=config.seed + 1
+  )
   model = tiny_nets.MLP(net_opts.hidden_sizes, activation=net_opts.activation)
   big_model = tiny_nets.MLP(big_opts.hidden_sizes, activation=big_opts.activation)
-  ts = tiny_nets.make_training_set(survey.aoa, jade_result.labels, jade_result.label_region,
-                                   jade_result.region_ids, net_opts.validation_fraction,
-                                   config.seed)
+  ts = tiny_nets.make_training_set(
+    survey.aoa,
+    jade_result.labels,
+    jade_result.label_region,
+    jade_result.region_ids,
+    net_opts.validation_fraction,
+    config.seed,
+  )
   labelled = jade_result.label_region >= 0
-  big_ts = tiny_nets.make_training_set(survey.aoa, jade_result.labels,
-                                       np.where(labelled, 0, -1), [0],
-                                       big_opts.validation_fraction, config.seed)
+  big_ts = tiny_nets.make_training_set(
+    survey.aoa,
+    jade_result.labels,
+    np.where(labelled, 0, -1),
+    [0],
+    big_opts.validation_fraction,
+    config.seed,
+  )
 
   ckpt = checkpointing.Checkpointer(checkpoint_dir) if checkpoint_dir else None
-  stage = (runs.Stage(checkpoint_dir, 'nets', _nets_fingerprint(config, survey_path))
-           if ckpt is not None else None)
+  stage = (
+    runs.Stage(checkpoint_dir, 'nets', _nets_fingerprint(config, survey_path))
+    if ckpt is not None
+    else None
+  )
   restored = None
   if ckpt is not None and config.resume and ckpt.latest_step() is not None:
     record = stage.result()
     if record is None:
-      logging.info('checkpoint in %s is for another survey or settings: retraining',
-                   checkpoint_dir)
+      logging.info('checkpoint in %s is for another survey or settings: retraining', checkpoint_dir)
     else:
       restored = _try_restore(ckpt, record['step'], model, big_model, ts, big_ts)
   if restored is not None:
     bank, big_bank = restored
-    logging.info('restored trained nets from %s (survey and settings unchanged)',
-                 checkpoint_dir)
+    logging.info('restored trained nets from %s (survey and settings unchanged)', checkpoint_dir)
   else:
     if stage is not None:
-      stage.reset()   # The checkpoint is about to stop matching any record.
+      stage.reset()  # The checkpoint is about to stop matching any record.
     t0 = time.perf_counter()
-    bank = tiny_nets.train_bank(model, ts, net_opts, writer=writer, name='nets',
-                                **feature_kwargs)
+    bank = tiny_nets.train_bank(model, ts, net_opts, writer=writer, name='nets', **feature_kwargs)
     timing['nets'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    big_bank = tiny_nets.train_bank(big_model, big_ts, big_opts, writer=writer, name='big_nn',
-                                    **feature_kwargs)
+    big_bank = tiny_nets.train_bank(
+      big_model, big_ts, big_opts, writer=writer, name='big_nn', **feature_kwargs
+    )
     timing['big_nn'] = time.perf_counter() - t0
     if ckpt is not None:
       # Step = generation of trained nets: orbax refuses to overwrite an existing step
       # (even with force=True), and max_to_keep=1 drops the stale one.
-      ckpt.save((ckpt.latest_step() or 0) + 1, {'nets': _bank_state(bank),
-                                                'big_nn': _bank_state(big_bank)},
-                {'region_ids': ts.region_ids.tolist()})
+      ckpt.save(
+        (ckpt.latest_step() or 0) + 1,
+        {'nets': _bank_state(bank), 'big_nn': _bank_state(big_bank)},
+        {'region_ids': ts.region_ids.tolist()},
+      )
       ckpt.wait()
       stage.finish({'step': ckpt.latest_step(), 'region_ids': ts.region_ids.tolist()})
   if ckpt is not None:
     ckpt.close()
-  return SurveyFit(survey, region, source, jade_result, model, bank, big_model, big_bank,
-                   feature_kwargs, timing, restored=restored is not None)
+  return SurveyFit(
+    survey,
+    region,
+    source,
+    jade_result,
+    model,
+    bank,
+    big_model,
+    big_bank,
+    feature_kwargs,
+    timing,
+    restored=restored is not None,
+  )
 
 
 def _try_restore(ckpt, step, model, big_model, ts, big_ts):
@@ -216,13 +262,18 @@ def _try_restore(ckpt, step, model, big_model, ts, big_ts):
 
   def abstract(m, t):
     k, _, num_anchors = t.aoa.shape
-    params = jax.eval_shape(lambda: tiny_nets.init_bank(m, jax.random.PRNGKey(0), k,
-                                                        num_anchors))
+    params = jax.eval_shape(lambda: tiny_nets.init_bank(m, jax.random.PRNGKey(0), k, num_anchors))
     f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
-    return flax.serialization.to_state_dict(tiny_nets.NetBank(
-        params=params, label_mean=f32(k, 2), label_scale=f32(k), label_cov=f32(k, 2, 2),
+    return flax.serialization.to_state_dict(
+      tiny_nets.NetBank(
+        params=params,
+        label_mean=f32(k, 2),
+        label_scale=f32(k),
+        label_cov=f32(k, 2, 2),
         visibility_rate=f32(k, num_anchors),
-        region_ids=jax.ShapeDtypeStruct((k,), jnp.int32)))
+        region_ids=jax.ShapeDtypeStruct((k,), jnp.int32),
+      )
+    )
 
   target = {'nets': abstract(model, ts), 'big_nn': abstract(big_model, big_ts)}
   try:
@@ -233,16 +284,22 @@ def _try_restore(ckpt, step, model, big_model, ts, big_ts):
   banks = []
   for key in ('nets', 'big_nn'):
     s = state[key]
-    banks.append(tiny_nets.NetBank(
-        params=s['params'], label_mean=jnp.asarray(s['label_mean']),
-        label_scale=jnp.asarray(s['label_scale']), label_cov=jnp.asarray(s['label_cov']),
+    banks.append(
+      tiny_nets.NetBank(
+        params=s['params'],
+        label_mean=jnp.asarray(s['label_mean']),
+        label_scale=jnp.asarray(s['label_scale']),
+        label_cov=jnp.asarray(s['label_cov']),
         visibility_rate=jnp.asarray(s['visibility_rate']),
-        region_ids=jnp.asarray(s['region_ids'])))
+        region_ids=jnp.asarray(s['region_ids']),
+      )
+    )
   return tuple(banks)
 
 
-def track_trajectory(config: ml_collections.ConfigDict, fit: SurveyFit,
-                     trajectory: reader.Measurements) -> dict:
+def track_trajectory(
+  config: ml_collections.ConfigDict, fit: SurveyFit, trajectory: reader.Measurements
+) -> dict:
   """Runs every switching variant and the baselines on one trajectory (no ground truth).
 
   Returns ``{name: {'position': [T, 2], ...}}`` for the variants in
@@ -251,48 +308,67 @@ def track_trajectory(config: ml_collections.ConfigDict, fit: SurveyFit,
   """
   reader.check_compatible(fit.survey, trajectory)
   if trajectory.time_s is None:
-    raise reader.MeasurementError(f'{trajectory.path}: required dataset "time_s" is '
-                                  'missing (a trajectory needs timestamps)')
+    raise reader.MeasurementError(
+      f'{trajectory.path}: required dataset "time_s" is missing (a trajectory needs timestamps)'
+    )
   feats = features_lib.encode(trajectory.aoa, **fit.feature_kwargs)
   num_paths = jnp.asarray(features_lib.path_counts(trajectory.aoa))
   time_s = jnp.asarray(trajectory.time_s - trajectory.time_s[0], jnp.float32)
-  opts = config_utils.options_from_config(tracker_lib.TrackerOptions, config.tracker,
-                                         'config.tracker')
+  opts = config_utils.options_from_config(
+    tracker_lib.TrackerOptions, config.tracker, 'config.tracker'
+  )
   names = [v[0] for v in SWITCHING_VARIANTS]
   schemes = jnp.asarray([tracker_lib.SCHEMES.index(v[1]) for v in SWITCHING_VARIANTS])
-  gates = jnp.asarray([opts.visibility_gate_nats if v[2] else 0.0
-                       for v in SWITCHING_VARIANTS], jnp.float32)
+  gates = jnp.asarray(
+    [opts.visibility_gate_nats if v[2] else 0.0 for v in SWITCHING_VARIANTS], jnp.float32
+  )
   thresholds = jnp.full((len(names),), opts.threshold, jnp.float32)
   t0 = time.perf_counter()
-  outs = jax.tree.map(np.asarray, tracker_lib.track_variants(
-      fit.bank, feats, num_paths, time_s, thresholds, schemes, gates, model=fit.model,
-      opts=opts))
+  outs = jax.tree.map(
+    np.asarray,
+    tracker_lib.track_variants(
+      fit.bank, feats, num_paths, time_s, thresholds, schemes, gates, model=fit.model, opts=opts
+    ),
+  )
   elapsed = time.perf_counter() - t0
-  logging.info('tracked %d steps x %d variants x %d candidate nets in %.2f s (incl. '
-               'compilation)', len(num_paths), len(names), fit.bank.num_nets, elapsed)
+  logging.info(
+    'tracked %d steps x %d variants x %d candidate nets in %.2f s (incl. compilation)',
+    len(num_paths),
+    len(names),
+    fit.bank.num_nets,
+    elapsed,
+  )
   result = {name: jax.tree.map(lambda x, i=i: x[i], outs) for i, name in enumerate(names)}
   result['candidates'] = outs['candidates'][0]
-  result['big_nn'] = {'position': np.asarray(
-      tiny_nets.predict_all(fit.big_model, fit.big_bank, feats)[0])}
+  result['big_nn'] = {
+    'position': np.asarray(tiny_nets.predict_all(fit.big_model, fit.big_bank, feats)[0])
+  }
   anchor_map = fit.jade.anchor_map
   known = np.all(np.isfinite(anchor_map), -1)
   mask = trajectory.visible & known[None]
-  pos, cost = jade.localize(jnp.asarray(trajectory.aoa), jnp.asarray(mask),
-                            jnp.asarray(anchor_map, jnp.float32), fit.bank.label_mean,
-                            num_iters=config.jade.localize_iters,
-                            scale=float(config.jade.robust_scale))
+  pos, cost = jade.localize(
+    jnp.asarray(trajectory.aoa),
+    jnp.asarray(mask),
+    jnp.asarray(anchor_map, jnp.float32),
+    fit.bank.label_mean,
+    num_iters=config.jade.localize_iters,
+    scale=float(config.jade.robust_scale),
+  )
   result['jade_alone'] = {'position': np.asarray(pos), 'cost_per_path': np.asarray(cost)}
   return result
 
 
-def evaluate_trajectory(fit: SurveyFit, trajectory: reader.Measurements, tracked: dict,
-                        config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+def evaluate_trajectory(
+  fit: SurveyFit, trajectory: reader.Measurements, tracked: dict, config: ml_collections.ConfigDict
+) -> tuple[dict, dict]:
   """Metrics against ground truth; returns ``(metrics, errors per method)``."""
   survey_truth = reader.read_ground_truth(fit.survey.path)
   traj_truth = reader.read_ground_truth(trajectory.path)
   if traj_truth.position is None:
-    raise reader.MeasurementError(f'{trajectory.path}: dataset "position" is missing; '
-                                  'evaluation needs the trajectory ground truth')
+    raise reader.MeasurementError(
+      f'{trajectory.path}: dataset "position" is missing; '
+      'evaluation needs the trajectory ground truth'
+    )
   truth = traj_truth.position
   region_ids = np.asarray(fit.bank.region_ids)
   errs, methods = {}, {}
@@ -307,13 +383,15 @@ def evaluate_trajectory(fit: SurveyFit, trajectory: reader.Measurements, tracked
     m['filtered'] = metrics_lib.error_summary(metrics_lib.errors(out['filtered'], truth))
     m['predict_only_steps'] = int(np.sum(~out['updated']))
     m['switches'] = int(np.sum(np.diff(out['net']) != 0))
-    m['true_net_fraction'] = (float(np.mean(out['net'] == true_net))
-                              if true_net is not None else None)
+    m['true_net_fraction'] = (
+      float(np.mean(out['net'] == true_net)) if true_net is not None else None
+    )
     methods[name] = m
   if true_net is not None:
     cand = tracked['candidates']
-    oracle = np.where((true_net >= 0)[:, None],
-                      cand[np.arange(len(cand)), np.maximum(true_net, 0)], np.nan)
+    oracle = np.where(
+      (true_net >= 0)[:, None], cand[np.arange(len(cand)), np.maximum(true_net, 0)], np.nan
+    )
     errs['oracle'] = metrics_lib.errors(oracle, truth)
     methods['oracle'] = metrics_lib.error_summary(errs['oracle'])
   for name in ('big_nn', 'jade_alone'):
@@ -330,56 +408,82 @@ def evaluate_trajectory(fit: SurveyFit, trajectory: reader.Measurements, tracked
   if survey_truth.position is not None:
     e = metrics_lib.errors(jr.labels, survey_truth.position)
     labelled = jr.label_region >= 0
-    jade_metrics['survey'] = dict(metrics_lib.error_summary(e[labelled]),
-                                  labelled_fraction=float(labelled.mean()))
+    jade_metrics['survey'] = dict(
+      metrics_lib.error_summary(e[labelled]), labelled_fraction=float(labelled.mean())
+    )
   if survey_truth.anchor_position is not None:
-    per_region = [np.linalg.norm(est - survey_truth.anchor_position[cols], axis=-1)
-                  for cols, est in zip(jr.anchor_index, jr.anchor_estimates)]
+    per_region = [
+      np.linalg.norm(est - survey_truth.anchor_position[cols], axis=-1)
+      for cols, est in zip(jr.anchor_index, jr.anchor_estimates)
+    ]
     ae = np.concatenate(per_region) if per_region else np.zeros(0)
     kinds = np.concatenate([fit.survey.anchor_kind[c] for c in jr.anchor_index])
     jade_metrics['anchors'] = {
-        'median_m': float(np.median(ae)), 'p90_m': float(np.percentile(ae, 90)),
-        'physical_median_m': float(np.median(ae[kinds == 0])),
-        'virtual_median_m': float(np.median(ae[kinds == 1])) if np.any(kinds == 1) else None,
-        'num_estimates': int(len(ae))}
+      'median_m': float(np.median(ae)),
+      'p90_m': float(np.percentile(ae, 90)),
+      'physical_median_m': float(np.median(ae[kinds == 0])),
+      'virtual_median_m': float(np.median(ae[kinds == 1])) if np.any(kinds == 1) else None,
+      'num_estimates': int(len(ae)),
+    }
   for r, status in jr.status.items():
     jade_metrics['regions'][str(r)] = dict(jr.diagnostics.get(r, {}), status=status)
   metrics['jade'] = jade_metrics
   metrics['nets'] = {
-      'num_nets': fit.bank.num_nets, 'region_ids': region_ids.tolist(),
-      'hidden_sizes': list(fit.model.hidden_sizes),
-      'params_per_net': int(sum(np.prod(x.shape[1:]) for x in
-                                jax.tree.leaves(fit.bank.params))),
-      'big_nn_params': int(sum(np.prod(x.shape[1:]) for x in
-                               jax.tree.leaves(fit.big_bank.params))),
-      'num_features': int(features_lib.num_features(fit.survey.num_anchors)),
-      'restored_from_checkpoint': fit.restored}
+    'num_nets': fit.bank.num_nets,
+    'region_ids': region_ids.tolist(),
+    'hidden_sizes': list(fit.model.hidden_sizes),
+    'params_per_net': int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(fit.bank.params))),
+    'big_nn_params': int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(fit.big_bank.params))),
+    'num_features': int(features_lib.num_features(fit.survey.num_anchors)),
+    'restored_from_checkpoint': fit.restored,
+  }
   return metrics, errs
 
 
-def _plots(workdir: str, fit: SurveyFit, trajectory, tracked: dict, errs: dict,
-           main: str) -> list[str]:
+def _plots(
+  workdir: str, fit: SurveyFit, trajectory, tracked: dict, errs: dict, main: str
+) -> list[str]:
   floorplan = fit.survey.floorplan_dict() or trajectory.floorplan_dict()
   s_truth = reader.read_ground_truth(fit.survey.path)
   t_truth = reader.read_ground_truth(trajectory.path)
   jr = fit.jade
-  paths = [os.path.join(workdir, n) for n in ('floor.png', 'floor_zoom.png', 'trajectory.png',
-                                              'error_cdf.png')]
+  paths = [
+    os.path.join(workdir, n)
+    for n in ('floor.png', 'floor_zoom.png', 'trajectory.png', 'error_cdf.png')
+  ]
   region_anchors = list(zip(jr.region_ids.tolist(), jr.anchor_index, jr.anchor_estimates))
   for path, zoom in ((paths[0], False), (paths[1], True)):
-    plots.plot_floor(path, floorplan=floorplan, ap_position=fit.survey.ap_position,
-                     anchor_truth=s_truth.anchor_position, anchor_kind=fit.survey.anchor_kind,
-                     region_anchors=region_anchors, labels=jr.labels,
-                     label_region=jr.label_region, zoom=zoom)
+    plots.plot_floor(
+      path,
+      floorplan=floorplan,
+      ap_position=fit.survey.ap_position,
+      anchor_truth=s_truth.anchor_position,
+      anchor_kind=fit.survey.anchor_kind,
+      region_anchors=region_anchors,
+      labels=jr.labels,
+      label_region=jr.label_region,
+      zoom=zoom,
+    )
   out = tracked[main]
   e = errs[main]
-  plots.plot_trajectory(paths[2], floorplan=floorplan, truth=t_truth.position,
-                        estimate=out['position'], net=out['net'],
-                        net_regions=np.asarray(fit.bank.region_ids),
-                        title=f'{main}: {np.mean(e < 1):.1%} of steps under 1 m, median '
-                              f'{np.median(e):.2f} m')
-  core_plots.error_cdf(paths[3], errs, title='Trajectory error CDF, every method',
-                       ylabel='fraction of steps', log_x=True, mark_m=1.0, xlim=(0.01, 30))
+  plots.plot_trajectory(
+    paths[2],
+    floorplan=floorplan,
+    truth=t_truth.position,
+    estimate=out['position'],
+    net=out['net'],
+    net_regions=np.asarray(fit.bank.region_ids),
+    title=f'{main}: {np.mean(e < 1):.1%} of steps under 1 m, median {np.median(e):.2f} m',
+  )
+  core_plots.error_cdf(
+    paths[3],
+    errs,
+    title='Trajectory error CDF, every method',
+    ylabel='fraction of steps',
+    log_x=True,
+    mark_m=1.0,
+    xlim=(0.01, 30),
+  )
   return paths
 
 
@@ -389,26 +493,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start = time.perf_counter()
   survey_path, trajectory_path, scenario = resolve_data(config, workdir)
   trajectory = reader.read_measurements(trajectory_path, require_time=True)
-  fit = fit_models(config, survey_path, writer=writer,
-                   checkpoint_dir=os.path.join(workdir, 'checkpoints'))
+  fit = fit_models(
+    config, survey_path, writer=writer, checkpoint_dir=os.path.join(workdir, 'checkpoints')
+  )
   t0 = time.perf_counter()
   tracked = track_trajectory(config, fit, trajectory)
   fit.timing_s['tracking'] = time.perf_counter() - t0
   metrics, errs = evaluate_trajectory(fit, trajectory, tracked, config)
   metrics['data'] = dict(scenario, survey=survey_path, trajectory=trajectory_path)
   metrics['timing_s'] = dict(fit.timing_s, total=time.perf_counter() - t_start)
-  np.savez(os.path.join(workdir, 'trajectory_estimates.npz'),
-           **{f'{k}_position': v['position'] for k, v in tracked.items() if k != 'candidates'},
-           **{f'{n}_net': tracked[n]['net'] for n, _, _ in SWITCHING_VARIANTS},
-           candidates=tracked['candidates'], jade_survey_labels=fit.jade.labels)
+  np.savez(
+    os.path.join(workdir, 'trajectory_estimates.npz'),
+    **{f'{k}_position': v['position'] for k, v in tracked.items() if k != 'candidates'},
+    **{f'{n}_net': tracked[n]['net'] for n, _, _ in SWITCHING_VARIANTS},
+    candidates=tracked['candidates'],
+    jade_survey_labels=fit.jade.labels,
+  )
   if config.plots:
-    metrics['plots'] = _plots(workdir, fit, trajectory, tracked, errs,
-                              metrics['trajectory']['method'])
+    metrics['plots'] = _plots(
+      workdir, fit, trajectory, tracked, errs, metrics['trajectory']['method']
+    )
   runs.write_json(os.path.join(workdir, 'metrics.json'), metrics)
   summary = {k: (m['submeter_fraction'], m['median_m']) for k, m in metrics['methods'].items()}
   writer.write(0, {f'{k}/submeter_fraction': v[0] for k, v in summary.items()})
-  logging.info('trajectory (%s): %.1f%% under 1 m, median %.3f m, p90 %s m',
-               metrics['trajectory']['method'],
-               100 * metrics['trajectory']['submeter_fraction'],
-               metrics['trajectory']['median_m'], metrics['trajectory']['p90_m'])
+  logging.info(
+    'trajectory (%s): %.1f%% under 1 m, median %.3f m, p90 %s m',
+    metrics['trajectory']['method'],
+    100 * metrics['trajectory']['submeter_fraction'],
+    metrics['trajectory']['median_m'],
+    metrics['trajectory']['p90_m'],
+  )
   return metrics

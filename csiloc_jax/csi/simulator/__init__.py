@@ -41,15 +41,15 @@ UEs to within metres -- while blocked areas, multipath and zeros keep a heavy er
 tail, so the map is learnable but not trivial.
 """
 
-from csiloc_jax.csi.simulator.config import ChannelModelConfig
 from csiloc_jax.csi.simulator.config import LABELLED_SET
 from csiloc_jax.csi.simulator.config import PHASE_REFERENCES
 from csiloc_jax.csi.simulator.config import POSITION_LAYOUTS
 from csiloc_jax.csi.simulator.config import SPEED_OF_LIGHT
 from csiloc_jax.csi.simulator.config import UNLABELLED_SET
+from csiloc_jax.csi.simulator.config import ChannelModelConfig
+from csiloc_jax.csi.simulator.environment import ChannelModel
 from csiloc_jax.csi.simulator.environment import array_geometry
 from csiloc_jax.csi.simulator.environment import blockage_loss_db
-from csiloc_jax.csi.simulator.environment import ChannelModel
 from csiloc_jax.csi.simulator.environment import ground_height
 from csiloc_jax.csi.simulator.environment import make_channel_model
 from csiloc_jax.csi.simulator.environment import shadowing_db
@@ -61,5 +61,30 @@ from csiloc_jax.csi.simulator.propagation import clean_channel
 from csiloc_jax.csi.simulator.propagation import element_pattern
 from csiloc_jax.csi.simulator.propagation import propagation_paths
 from csiloc_jax.csi.simulator.writer import GENERATOR_TAG
-from csiloc_jax.csi.simulator.writer import generate_ctw_dataset
 from csiloc_jax.csi.simulator.writer import PARTIAL_SUFFIX
+from csiloc_jax.csi.simulator.writer import generate_ctw_dataset
+
+__all__ = [
+  'LABELLED_SET',
+  'PHASE_REFERENCES',
+  'POSITION_LAYOUTS',
+  'SPEED_OF_LIGHT',
+  'UNLABELLED_SET',
+  'ChannelModelConfig',
+  'ChannelModel',
+  'array_geometry',
+  'blockage_loss_db',
+  'ground_height',
+  'make_channel_model',
+  'shadowing_db',
+  'subcarrier_offsets',
+  'channel_response',
+  'generate_samples',
+  'sample_positions',
+  'clean_channel',
+  'element_pattern',
+  'propagation_paths',
+  'GENERATOR_TAG',
+  'PARTIAL_SUFFIX',
+  'generate_ctw_dataset',
+]

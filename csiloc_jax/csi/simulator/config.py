@@ -23,6 +23,7 @@ LABELLED_SET, UNLABELLED_SET = 0, 1
 @dataclasses.dataclass(frozen=True)
 class ChannelModelConfig:
   """Every physical parameter of the synthetic CTW channel (SI units unless noted)."""
+
   # Carrier frequency of the CTW-2020 testbed, Hz.
   carrier_hz: float = 1.27e9
   # Sampled bandwidth, Hz, and FFT size: subcarrier spacing = 20e6 / 1024 = 19.53 kHz.
@@ -128,8 +129,9 @@ class ChannelModelConfig:
     if self.carrier_hz <= 0 or self.bandwidth_hz <= 0:
       raise ValueError('carrier_hz and bandwidth_hz must be positive')
     if not 0 < self.num_used_subcarriers <= self.fft_size:
-      raise ValueError(f'num_used_subcarriers={self.num_used_subcarriers} must be in '
-                       f'(0, fft_size={self.fft_size}]')
+      raise ValueError(
+        f'num_used_subcarriers={self.num_used_subcarriers} must be in (0, fft_size={self.fft_size}]'
+      )
     lo, hi = np.asarray(self.area_min), np.asarray(self.area_max)
     if lo.shape != (3,) or hi.shape != (3,) or np.any(hi <= lo):
       raise ValueError(f'area_min {self.area_min} must be below area_max {self.area_max}')
@@ -138,11 +140,13 @@ class ChannelModelConfig:
     if self.ue_height_jitter_m >= hi[2] - lo[2]:
       raise ValueError('ue_height_jitter_m must be smaller than the area z range')
     if self.position_layout not in POSITION_LAYOUTS:
-      raise ValueError(f'position_layout must be one of {POSITION_LAYOUTS}, got '
-                       f'{self.position_layout!r}')
+      raise ValueError(
+        f'position_layout must be one of {POSITION_LAYOUTS}, got {self.position_layout!r}'
+      )
     if self.phase_reference not in PHASE_REFERENCES:
-      raise ValueError(f'phase_reference must be one of {PHASE_REFERENCES}, got '
-                       f'{self.phase_reference!r}')
+      raise ValueError(
+        f'phase_reference must be one of {PHASE_REFERENCES}, got {self.phase_reference!r}'
+      )
     if min(self.num_streets) < 1:
       raise ValueError(f'num_streets must be >= 1 per axis, got {self.num_streets}')
 

@@ -30,6 +30,7 @@ _ENV_TERRAIN, _ENV_BUILDINGS, _ENV_SCATTERERS, _ENV_SHADOWING, _ENV_ELEMENTS = r
 @dataclasses.dataclass(frozen=True, eq=False)
 class Terrain:
   """Smooth ground: a tilt [2], bump wave vectors [K, 2] and their phases [K]."""
+
   tilt: np.ndarray
   wavevectors: np.ndarray
   phases: np.ndarray
@@ -39,6 +40,7 @@ class Terrain:
 class Buildings:
   """Rectangular blocks: centre [Nb, 2], half sizes [Nb, 2], local axes [Nb, 2, 2] (rows
   u, v), ground height [Nb] and roof height [Nb] (absolute z)."""
+
   centre: np.ndarray
   half_size: np.ndarray
   axes: np.ndarray
@@ -53,6 +55,7 @@ class ChannelModel:
   Built by :func:`make_channel_model`; deterministic from ``seed``. Arrays are float64
   numpy arrays (geometry) unless noted.
   """
+
   config: ChannelModelConfig
   seed: int
   num_antennas: int
@@ -122,8 +125,9 @@ def array_geometry(num_antennas: int, spacing_m: float) -> tuple[np.ndarray, np.
   index = np.setdiff1d(np.arange(side * side), dead)
   row, col = np.divmod(index, side)
   centre = (side - 1) / 2
-  positions = np.stack([np.zeros(len(index)), (col - centre) * spacing_m,
-                        (centre - row) * spacing_m], axis=-1)
+  positions = np.stack(
+    [np.zeros(len(index)), (col - centre) * spacing_m, (centre - row) * spacing_m], axis=-1
+  )
   return positions, index, side
 
 
@@ -136,7 +140,6 @@ def subcarrier_offsets(num_subcarriers: int, config: ChannelModelConfig) -> np.n
   return (np.arange(num_subcarriers) - (num_subcarriers - 1) / 2) * spacing
 
 
-
 # ---------------------------------------------------------------------------------------
 # The environment.
 
@@ -145,22 +148,26 @@ def _env_rng(seed: int, component: int) -> np.random.Generator:
   return np.random.default_rng([seed, _ENV_TAG, component])
 
 
-def make_channel_model(seed: int, num_antennas: int, num_subcarriers: int,
-                       config: ChannelModelConfig | None = None) -> ChannelModel:
+def make_channel_model(
+  seed: int, num_antennas: int, num_subcarriers: int, config: ChannelModelConfig | None = None
+) -> ChannelModel:
   """Realises the environment (terrain, buildings, scatterers, ...) for ``seed``."""
   config = config or ChannelModelConfig()
   if int(seed) < 0:
     raise ValueError(f'seed must be a non-negative integer, got {seed}')
   seed = int(seed)
   positions, index, side = array_geometry(
-      num_antennas, config.element_spacing_wavelengths * config.wavelength_m)
+    num_antennas, config.element_spacing_wavelengths * config.wavelength_m
+  )
   rng = _env_rng(seed, _ENV_ELEMENTS)
   element_gain = 10 ** (rng.normal(0, config.element_gain_std_db, num_antennas) / 20)
 
   rng = _env_rng(seed, _ENV_TERRAIN)
-  terrain = Terrain(tilt=rng.normal(size=2),
-                    wavevectors=rng.normal(size=(8, 2)) / config.terrain_length_scale_m,
-                    phases=rng.uniform(0, 2 * np.pi, 8))
+  terrain = Terrain(
+    tilt=rng.normal(size=2),
+    wavevectors=rng.normal(size=(8, 2)) / config.terrain_length_scale_m,
+    phases=rng.uniform(0, 2 * np.pi, 8),
+  )
 
   rng = _env_rng(seed, _ENV_SHADOWING)
   num_features = 64
@@ -170,26 +177,42 @@ def make_channel_model(seed: int, num_antennas: int, num_subcarriers: int,
   # Buildings stand on the terrain; scatterers stand on it too, and the buildings block
   # their path to the base station.
   street_start, street_end, buildings, facades = _buildings(
-      config, terrain, _env_rng(seed, _ENV_BUILDINGS))
+    config, terrain, _env_rng(seed, _ENV_BUILDINGS)
+  )
   scatterer_position, scatterer_coefficient = _scatterers(
-      config, terrain, buildings, _env_rng(seed, _ENV_SCATTERERS))
+    config, terrain, buildings, _env_rng(seed, _ENV_SCATTERERS)
+  )
 
   # Noise floor from the reference link budget (boresight, unobstructed LoS).
   ref_amp = free_space_amplitude(config, np.asarray(config.snr_reference_distance_m))
-  noise_power = float(ref_amp ** 2 / 10 ** (config.snr_reference_db / 10))
+  noise_power = float(ref_amp**2 / 10 ** (config.snr_reference_db / 10))
 
   return ChannelModel(
-      config=config, seed=seed, num_antennas=num_antennas,
-      num_subcarriers=num_subcarriers, element_positions=positions, element_index=index,
-      grid_side=side, element_gain=element_gain,
-      subcarrier_offsets_hz=subcarrier_offsets(num_subcarriers, config), terrain=terrain,
-      street_start=street_start, street_end=street_end, buildings=buildings, **facades,
-      scatterer_position=scatterer_position, scatterer_coefficient=scatterer_coefficient,
-      shadowing_wavevectors=shadow_k, shadowing_phases=shadow_phi, noise_power=noise_power)
+    config=config,
+    seed=seed,
+    num_antennas=num_antennas,
+    num_subcarriers=num_subcarriers,
+    element_positions=positions,
+    element_index=index,
+    grid_side=side,
+    element_gain=element_gain,
+    subcarrier_offsets_hz=subcarrier_offsets(num_subcarriers, config),
+    terrain=terrain,
+    street_start=street_start,
+    street_end=street_end,
+    buildings=buildings,
+    **facades,
+    scatterer_position=scatterer_position,
+    scatterer_coefficient=scatterer_coefficient,
+    shadowing_wavevectors=shadow_k,
+    shadowing_phases=shadow_phi,
+    noise_power=noise_power,
+  )
 
 
-def _buildings(config: ChannelModelConfig, terrain: Terrain, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray, Buildings, dict[str, np.ndarray]]:
+def _buildings(
+  config: ChannelModelConfig, terrain: Terrain, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, Buildings, dict[str, np.ndarray]]:
   """Streets, buildings on the terrain and the facades that face the base station.
 
   Returns street start/end [K, 2], the buildings and the ``facade_*`` fields of
@@ -197,8 +220,10 @@ def _buildings(config: ChannelModelConfig, terrain: Terrain, rng: np.random.Gene
   """
   street_start, street_end, centre, half, angle = _street_grid(config, rng)
   nb = len(centre)
-  axes = np.stack([np.stack([np.cos(angle), np.sin(angle)], -1),
-                   np.stack([-np.sin(angle), np.cos(angle)], -1)], axis=1)  # [Nb, 2, 2]
+  axes = np.stack(
+    [np.stack([np.cos(angle), np.sin(angle)], -1), np.stack([-np.sin(angle), np.cos(angle)], -1)],
+    axis=1,
+  )  # [Nb, 2, 2]
   ground = _terrain_height(config, terrain, centre)
   roof = ground + rng.uniform(*config.building_height_m, nb)
   facade_mag = rng.uniform(*config.facade_reflection, size=(nb, 4))
@@ -215,36 +240,42 @@ def _buildings(config: ChannelModelConfig, terrain: Terrain, rng: np.random.Gene
   # A facade can only reflect towards the base station if the BS is in front of it.
   faces_bs = (-start * normal).sum(-1) > 1.0
   building_of = np.repeat(np.arange(nb), 4)
-  facades = dict(facade_start=start[faces_bs], facade_end=end[faces_bs],
-                 facade_normal=normal[faces_bs],
-                 facade_bottom=ground[building_of][faces_bs],
-                 facade_top=roof[building_of][faces_bs],
-                 facade_reflection=-facade_mag.reshape(-1)[faces_bs])
+  facades = dict(
+    facade_start=start[faces_bs],
+    facade_end=end[faces_bs],
+    facade_normal=normal[faces_bs],
+    facade_bottom=ground[building_of][faces_bs],
+    facade_top=roof[building_of][faces_bs],
+    facade_reflection=-facade_mag.reshape(-1)[faces_bs],
+  )
   buildings = Buildings(centre=centre, half_size=half, axes=axes, ground=ground, roof=roof)
   return street_start, street_end, buildings, facades
 
 
-def _scatterers(config: ChannelModelConfig, terrain: Terrain, buildings: Buildings,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _scatterers(
+  config: ChannelModelConfig, terrain: Terrain, buildings: Buildings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """Scatterer positions [Ns, 3] over the area and a margin, and their coefficients."""
   lo, hi = np.asarray(config.area_min, float), np.asarray(config.area_max, float)
   ns = config.num_scatterers
   margin = config.scatterer_margin_m
-  sxy = np.stack([rng.uniform(max(lo[0] - margin, 1.0), hi[0] + margin, ns),
-                  rng.uniform(lo[1] - margin, hi[1] + margin, ns)], -1)
+  sxy = np.stack(
+    [
+      rng.uniform(max(lo[0] - margin, 1.0), hi[0] + margin, ns),
+      rng.uniform(lo[1] - margin, hi[1] + margin, ns),
+    ],
+    -1,
+  )
   sz = _terrain_height(config, terrain, sxy) + rng.uniform(*config.scatterer_height_m, ns)
   spos = np.concatenate([sxy, sz[:, None]], -1)
-  rcs = config.scatterer_rcs_median_m2 * 10 ** (
-      rng.normal(0, config.scatterer_rcs_std_db, ns) / 10)
+  rcs = config.scatterer_rcs_median_m2 * 10 ** (rng.normal(0, config.scatterer_rcs_std_db, ns) / 10)
   sphase = rng.uniform(0, 2 * np.pi, ns)
   bs_leg_db = _building_loss_db(config, buildings, np.zeros(3), spos)
-  coefficient = (np.sqrt(rcs / (4 * np.pi)) * np.exp(1j * sphase)
-                 * 10 ** (-bs_leg_db / 20))
+  coefficient = np.sqrt(rcs / (4 * np.pi)) * np.exp(1j * sphase) * 10 ** (-bs_leg_db / 20)
   return spos, coefficient
 
 
-def _street_grid(config: ChannelModelConfig, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, ...]:
+def _street_grid(config: ChannelModelConfig, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
   """Street segments and one optional building per block between them.
 
   Returns street start/end [K, 2] and building centre [Nb, 2], half sizes [Nb, 2] and
@@ -257,10 +288,12 @@ def _street_grid(config: ChannelModelConfig, rng: np.random.Generator
     jitter = rng.uniform(-config.street_jitter, config.street_jitter, n)
     lines.append(lo[axis] + (np.arange(n) + 0.5 + jitter) * (hi[axis] - lo[axis]) / n)
   sx, sy = lines
-  start = np.concatenate([np.stack([sx, np.full_like(sx, lo[1])], -1),
-                          np.stack([np.full_like(sy, lo[0]), sy], -1)])
-  end = np.concatenate([np.stack([sx, np.full_like(sx, hi[1])], -1),
-                        np.stack([np.full_like(sy, hi[0]), sy], -1)])
+  start = np.concatenate(
+    [np.stack([sx, np.full_like(sx, lo[1])], -1), np.stack([np.full_like(sy, lo[0]), sy], -1)]
+  )
+  end = np.concatenate(
+    [np.stack([sx, np.full_like(sx, hi[1])], -1), np.stack([np.full_like(sy, hi[0]), sy], -1)]
+  )
 
   # Blocks between consecutive street lines (and the area border); every draw is made
   # for every block so the layout of one block never shifts another's.
@@ -277,8 +310,9 @@ def _street_grid(config: ChannelModelConfig, rng: np.random.Generator
   half = rng.uniform(*config.building_coverage, size=(nblocks, 2)) * extent / 2
   centre = (block_lo + block_hi) / 2 + rng.uniform(-1, 1, (nblocks, 2)) * (extent / 2 - half)
   angle = rng.uniform(-1, 1, nblocks) * config.building_max_rotation_rad
-  clear = (np.linalg.norm(centre, axis=-1) - np.linalg.norm(half, axis=-1)
-           > config.building_min_distance_m)
+  clear = (
+    np.linalg.norm(centre, axis=-1) - np.linalg.norm(half, axis=-1) > config.building_min_distance_m
+  )
   keep = present & clear & np.all(extent > 10.0, axis=-1)
   return start, end, centre[keep], half[keep], angle[keep]
 
@@ -287,8 +321,7 @@ def _street_grid(config: ChannelModelConfig, rng: np.random.Generator
 # Geometry helpers used by construction and by the propagation model.
 
 
-def _terrain_height(config: ChannelModelConfig, terrain: Terrain,
-                    xy: np.ndarray) -> np.ndarray:
+def _terrain_height(config: ChannelModelConfig, terrain: Terrain, xy: np.ndarray) -> np.ndarray:
   """Terrain height (absolute z of the ground) at horizontal positions [..., 2].
 
   A tilt plus smooth bumps, squashed into [0, 1] and scaled so that UEs standing on it
@@ -318,7 +351,8 @@ def shadowing_db(model: ChannelModel, xy: np.ndarray) -> np.ndarray:
 def free_space_amplitude(config: ChannelModelConfig, distance: np.ndarray) -> np.ndarray:
   """Path amplitude lambda / (4 pi) * d^(-exponent / 2), d floored at 1 m."""
   return (config.wavelength_m / (4 * np.pi)) * np.maximum(distance, 1.0) ** (
-      -config.path_loss_exponent / 2)
+    -config.path_loss_exponent / 2
+  )
 
 
 def _slab(q0: np.ndarray, dq: np.ndarray, lower: np.ndarray, upper: np.ndarray):
@@ -328,8 +362,9 @@ def _slab(q0: np.ndarray, dq: np.ndarray, lower: np.ndarray, upper: np.ndarray):
   return np.minimum(t1, t2), np.maximum(t1, t2)
 
 
-def _building_loss_db(config: ChannelModelConfig, buildings: Buildings, p0: np.ndarray,
-                      p1: np.ndarray) -> np.ndarray:
+def _building_loss_db(
+  config: ChannelModelConfig, buildings: Buildings, p0: np.ndarray, p1: np.ndarray
+) -> np.ndarray:
   """Building loss (dB) of the straight segments p0 -> p1 (broadcast [..., 3]) -> [...].
 
   A segment is blocked where it crosses a building footprint below its roof; the loss
@@ -341,8 +376,8 @@ def _building_loss_db(config: ChannelModelConfig, buildings: Buildings, p0: np.n
   p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
   d = p1 - p0
   length = np.linalg.norm(d, axis=-1)
-  rel = p0[..., None, :2] - centre                       # [..., Nb, 2]
-  q0 = np.einsum('...bd,bkd->...bk', rel, axes)          # local (u, v)
+  rel = p0[..., None, :2] - centre  # [..., Nb, 2]
+  q0 = np.einsum('...bd,bkd->...bk', rel, axes)  # local (u, v)
   dq = np.einsum('...d,bkd->...bk', d[..., :2], axes)
   t_lo, t_hi = np.zeros_like(q0[..., 0]), np.ones_like(q0[..., 0])
   for k in range(2):

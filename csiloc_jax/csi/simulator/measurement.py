@@ -33,9 +33,14 @@ from csiloc_jax.csi.simulator.environment import ChannelModel
 _POSITION_STREAM, _MEASUREMENT_STREAM, _NOISE_STREAM = 0, 1, 2
 
 
-def _measure(model: ChannelModel, clean: np.ndarray, snr_normal: np.ndarray,
-             phase_normal: np.ndarray, noise_re: np.ndarray,
-             noise_im: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _measure(
+  model: ChannelModel,
+  clean: np.ndarray,
+  snr_normal: np.ndarray,
+  phase_normal: np.ndarray,
+  noise_re: np.ndarray,
+  noise_im: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Repeated noisy measurements from standard normals; works in place on the noise.
 
   clean [B, A, S] complex; snr_normal [B, A, M]; phase_normal [B, M];
@@ -44,18 +49,18 @@ def _measure(model: ChannelModel, clean: np.ndarray, snr_normal: np.ndarray,
   config = model.config
   magnitude = np.abs(clean)
   magnitude *= magnitude
-  power = magnitude.mean(-1, dtype=np.float64)                                # [B, A]
+  power = magnitude.mean(-1, dtype=np.float64)  # [B, A]
   snr = (10 * np.log10(np.maximum(power, 1e-300) / model.noise_power))[..., None]
-  snr = (snr + config.snr_fluctuation_db * snr_normal).astype(np.float32)     # [B, A, M]
+  snr = (snr + config.snr_fluctuation_db * snr_normal).astype(np.float32)  # [B, A, M]
   # Noise std per real dimension from the reported SNR, so SNR and noise agree.
   sigma = np.sqrt(power[..., None] / 10 ** (snr.astype(np.float64) / 10) / 2)
   sigma = sigma.astype(np.float32)[:, :, None, :]
-  phase = config.phase_jitter_rad * phase_normal                              # [B, M]
+  phase = config.phase_jitter_rad * phase_normal  # [B, M]
   if config.phase_reference == 'antenna':
     ref = clean[:, 0, clean.shape[2] // 2].astype(np.complex128)
     phase = phase - np.angle(ref)[:, None]
-  rot = np.exp(1j * phase).astype(np.complex64)[:, None, None, :]             # [B,1,1,M]
-  signal = clean[..., None] * rot                                             # [B,A,S,M]
+  rot = np.exp(1j * phase).astype(np.complex64)[:, None, None, :]  # [B,1,1,M]
+  signal = clean[..., None] * rot  # [B,A,S,M]
   noise_re *= sigma
   noise_re += signal.real
   noise_im *= sigma
@@ -68,9 +73,9 @@ def _measure(model: ChannelModel, clean: np.ndarray, snr_normal: np.ndarray,
   return noise_re, noise_im, snr
 
 
-def channel_response(positions: np.ndarray, model: ChannelModel,
-                     rng: np.random.Generator, num_measurements: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def channel_response(
+  positions: np.ndarray, model: ChannelModel, rng: np.random.Generator, num_measurements: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Noisy measured CSI for UE ``positions`` [B, 3], without files.
 
   Returns (H [B, A, S, M] complex64 with exact zeros for failed estimates, SNR
@@ -81,16 +86,21 @@ def channel_response(positions: np.ndarray, model: ChannelModel,
   b, a, s = clean.shape
   m = int(num_measurements)
   re, im, snr = _measure(
-      model, clean, rng.standard_normal((b, a, m)), rng.standard_normal((b, m)),
-      rng.standard_normal((b, a, s, m), dtype=np.float32),
-      rng.standard_normal((b, a, s, m), dtype=np.float32))
+    model,
+    clean,
+    rng.standard_normal((b, a, m)),
+    rng.standard_normal((b, m)),
+    rng.standard_normal((b, a, s, m), dtype=np.float32),
+    rng.standard_normal((b, a, s, m), dtype=np.float32),
+  )
   h = np.empty(re.shape, np.complex64)
   h.real, h.imag = re, im
   return h, snr
 
 
-def _raw_stream(seed: int, set_id: int, stream: int, start: int, count: int,
-                per_sample: int) -> np.ndarray:
+def _raw_stream(
+  seed: int, set_id: int, stream: int, start: int, count: int, per_sample: int
+) -> np.ndarray:
   """uint64 draws [count, per_sample] of samples start..start+count of one stream.
 
   PCG64 jumps ahead in O(log n), so sample i always gets draws
@@ -112,10 +122,10 @@ def _normals_from_bits(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   loop.
   """
   n, k = raw.shape
-  words = raw.view(np.uint32)               # [n, 2k], little-endian word order
+  words = raw.view(np.uint32)  # [n, 2k], little-endian word order
   words >>= np.uint32(9)
   words |= np.uint32(0x3F800000)
-  u = words.view(np.float32)                # [1, 2)
+  u = words.view(np.float32)  # [1, 2)
   radius, angle = u[:, :k], u[:, k:]
   np.subtract(np.float32(2.0), radius, out=radius)  # (0, 1]: log never sees 0
   np.log(radius, out=radius)
@@ -141,7 +151,7 @@ def sample_positions(model: ChannelModel, set_id: int, start: int, stop: int) ->
   config = model.config
   lo, hi = np.asarray(config.area_min), np.asarray(config.area_max)
   raw = _raw_stream(model.seed, set_id, _POSITION_STREAM, start, stop - start, 4)
-  u = (raw >> np.uint64(11)).astype(np.float64) * 2.0 ** -53   # [0, 1), 53 bits
+  u = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1), 53 bits
   if config.position_layout == 'uniform':
     xy = lo[:2] + u[:, :2] * (hi[:2] - lo[:2])
   else:
@@ -152,33 +162,49 @@ def sample_positions(model: ChannelModel, set_id: int, start: int, stop: int) ->
     k = np.minimum(np.searchsorted(cumulative, where, side='right'), len(length) - 1)
     along = (where - (cumulative[k] - length[k])) / length[k]
     normal = np.stack([-seg[:, 1], seg[:, 0]], -1) / length[:, None]
-    xy = (model.street_start[k] + along[:, None] * seg[k]
-          + ((2 * u[:, 1] - 1) * config.street_half_width_m)[:, None] * normal[k])
+    xy = (
+      model.street_start[k]
+      + along[:, None] * seg[k]
+      + ((2 * u[:, 1] - 1) * config.street_half_width_m)[:, None] * normal[k]
+    )
     xy = np.clip(xy, lo[:2], hi[:2])
-  z = (environment.ground_height(model, xy) + config.ue_height_m
-       + config.ue_height_jitter_m * u[:, 2])
+  z = (
+    environment.ground_height(model, xy) + config.ue_height_m + config.ue_height_jitter_m * u[:, 2]
+  )
   return np.concatenate([xy, np.clip(z, lo[2], hi[2])[:, None]], -1)
 
 
-def _measure_indices(model: ChannelModel, set_id: int, start: int, clean: np.ndarray,
-                     num_measurements: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _measure_indices(
+  model: ChannelModel, set_id: int, start: int, clean: np.ndarray, num_measurements: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Measurements of samples start..start+len(clean) from their per-index streams."""
   n, a, s = clean.shape
   m = num_measurements
   per_sample = (a * m + m + 1) // 2
   raw = _raw_stream(model.seed, set_id, _MEASUREMENT_STREAM, start, n, per_sample)
   z1, z2 = _normals_from_bits(raw)
-  z = np.concatenate([z1, z2], axis=-1)                    # [n, 2 * per_sample]
+  z = np.concatenate([z1, z2], axis=-1)  # [n, 2 * per_sample]
   raw = _raw_stream(model.seed, set_id, _NOISE_STREAM, start, n, a * s * m)
   noise_re, noise_im = _normals_from_bits(raw)
-  return _measure(model, clean, z[:, :a * m].reshape(n, a, m), z[:, a * m:a * m + m],
-                  noise_re.reshape(n, a, s, m), noise_im.reshape(n, a, s, m))
+  return _measure(
+    model,
+    clean,
+    z[:, : a * m].reshape(n, a, m),
+    z[:, a * m : a * m + m],
+    noise_re.reshape(n, a, s, m),
+    noise_im.reshape(n, a, s, m),
+  )
 
 
-def generate_pieces(model: ChannelModel, set_id: int, start: int, stop: int,
-                     num_measurements: int,
-                     executor: concurrent.futures.Executor | None = None, workers: int = 1
-                     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def generate_pieces(
+  model: ChannelModel,
+  set_id: int,
+  start: int,
+  stop: int,
+  num_measurements: int,
+  executor: concurrent.futures.Executor | None = None,
+  workers: int = 1,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
   """Samples start..stop in consecutive pieces: (offset, H_Re, H_Im, SNR, Pos) each.
 
   The noise-free channel of the whole range is one batched matmul in this thread
@@ -203,14 +229,14 @@ def generate_pieces(model: ChannelModel, set_id: int, start: int, stop: int,
     yield lo, re, im, snr, pos[lo:hi]
 
 
-def generate_samples(model: ChannelModel, set_id: int, start: int, stop: int,
-                     num_measurements: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def generate_samples(
+  model: ChannelModel, set_id: int, start: int, stop: int, num_measurements: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Samples start..stop of a set (LABELLED_SET or UNLABELLED_SET), as in the files.
 
   Returns (H_Re, H_Im [n, A, S, M] float32, SNR [n, A, M] float32, Pos [n, 3] float64).
   """
   if not 0 <= start <= stop:
     raise ValueError(f'need 0 <= start <= stop, got {start}, {stop}')
-  (_, re, im, snr, pos), = generate_pieces(model, set_id, start, stop, num_measurements)
+  ((_, re, im, snr, pos),) = generate_pieces(model, set_id, start, stop, num_measurements)
   return re, im, snr, pos

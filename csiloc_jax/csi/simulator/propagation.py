@@ -52,8 +52,11 @@ def propagation_paths(model: ChannelModel, positions: np.ndarray) -> dict[str, n
   ground_length = np.linalg.norm(image, axis=-1)
   sources.append(image[:, None])
   lengths.append(ground_length[:, None])
-  gains.append((config.ground_reflection * los_block
-                * environment.free_space_amplitude(config, ground_length))[:, None])
+  gains.append(
+    (
+      config.ground_reflection * los_block * environment.free_space_amplitude(config, ground_length)
+    )[:, None]
+  )
 
   # Facade reflections by the image method: mirror the UE across the facade plane; the
   # path exists if the specular point lies on the finite facade (soft edges) and both
@@ -64,17 +67,21 @@ def propagation_paths(model: ChannelModel, positions: np.ndarray) -> dict[str, n
     width = np.linalg.norm(along, axis=-1)
     along = along / width[:, None]
     taper = config.facade_edge_taper_m
-    s0 = -(a * n).sum(-1)                                    # BS distance to plane [F]
-    s1 = ((p[:, None, :2] - a) * n).sum(-1)                  # UE distance [B, F]
+    s0 = -(a * n).sum(-1)  # BS distance to plane [F]
+    s1 = ((p[:, None, :2] - a) * n).sum(-1)  # UE distance [B, F]
     s1c = np.maximum(s1, 1e-3)
     img = np.broadcast_to(p[:, None], s1.shape + (3,)).copy()
     img[..., :2] -= 2 * s1c[..., None] * n
     t = s0 / (s0 + s1c)
-    spec = t[..., None] * img                                # specular point [B, F, 3]
+    spec = t[..., None] * img  # specular point [B, F, 3]
     xi = ((spec[..., :2] - a) * along).sum(-1)
-    weight = (_sigmoid(s1 / taper) * _sigmoid(xi / taper) * _sigmoid((width - xi) / taper)
-              * _sigmoid((model.facade_top - spec[..., 2]) / taper)
-              * _sigmoid((spec[..., 2] - model.facade_bottom) / taper))
+    weight = (
+      _sigmoid(s1 / taper)
+      * _sigmoid(xi / taper)
+      * _sigmoid((width - xi) / taper)
+      * _sigmoid((model.facade_top - spec[..., 2]) / taper)
+      * _sigmoid((spec[..., 2] - model.facade_bottom) / taper)
+    )
     # Blockage of both legs, only for (UE, facade) pairs that reflect at all: most
     # facades are out of reach of a given UE, and the test is per pair, so the result
     # of a sample never depends on the rest of its batch. The specular point is pulled
@@ -82,30 +89,40 @@ def propagation_paths(model: ChannelModel, positions: np.ndarray) -> dict[str, n
     legs_db = np.zeros_like(weight)
     bi, fi = np.nonzero(weight > 1e-6)
     off = spec[bi, fi] + 0.05 * np.concatenate([n[fi], np.zeros((len(fi), 1))], -1)
-    legs_db[bi, fi] = (environment.blockage_loss_db(model, origin, off)
-                       + environment.blockage_loss_db(model, off, p[bi]))
+    legs_db[bi, fi] = environment.blockage_loss_db(
+      model, origin, off
+    ) + environment.blockage_loss_db(model, off, p[bi])
     img_length = np.linalg.norm(img, axis=-1)
     sources.append(img)
     lengths.append(img_length)
-    gains.append(model.facade_reflection * weight * 10 ** (-legs_db / 20)
-                 * environment.free_space_amplitude(config, img_length))
+    gains.append(
+      model.facade_reflection
+      * weight
+      * 10 ** (-legs_db / 20)
+      * environment.free_space_amplitude(config, img_length)
+    )
 
   # Scatterers: UE -> scatterer -> BS, bistatic radar equation with path loss per leg.
   if len(model.scatterer_coefficient):
     s = model.scatterer_position
-    d1 = np.linalg.norm(p[:, None] - s, axis=-1)             # [B, Ns]
+    d1 = np.linalg.norm(p[:, None] - s, axis=-1)  # [B, Ns]
     d2 = np.linalg.norm(s, axis=-1)
     ue_leg = 10 ** (-environment.blockage_loss_db(model, p[:, None], s) / 20)
-    amp = (config.wavelength_m / (4 * np.pi)
-           * (np.maximum(d1, 1.0) * np.maximum(d2, 1.0)) ** (-config.path_loss_exponent / 2))
+    amp = (
+      config.wavelength_m
+      / (4 * np.pi)
+      * (np.maximum(d1, 1.0) * np.maximum(d2, 1.0)) ** (-config.path_loss_exponent / 2)
+    )
     sources.append(np.broadcast_to(s, d1.shape + (3,)))
     lengths.append(d1 + d2)
     gains.append(model.scatterer_coefficient * ue_leg * amp)
 
   gain = np.concatenate(gains, -1) * shadow[:, None]
-  return dict(delay_s=np.concatenate(lengths, -1) / SPEED_OF_LIGHT,
-              gain=gain.astype(np.complex128),
-              source=np.concatenate(sources, 1))
+  return dict(
+    delay_s=np.concatenate(lengths, -1) / SPEED_OF_LIGHT,
+    gain=gain.astype(np.complex128),
+    source=np.concatenate(sources, 1),
+  )
 
 
 def element_pattern(model: ChannelModel, direction: np.ndarray) -> np.ndarray:
@@ -133,8 +150,8 @@ def _delay_phasors(model: ChannelModel, tau: np.ndarray) -> np.ndarray:
   heads = -(-num // k)
   tau = np.asarray(tau, np.float64)[..., None]
   f0 = model.config.carrier_hz + offsets[0]
-  coarse = np.mod(tau * (f0 + k * df * np.arange(heads)), 1.0)        # [..., H]
-  fine = np.mod(tau * (df * np.arange(k)), 1.0)                       # [..., K]
+  coarse = np.mod(tau * (f0 + k * df * np.arange(heads)), 1.0)  # [..., H]
+  fine = np.mod(tau * (df * np.arange(k)), 1.0)  # [..., K]
 
   def phasor(cycles):
     angle = (2 * np.pi * cycles).astype(np.float32)
@@ -142,7 +159,7 @@ def _delay_phasors(model: ChannelModel, tau: np.ndarray) -> np.ndarray:
     out.real, out.imag = np.cos(angle), -np.sin(angle)
     return out
 
-  f = phasor(coarse)[..., :, None] * phasor(fine)[..., None, :]       # [..., H, K]
+  f = phasor(coarse)[..., :, None] * phasor(fine)[..., None, :]  # [..., H, K]
   return f.reshape(f.shape[:-2] + (heads * k,))[..., :num]
 
 
@@ -160,22 +177,22 @@ def clean_channel(model: ChannelModel, positions: np.ndarray) -> np.ndarray:
   src, tau, gain = paths['source'], paths['delay_s'], paths['gain']
   r = model.element_positions
   a = model.num_antennas
-  dsrc = np.linalg.norm(src, axis=-1)                                  # [B, P]
+  dsrc = np.linalg.norm(src, axis=-1)  # [B, P]
   # |s - r| - |s| = (|r|^2 - 2 s.r) / (|s - r| + |s|): no cancellation of the 100 m
   # distances, and a matmul instead of a norm over a [B, A, P, 3] array.
-  sr = src @ r.T                                                       # [B, P, A]
+  sr = src @ r.T  # [B, P, A]
   r2 = (r * r).sum(-1)
   num = r2 - 2 * sr
   delta = num / (np.sqrt(np.maximum(dsrc[..., None] ** 2 + num, 0.0)) + dsrc[..., None])
-  delta = np.ascontiguousarray(delta.transpose(0, 2, 1))               # [B, A, P]
+  delta = np.ascontiguousarray(delta.transpose(0, 2, 1))  # [B, A, P]
   # Element phases are small (|delta| < aperture), so float32 is exact enough here.
   angle = (-2 * np.pi / model.wavelength_m * delta).astype(np.float32)
-  g = np.empty((len(src), 2 * a, src.shape[1]), np.complex64)         # [B, 2A, P]
+  g = np.empty((len(src), 2 * a, src.shape[1]), np.complex64)  # [B, 2A, P]
   g.real[:, :a], g.imag[:, :a] = np.cos(angle), np.sin(angle)
   g[:, :a] *= (gain * element_pattern(model, src)).astype(np.complex64)[:, None, :]
   g[:, :a] *= model.element_gain.astype(np.float32)[:, None]
   g[:, a:] = g[:, :a] * (-2j * np.pi / SPEED_OF_LIGHT * delta).astype(np.complex64)
-  both = g @ _delay_phasors(model, tau)                                # [B, 2A, S]
+  both = g @ _delay_phasors(model, tau)  # [B, 2A, S]
   h = both[:, :a]
   h += both[:, a:] * model.subcarrier_offsets_hz.astype(np.float32)
   return h

@@ -25,9 +25,9 @@ from csiloc_jax.core import metric_writer
 from csiloc_jax.csi import reader
 from csiloc_jax.csi.simulator import environment
 from csiloc_jax.csi.simulator import measurement
-from csiloc_jax.csi.simulator.config import ChannelModelConfig
 from csiloc_jax.csi.simulator.config import LABELLED_SET
 from csiloc_jax.csi.simulator.config import UNLABELLED_SET
+from csiloc_jax.csi.simulator.config import ChannelModelConfig
 
 # Root attribute marking files written here, so a rerun may replace its own files but
 # never silently overwrite (or mix with) real CTW data in the same folder.
@@ -52,8 +52,9 @@ def _prepare_folder(folder: str) -> None:
       ours = False
     if not ours:
       raise FileExistsError(
-          f'{path} exists and was not written by {GENERATOR_TAG}; refusing to overwrite '
-          'or mix with it. Choose an empty out_dir.')
+        f'{path} exists and was not written by {GENERATOR_TAG}; refusing to overwrite '
+        'or mix with it. Choose an empty out_dir.'
+      )
     # Stale files of an earlier, larger run would otherwise be read as part of this set.
     os.remove(path)
 
@@ -72,10 +73,20 @@ class _Statistics:
     self.pos_max = np.maximum(self.pos_max, pos.max(0))
 
 
-def _write_file(path: str, model: environment.ChannelModel, set_id: int, first: int,
-                count: int, num_measurements: int, dtype: np.dtype, chunk_size: int,
-                executor: concurrent.futures.Executor, workers: int,
-                statistics: _Statistics, progress: metric_writer.Progress | None) -> None:
+def _write_file(
+  path: str,
+  model: environment.ChannelModel,
+  set_id: int,
+  first: int,
+  count: int,
+  num_measurements: int,
+  dtype: np.dtype,
+  chunk_size: int,
+  executor: concurrent.futures.Executor,
+  workers: int,
+  statistics: _Statistics,
+  progress: metric_writer.Progress | None,
+) -> None:
   """Writes samples first..first+count of a set to ``path`` via a ``.partial`` file."""
   a, s, m = model.num_antennas, model.num_subcarriers, num_measurements
   bytes_per_sample = 2 * a * s * m * dtype.itemsize
@@ -90,12 +101,16 @@ def _write_file(path: str, model: environment.ChannelModel, set_id: int, first: 
       ds_re = f.create_dataset('H_Re', (count, a, s, m), dtype=dtype, track_times=False)
       ds_im = f.create_dataset('H_Im', (count, a, s, m), dtype=dtype, track_times=False)
       ds_snr = f.create_dataset('SNR', (count, a, m), dtype=dtype, track_times=False)
-      ds_pos = (f.create_dataset('Pos', (count, 3), dtype=dtype, track_times=False)
-                if set_id == LABELLED_SET else None)
+      ds_pos = (
+        f.create_dataset('Pos', (count, 3), dtype=dtype, track_times=False)
+        if set_id == LABELLED_SET
+        else None
+      )
       for lo in range(0, count, chunk_size):
         hi = min(lo + chunk_size, count)
         for offset, re, im, snr, pos in measurement.generate_pieces(
-            model, set_id, first + lo, first + hi, num_measurements, executor, workers):
+          model, set_id, first + lo, first + hi, num_measurements, executor, workers
+        ):
           p0, p1 = lo + offset, lo + offset + len(re)
           ds_re[p0:p1] = re
           ds_im[p0:p1] = im
@@ -114,11 +129,21 @@ def _write_file(path: str, model: environment.ChannelModel, set_id: int, first: 
     raise
 
 
-def generate_ctw_dataset(out_dir: str, *, num_labelled: int, num_unlabelled: int,
-                         num_antennas: int, num_subcarriers: int, num_measurements: int,
-                         seed: int, samples_per_file: int = 512, dtype: str = 'float32',
-                         chunk_size: int = 64, progress: bool = False,
-                         config: ChannelModelConfig | None = None) -> dict:
+def generate_ctw_dataset(
+  out_dir: str,
+  *,
+  num_labelled: int,
+  num_unlabelled: int,
+  num_antennas: int,
+  num_subcarriers: int,
+  num_measurements: int,
+  seed: int,
+  samples_per_file: int = 512,
+  dtype: str = 'float32',
+  chunk_size: int = 64,
+  progress: bool = False,
+  config: ChannelModelConfig | None = None,
+) -> dict:
   """Writes a synthetic CTW-2020 dataset under ``out_dir`` and returns a summary.
 
   The set sizes, the shape and the seed have no defaults here: ``config.data.synthetic``
@@ -140,13 +165,16 @@ def generate_ctw_dataset(out_dir: str, *, num_labelled: int, num_unlabelled: int
   """
   if dtype not in ('float32', 'float64'):
     raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-  for name, value, minimum in (('num_labelled', num_labelled, 0),
-                               ('num_unlabelled', num_unlabelled, 0),
-                               ('num_antennas', num_antennas, 1),
-                               ('num_subcarriers', num_subcarriers, 1),
-                               ('num_measurements', num_measurements, 1),
-                               ('samples_per_file', samples_per_file, 1),
-                               ('chunk_size', chunk_size, 1), ('seed', seed, 0)):
+  for name, value, minimum in (
+    ('num_labelled', num_labelled, 0),
+    ('num_unlabelled', num_unlabelled, 0),
+    ('num_antennas', num_antennas, 1),
+    ('num_subcarriers', num_subcarriers, 1),
+    ('num_measurements', num_measurements, 1),
+    ('samples_per_file', samples_per_file, 1),
+    ('chunk_size', chunk_size, 1),
+    ('seed', seed, 0),
+  ):
     if isinstance(value, bool) or int(value) != value or value < minimum:
       raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
   model = environment.make_channel_model(seed, num_antennas, num_subcarriers, config)
@@ -156,39 +184,62 @@ def generate_ctw_dataset(out_dir: str, *, num_labelled: int, num_unlabelled: int
   bytes_per_sample = 2 * math.prod(shape) * out_dtype.itemsize
   total = num_labelled + num_unlabelled
   statistics = _Statistics()
-  tracker = (metric_writer.Progress(total, unit='samples', name='simulator')
-             if progress else None)
+  tracker = metric_writer.Progress(total, unit='samples', name='simulator') if progress else None
   workers = max(1, min(os.cpu_count() or 1, 8))
-  summary: dict[str, Any] = dict(out_dir=os.path.abspath(out_dir), seed=seed, dtype=dtype,
-                                 shape=shape)
+  summary: dict[str, Any] = dict(
+    out_dir=os.path.abspath(out_dir), seed=seed, dtype=dtype, shape=shape
+  )
   with concurrent.futures.ThreadPoolExecutor(workers) as executor:
     for set_name, folder_name, set_id, count in (
-        ('labelled', reader.LABELLED_DIR, LABELLED_SET, num_labelled),
-        ('unlabelled', reader.UNLABELLED_DIR, UNLABELLED_SET, num_unlabelled)):
+      ('labelled', reader.LABELLED_DIR, LABELLED_SET, num_labelled),
+      ('unlabelled', reader.UNLABELLED_DIR, UNLABELLED_SET, num_unlabelled),
+    ):
       folder = os.path.join(out_dir, folder_name)
       _prepare_folder(folder)
       files = []
       for k, first in enumerate(range(0, count, samples_per_file)):
         path = os.path.join(folder, reader.file_name(k + 1))
-        _write_file(path, model, set_id, first, min(samples_per_file, count - first),
-                    num_measurements, out_dtype, chunk_size, executor, workers,
-                    statistics, tracker)
+        _write_file(
+          path,
+          model,
+          set_id,
+          first,
+          min(samples_per_file, count - first),
+          num_measurements,
+          out_dtype,
+          chunk_size,
+          executor,
+          workers,
+          statistics,
+          tracker,
+        )
         files.append(os.path.abspath(path))
-      summary[set_name] = dict(folder=os.path.abspath(folder), files=files,
-                               num_samples=count,
-                               bytes=int(sum(os.path.getsize(p) for p in files)))
+      summary[set_name] = dict(
+        folder=os.path.abspath(folder),
+        files=files,
+        num_samples=count,
+        bytes=int(sum(os.path.getsize(p) for p in files)),
+      )
 
   seconds = time.perf_counter() - start
   summary.update(
-      num_labelled=num_labelled, num_unlabelled=num_unlabelled,
-      bytes_written=summary['labelled']['bytes'] + summary['unlabelled']['bytes'],
-      zero_fraction=statistics.zeros / max(statistics.entries, 1),
-      position_min=statistics.pos_min.tolist() if total else None,
-      position_max=statistics.pos_max.tolist() if total else None,
-      seconds=seconds, samples_per_second=total / max(seconds, 1e-9),
-      megabytes_per_second=total * bytes_per_sample / 1e6 / max(seconds, 1e-9))
+    num_labelled=num_labelled,
+    num_unlabelled=num_unlabelled,
+    bytes_written=summary['labelled']['bytes'] + summary['unlabelled']['bytes'],
+    zero_fraction=statistics.zeros / max(statistics.entries, 1),
+    position_min=statistics.pos_min.tolist() if total else None,
+    position_max=statistics.pos_max.tolist() if total else None,
+    seconds=seconds,
+    samples_per_second=total / max(seconds, 1e-9),
+    megabytes_per_second=total * bytes_per_sample / 1e6 / max(seconds, 1e-9),
+  )
   if progress:
-    logging.info('simulator: wrote %d samples (%.2f GB) under %s in %.1f s, %.2f%% zeros',
-                 total, summary['bytes_written'] / 1e9, out_dir, seconds,
-                 100 * summary['zero_fraction'])
+    logging.info(
+      'simulator: wrote %d samples (%.2f GB) under %s in %.1f s, %.2f%% zeros',
+      total,
+      summary['bytes_written'] / 1e9,
+      out_dir,
+      seconds,
+      100 * summary['zero_fraction'],
+    )
   return summary
