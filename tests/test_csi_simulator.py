@@ -7,8 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
+from csiloc_jax.core import config_utils
 from csiloc_jax.csi import reader
 from csiloc_jax.csi import simulator
+from csiloc_jax.csi import train
 from csiloc_jax.csi.simulator import measurement
 
 C = simulator.SPEED_OF_LIGHT
@@ -53,7 +55,12 @@ def small_set(tmp_path_factory):
 
 def test_layout_names_shapes_dtypes(small_set):
   out, summary = small_set
-  assert sorted(os.listdir(out)) == ['CTW2020_labelled_data', 'CTW2020_unlabelled_data']
+  # The two CTW folders, plus the record of a finished set (docs/schemas.md).
+  assert sorted(os.listdir(out)) == [
+    'CTW2020_labelled_data',
+    'CTW2020_unlabelled_data',
+    'generated.done.json',
+  ]
   lab = os.path.join(out, 'CTW2020_labelled_data')
   unl = os.path.join(out, 'CTW2020_unlabelled_data')
   assert sorted(os.listdir(lab)) == ['file_1.hdf5', 'file_2.hdf5', 'file_3.hdf5']
@@ -402,6 +409,39 @@ def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
       chunk_size=4,
     )
   assert os.listdir(tmp_path / 'CTW2020_labelled_data') == []
+
+
+def test_interrupted_generation_is_never_read_as_a_data_set(tmp_path):
+  # A run killed between files leaves complete file_k.hdf5 but no finished-set record;
+  # resolve_data_root must not train on the partial set.
+  cfg = config_utils.load_config(
+    'configs/ctw_model1.py',
+    {
+      'data.root': str(tmp_path),
+      'data.synthetic.num_labelled': 6,
+      'data.synthetic.num_unlabelled': 4,
+      'data.synthetic.num_antennas': 8,
+      'data.synthetic.num_subcarriers': 4,
+      'data.synthetic.num_measurements': 2,
+    },
+  )
+  root = train.resolve_data_root(cfg, str(tmp_path / 'work'))
+  record = tmp_path / 'generated.done.json'
+  assert record.exists() and not simulator.writer.is_interrupted(root)
+  record.unlink()
+  assert simulator.writer.is_interrupted(root)
+  cfg.data.generate_if_missing = False
+  with pytest.raises(ValueError, match='interrupted generation'):
+    train.resolve_data_root(cfg, str(tmp_path / 'work'))
+  cfg.data.generate_if_missing = True
+  train.resolve_data_root(cfg, str(tmp_path / 'work'))
+  assert record.exists()
+  # Real data (no generator tag, no record) is never taken for an interrupted run.
+  foreign = tmp_path / 'real' / 'CTW2020_labelled_data'
+  foreign.mkdir(parents=True)
+  with h5py.File(foreign / 'file_1.hdf5', 'w') as f:
+    f['H_Re'] = np.ones((1, 1, 1, 1))
+  assert not simulator.writer.is_interrupted(str(tmp_path / 'real'))
 
 
 def test_rerun_replaces_own_files_and_refuses_foreign_ones(tmp_path):

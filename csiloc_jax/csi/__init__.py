@@ -3,7 +3,7 @@
 The data flow, one module per step (``docs/csi.md`` has the method and its choices)::
 
   simulator (built-in CTW-layout generator) ─> CTW2020_{labelled,unlabelled}_data/*.hdf5
-  reader (validate, stream, average, cache) ─> input_pipeline (splits, normaliser,
+  reader (validate, stream, average, features, cache) ─> input_pipeline (splits, normaliser,
   batches) ─> models (the paper's four) ─> steps (pure train/eval steps) ─> trainer
   (epoch loop, early stopping, checkpoints) ─> train.train_and_evaluate (one run)
   ─> metrics, plots;  compare (Table I and the label-efficiency sweep over many runs)

@@ -48,9 +48,19 @@ def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
   data = config.data
   root = os.path.abspath(data.root or os.path.join(workdir, 'data'))
   labelled = os.path.join(root, reader.LABELLED_DIR)
-  if not os.path.isdir(labelled) and data.generate_if_missing:
-    from csiloc_jax.csi import simulator  # Only needed when generating.
+  from csiloc_jax.csi import simulator  # pylint: disable=g-import-not-at-top
 
+  missing = not os.path.isdir(labelled)
+  if not missing and simulator.writer.is_interrupted(root):
+    if not data.generate_if_missing:
+      raise ValueError(
+        f'{root} holds an interrupted generation of the synthetic set (no '
+        f'{simulator.writer.DONE_STAGE}.done.json); delete it or set '
+        'config.data.generate_if_missing=True to generate it again'
+      )
+    logging.warning('%s: interrupted generation of the synthetic set; generating again', root)
+    missing = True
+  if missing and data.generate_if_missing:
     g = data.synthetic
     logging.info(
       'No CTW data at %s: generating the synthetic set (%d labelled, %d unlabelled, %dx%dx%d)',

@@ -1,7 +1,7 @@
 """The whole mmWave method as library functions: ``train_and_evaluate(config, workdir)``.
 
 Data flow (the method and its choices: docs/mmwave.md; the files it reads and writes,
-``metrics.json`` and the workdir layout: docs/schemas.md)::
+``metrics.json``: docs/schemas.md; the workdir layout: docs/data_flow.md)::
 
   survey.h5 ──read (no ground truth)──> regions ──> JADE (labels, anchors)
       └──> features ──> tiny nets (one per region, stacked) + one big NN  [checkpointed]

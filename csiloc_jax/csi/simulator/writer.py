@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from csiloc_jax.core import metric_writer
+from csiloc_jax.core import runs
 from csiloc_jax.csi import reader
 from csiloc_jax.csi.simulator import environment
 from csiloc_jax.csi.simulator import measurement
@@ -33,6 +34,29 @@ from csiloc_jax.csi.simulator.config import ChannelModelConfig
 # never silently overwrite (or mix with) real CTW data in the same folder.
 GENERATOR_TAG = 'csiloc_jax.csi.simulator'
 PARTIAL_SUFFIX = '.partial'
+# A finished set is recorded as ``out_dir/generated.done.json`` (a core Stage record,
+# written last): a folder with this generator's files but no record is an interrupted
+# generation, never a data set.
+DONE_STAGE = 'generated'
+
+
+def _written_here(path: str) -> bool:
+  try:
+    with h5py.File(path, 'r') as f:
+      return f.attrs.get('generator') == GENERATOR_TAG
+  except OSError:
+    return False
+
+
+def is_interrupted(out_dir: str) -> bool:
+  """True if ``out_dir`` holds this generator's files but no record of a finished set."""
+  if os.path.exists(os.path.join(out_dir, f'{DONE_STAGE}.done.json')):
+    return False
+  for folder in (reader.LABELLED_DIR, reader.UNLABELLED_DIR):
+    for path in glob.glob(os.path.join(out_dir, folder, 'file_*.hdf5*')):
+      if path.endswith(PARTIAL_SUFFIX) or _written_here(path):
+        return True
+  return False
 
 
 def _prepare_folder(folder: str) -> None:
@@ -45,12 +69,7 @@ def _prepare_folder(folder: str) -> None:
       continue
     if not reader.FILE_PATTERN.match(name):
       continue
-    try:
-      with h5py.File(path, 'r') as f:
-        ours = f.attrs.get('generator') == GENERATOR_TAG
-    except OSError:
-      ours = False
-    if not ours:
+    if not _written_here(path):
       raise FileExistsError(
         f'{path} exists and was not written by {GENERATOR_TAG}; refusing to overwrite '
         'or mix with it. Choose an empty out_dir.'
@@ -189,6 +208,8 @@ def generate_ctw_dataset(
   summary: dict[str, Any] = dict(
     out_dir=os.path.abspath(out_dir), seed=seed, dtype=dtype, shape=shape
   )
+  done = runs.Stage(out_dir, DONE_STAGE, runs.fingerprint(summary, num_labelled, num_unlabelled))
+  done.reset()
   with concurrent.futures.ThreadPoolExecutor(workers) as executor:
     for set_name, folder_name, set_id, count in (
       ('labelled', reader.LABELLED_DIR, LABELLED_SET, num_labelled),
@@ -233,6 +254,7 @@ def generate_ctw_dataset(
     samples_per_second=total / max(seconds, 1e-9),
     megabytes_per_second=total * bytes_per_sample / 1e6 / max(seconds, 1e-9),
   )
+  done.finish(summary)
   if progress:
     logging.info(
       'simulator: wrote %d samples (%.2f GB) under %s in %.1f s, %.2f%% zeros',
