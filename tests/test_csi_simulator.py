@@ -388,7 +388,7 @@ def test_buildings_block_the_line_of_sight():
 
 def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
   calls = {'n': 0}
-  real = measurement._measure_indices
+  real = measurement.measure_indices
 
   def failing(*args, **kwargs):
     calls['n'] += 1
@@ -396,7 +396,7 @@ def test_interrupted_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
       raise KeyboardInterrupt
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(measurement, '_measure_indices', failing)
+  monkeypatch.setattr(measurement, 'measure_indices', failing)
   with pytest.raises(KeyboardInterrupt):
     simulator.generate_ctw_dataset(
       str(tmp_path),

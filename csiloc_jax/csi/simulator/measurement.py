@@ -174,10 +174,16 @@ def sample_positions(model: ChannelModel, set_id: int, start: int, stop: int) ->
   return np.concatenate([xy, np.clip(z, lo[2], hi[2])[:, None]], -1)
 
 
-def _measure_indices(
+def measure_indices(
   model: ChannelModel, set_id: int, start: int, clean: np.ndarray, num_measurements: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Measurements of samples start..start+len(clean) from their per-index streams."""
+  """Measurements of samples start..start+len(clean) from their per-index streams.
+
+  ``model`` needs only ``seed``, ``noise_power`` (per subcarrier, in |H|^2 units) and
+  the receiver fields of ``config`` (``snr_fluctuation_db``, ``phase_jitter_rad``,
+  ``phase_reference``, ``zero_snr_threshold_db``): the ray-traced source
+  (:mod:`csiloc_jax.csi.raytrace`) measures its traced channels through this same stage.
+  """
   n, a, s = clean.shape
   m = num_measurements
   per_sample = (a * m + m + 1) // 2
@@ -222,7 +228,7 @@ def generate_pieces(
 
   def one(bound):
     lo, hi = bound
-    return _measure_indices(model, set_id, start + lo, clean[lo:hi], num_measurements)
+    return measure_indices(model, set_id, start + lo, clean[lo:hi], num_measurements)
 
   results = map(one, bounds) if executor is None else executor.map(one, bounds)
   for (lo, hi), (re, im, snr) in zip(bounds, results):

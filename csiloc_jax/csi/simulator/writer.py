@@ -15,7 +15,7 @@ import glob
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Iterator, Protocol
 
 from absl import logging
 import h5py
@@ -78,6 +78,44 @@ def _prepare_folder(folder: str) -> None:
     os.remove(path)
 
 
+class SampleSource(Protocol):
+  """What the writer streams from: the built-in channel model or a ray tracer.
+
+  ``pieces(set_id, start, stop, num_measurements, executor, workers)`` yields
+  ``(offset, H_Re, H_Im, SNR, Pos)`` for samples start..stop of a set, in order;
+  ``attrs`` are written as root attributes of every file.
+  """
+
+  num_antennas: int
+  num_subcarriers: int
+  attrs: dict
+
+  def pieces(
+    self,
+    set_id: int,
+    start: int,
+    stop: int,
+    num_measurements: int,
+    executor: concurrent.futures.Executor,
+    workers: int,
+  ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]: ...
+
+
+class _BuiltinSource:
+  """The built-in channel model as a :class:`SampleSource`."""
+
+  def __init__(self, model: environment.ChannelModel):
+    self.model = model
+    self.num_antennas = model.num_antennas
+    self.num_subcarriers = model.num_subcarriers
+    self.attrs = {'seed': model.seed, 'source': 'builtin'}
+
+  def pieces(self, set_id, start, stop, num_measurements, executor, workers):
+    return measurement.generate_pieces(
+      self.model, set_id, start, stop, num_measurements, executor, workers
+    )
+
+
 class _Statistics:
   """What the summary reports about the written values: exact zeros, position range."""
 
@@ -94,7 +132,7 @@ class _Statistics:
 
 def _write_file(
   path: str,
-  model: environment.ChannelModel,
+  source: SampleSource,
   set_id: int,
   first: int,
   count: int,
@@ -107,13 +145,14 @@ def _write_file(
   progress: metric_writer.Progress | None,
 ) -> None:
   """Writes samples first..first+count of a set to ``path`` via a ``.partial`` file."""
-  a, s, m = model.num_antennas, model.num_subcarriers, num_measurements
+  a, s, m = source.num_antennas, source.num_subcarriers, num_measurements
   bytes_per_sample = 2 * a * s * m * dtype.itemsize
   partial = path + PARTIAL_SUFFIX
   try:
     with h5py.File(partial, 'w') as f:
       f.attrs['generator'] = GENERATOR_TAG
-      f.attrs['seed'] = model.seed
+      for key, value in source.attrs.items():
+        f.attrs[key] = value
       f.attrs['first_index'] = first
       # Contiguous (unchunked, uncompressed) datasets at their final shape: the fastest
       # to fill slab by slab and to read back by sample ranges.
@@ -127,8 +166,8 @@ def _write_file(
       )
       for lo in range(0, count, chunk_size):
         hi = min(lo + chunk_size, count)
-        for offset, re, im, snr, pos in measurement.generate_pieces(
-          model, set_id, first + lo, first + hi, num_measurements, executor, workers
+        for offset, re, im, snr, pos in source.pieces(
+          set_id, first + lo, first + hi, num_measurements, executor, workers
         ):
           p0, p1 = lo + offset, lo + offset + len(re)
           ds_re[p0:p1] = re
@@ -197,16 +236,47 @@ def generate_ctw_dataset(
     if isinstance(value, bool) or int(value) != value or value < minimum:
       raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
   model = environment.make_channel_model(seed, num_antennas, num_subcarriers, config)
+  return write_ctw_set(
+    out_dir,
+    _BuiltinSource(model),
+    num_labelled=num_labelled,
+    num_unlabelled=num_unlabelled,
+    num_measurements=num_measurements,
+    samples_per_file=samples_per_file,
+    dtype=dtype,
+    chunk_size=chunk_size,
+    progress=progress,
+    name='simulator',
+  )
+
+
+def write_ctw_set(
+  out_dir: str,
+  source: SampleSource,
+  *,
+  num_labelled: int,
+  num_unlabelled: int,
+  num_measurements: int,
+  samples_per_file: int,
+  dtype: str,
+  chunk_size: int,
+  progress: bool,
+  name: str,
+) -> dict:
+  """Streams ``source`` into the CTW-2020 layout under ``out_dir`` (see
+  :func:`generate_ctw_dataset` for the files and the summary); ``name`` labels the
+  progress lines."""
+  num_antennas, num_subcarriers = source.num_antennas, source.num_subcarriers
   start = time.perf_counter()
   out_dtype = np.dtype(dtype)
   shape = (num_antennas, num_subcarriers, num_measurements)
   bytes_per_sample = 2 * math.prod(shape) * out_dtype.itemsize
   total = num_labelled + num_unlabelled
   statistics = _Statistics()
-  tracker = metric_writer.Progress(total, unit='samples', name='simulator') if progress else None
+  tracker = metric_writer.Progress(total, unit='samples', name=name) if progress else None
   workers = max(1, min(os.cpu_count() or 1, 8))
   summary: dict[str, Any] = dict(
-    out_dir=os.path.abspath(out_dir), seed=seed, dtype=dtype, shape=shape
+    out_dir=os.path.abspath(out_dir), **source.attrs, dtype=dtype, shape=shape
   )
   done = runs.Stage(out_dir, DONE_STAGE, runs.fingerprint(summary, num_labelled, num_unlabelled))
   done.reset()
@@ -222,7 +292,7 @@ def generate_ctw_dataset(
         path = os.path.join(folder, reader.file_name(k + 1))
         _write_file(
           path,
-          model,
+          source,
           set_id,
           first,
           min(samples_per_file, count - first),
@@ -257,7 +327,8 @@ def generate_ctw_dataset(
   done.finish(summary)
   if progress:
     logging.info(
-      'simulator: wrote %d samples (%.2f GB) under %s in %.1f s, %.2f%% zeros',
+      '%s: wrote %d samples (%.2f GB) under %s in %.1f s, %.2f%% zeros',
+      name,
       total,
       summary['bytes_written'] / 1e9,
       out_dir,
