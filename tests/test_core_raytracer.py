@@ -27,6 +27,7 @@ WALLS = """<scene version="2.1.0">
 OPTIONS = raytracer.TraceOptions(
   max_depth=1,
   reflection=True,
+  diffuse=False,
   refraction=False,
   diffraction=False,
   samples_per_src=20_000,

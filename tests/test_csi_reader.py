@@ -129,7 +129,11 @@ def _numpy_features(parts, feature, average):
   else:
     avg = h.sum(-1) / np.maximum(((re != 0) | (im != 0)).sum(-1), 1)
   avg = avg.astype(np.complex64)
+  cov = np.einsum('nas,nbs->nab', avg.astype(np.complex128), np.conj(avg))
+  trace = np.einsum('naa->n', cov).real
+  cov = cov / np.where(trace > 0, trace, np.inf)[:, None, None]
   return {
+    'covariance': np.stack([cov.real, cov.imag], -1),
     'real': avg.real[..., None],
     'magnitude': np.abs(avg)[..., None],
     'real_imag': np.stack([avg.real, avg.imag], -1),

@@ -96,6 +96,15 @@ def load_scene_xml(xml: str, frequency_hz: float) -> Any:
   return loaded
 
 
+def set_scattering(scene: Any, coefficient: float) -> None:
+  """Gives every radio material of ``scene`` this diffuse scattering coefficient (the
+  fraction of reflected energy scattered diffusely, Lambertian pattern)."""
+  if not 0.0 <= coefficient <= 1.0:
+    raise ValueError(f'scattering coefficient must be in [0, 1], got {coefficient}')
+  for material in scene.radio_materials.values():
+    material.scattering_coefficient = float(coefficient)
+
+
 def object_ids(scene: Any) -> dict[str, int]:
   """Scene object name -> the id that :attr:`Paths.objects` reports for it."""
   return {name: int(obj.object_id) for name, obj in scene.objects.items()}
@@ -162,6 +171,7 @@ class TraceOptions:
 
   max_depth: int  # interactions per path (0 = line of sight only)
   reflection: bool  # specular reflections
+  diffuse: bool  # diffuse reflections (needs materials with a scattering coefficient)
   refraction: bool  # transmission through objects (walls, buildings)
   diffraction: bool  # edge diffraction (wedges)
   samples_per_src: int  # rays shot from the source
@@ -267,7 +277,7 @@ def trace(
         synthetic_array=True,
         los=True,
         specular_reflection=options.reflection,
-        diffuse_reflection=False,
+        diffuse_reflection=options.diffuse,
         refraction=options.refraction,
         diffraction=options.diffraction,
         seed=options.seed,

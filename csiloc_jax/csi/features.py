@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURES = ('real', 'real_imag', 'magnitude')
+FEATURES = ('real', 'real_imag', 'magnitude', 'covariance')
 AVERAGES = ('mean', 'valid_mean')
 
 
@@ -90,9 +90,37 @@ def average_measurements(h_re: np.ndarray, h_im: np.ndarray, average: str) -> np
   return out
 
 
+def spatial_covariance(h_avg: np.ndarray) -> np.ndarray:
+  """Trace-normalised spatial covariance ``R / tr(R)``, ``R = sum_s h_s h_s^H``: complex
+  ``[n, a, a]`` from averaged CSI ``[n, a, s]``; all zeros where the CSI is.
+
+  Summing over subcarriers averages out small-scale fading (which decorrelates within a
+  wavelength) while keeping the directions of arrival; dividing by the trace removes
+  the received power, which varies with shadowing more than with position.
+  """
+  h = h_avg.astype(np.complex64, copy=False)
+  r = np.matmul(h, np.conj(np.swapaxes(h, 1, 2)))  # [n, a, a]
+  trace = np.real(np.trace(r, axis1=1, axis2=2)).astype(np.float32)
+  scale = np.where(trace > 0, 1.0 / np.where(trace > 0, trace, 1.0), 0.0).astype(np.float32)
+  return r * scale[:, None, None]
+
+
+def feature_shape(feature: str, num_antennas: int, num_subcarriers: int) -> tuple[int, int, int]:
+  """Shape of one sample's feature map: ``(a, s, channels)``, or ``(a, a, 2)`` for the
+  covariance."""
+  if feature == 'covariance':
+    return (num_antennas, num_antennas, 2)
+  return (num_antennas, num_subcarriers, num_channels(feature))
+
+
 def extract_features(h_avg: np.ndarray, feature: str) -> np.ndarray:
-  """Averaged complex CSI ``[n, a, s]`` → float32 feature map ``[n, a, s, channels]``."""
-  if feature == 'real':
+  """Averaged complex CSI ``[n, a, s]`` → float32 feature map ``[n, *feature_shape]``:
+  the real part, real and imaginary parts, the magnitude, or the trace-normalised
+  spatial covariance (real and imaginary parts, ``[n, a, a, 2]``)."""
+  if feature == 'covariance':
+    r = spatial_covariance(h_avg)
+    out = np.stack([r.real, r.imag], axis=-1)
+  elif feature == 'real':
     out = h_avg.real[..., None]
   elif feature == 'real_imag':
     out = np.stack([h_avg.real, h_avg.imag], axis=-1)
@@ -105,4 +133,4 @@ def extract_features(h_avg: np.ndarray, feature: str) -> np.ndarray:
 
 def num_channels(feature: str) -> int:
   """Channels of the feature map ``feature`` (its last axis)."""
-  return 2 if feature == 'real_imag' else 1
+  return 2 if feature in ('real_imag', 'covariance') else 1

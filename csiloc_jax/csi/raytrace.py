@@ -105,6 +105,9 @@ class RaytraceConfig:
   # (docs/raytrace.md has the measurements).
   max_depth: int = 3
   diffraction: bool = True
+  # Diffuse scattering off every surface (fraction of reflected energy, Lambertian);
+  # 0 traces specular reflections only.
+  scattering_coefficient: float = 0.0
   refraction: bool = False
   samples_per_src: int = 300_000
   max_paths_per_src: int = 1_000_000
@@ -319,6 +322,7 @@ class RaytracedSource:
     self.config, self.seed = config, int(seed)
     self.num_antennas, self.num_subcarriers = num_antennas, num_subcarriers
     self.site = Site(config)
+    raytracer.set_scattering(self.site.scene, config.scattering_coefficient)
     radio = config.radio
     _, index, side = environment.array_geometry(num_antennas, 1.0)
     self.array = raytracer.Array(
@@ -342,6 +346,7 @@ class RaytracedSource:
     self.options = raytracer.TraceOptions(
       max_depth=config.max_depth,
       reflection=config.max_depth > 0,
+      diffuse=config.scattering_coefficient > 0,
       refraction=config.refraction,
       diffraction=config.diffraction,
       samples_per_src=config.samples_per_src,

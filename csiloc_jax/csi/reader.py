@@ -317,7 +317,7 @@ def _write_cache(
 ) -> None:
   total = sum(sf.num_samples for sf in files)
   a, s = files[0].num_antennas, files[0].num_subcarriers
-  shape = (total, a, s, features.num_channels(feature))
+  shape = (total, *features.feature_shape(feature, a, s))
   has_pos = all(sf.has_positions for sf in files)
   positions = np.zeros((total, 3), np.float64) if has_pos else None
   logging.info(
