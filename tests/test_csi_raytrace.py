@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -117,3 +119,34 @@ def test_bad_settings_are_refused(tmp_path):
     _generate(tmp_path, config=dataclasses.replace(CONFIG, scene='no_such_scene'))
   with pytest.raises(ValueError, match='num_labelled'):
     _generate(tmp_path, num_labelled=-1)
+
+
+def test_make_data_launcher(tmp_path):
+  # The user's command, at a toy size: the flags reach the ray-traced source.
+  out = tmp_path / 'rt'
+  cmd = [
+    sys.executable,
+    'launch/make_data.py',
+    '--kind=ctw',
+    '--source=sionna',
+    '--scene=simple_street_canyon',
+    '--positions=tracks',
+    f'--out_dir={out}',
+    '--num_labelled=3',
+    '--num_unlabelled=2',
+    '--num_subcarriers=4',
+    '--num_measurements=2',
+  ]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '"position_layout": "tracks"' in result.stdout
+  with h5py.File(out / reader.LABELLED_DIR / 'file_1.hdf5', 'r') as f:
+    assert f['H_Re'].shape == (3, 56, 4, 2) and f.attrs['source'] == 'sionna'
+  bad = subprocess.run(
+    [sys.executable, 'launch/make_data.py', '--kind=mmwave', '--scene=munich', f'--out_dir={out}'],
+    capture_output=True,
+    text=True,
+    cwd=repo,
+  )
+  assert bad.returncode != 0 and '--scene applies to --kind=ctw --source=sionna' in bad.stderr
