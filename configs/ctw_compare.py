@@ -29,6 +29,8 @@ def get_config(arg: str = ''):
   # The settings of config.model that make each paper model (name -> encoder, pretrain),
   # from ctw_base.py's table: the models named below are built from these.
   compare.paper_models = ml_collections.ConfigDict(_BASE['PAPER_MODELS'])
+  # Per-model departures from the paper (nested config fields), unless protocol='paper'.
+  compare.model_overrides = ml_collections.ConfigDict(_BASE['MODEL_OVERRIDES'])
   # Models of Table I to train, comma-separated (model1 ... model4).
   compare.models = 'model1,model2,model3,model4'
   # Models of the label-efficiency sweep, comma-separated.

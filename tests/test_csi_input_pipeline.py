@@ -1,6 +1,7 @@
 """Batches: padding masks, deterministic shuffles, and cycling to a minimum step count."""
 
 import numpy as np
+import pytest
 
 from csiloc_jax.csi import input_pipeline
 
@@ -71,3 +72,20 @@ def test_label_scaler_round_trips():
   scaler = input_pipeline.LabelScaler.fit(pos, 'standardize')
   np.testing.assert_allclose(scaler.inverse(scaler.transform(pos)), pos, rtol=1e-5)
   assert np.allclose(scaler.transform(pos).mean(0), 0, atol=1e-5)
+
+
+def test_isotropic_label_scaling_keeps_a_flat_axis_flat():
+  rng = np.random.default_rng(2)
+  pos = np.stack(
+    [rng.uniform(0, 300, 60), rng.uniform(-200, 200, 60), 1.5 + 1e-5 * rng.standard_normal(60)], 1
+  )
+  iso = input_pipeline.LabelScaler.fit(pos, 'isotropic')
+  t = iso.transform(pos)
+  np.testing.assert_allclose(iso.inverse(t), pos, rtol=1e-5, atol=1e-4)
+  assert np.allclose(t.mean(0), 0, atol=1e-5)
+  assert np.mean(np.sum(t**2, 1)) == pytest.approx(1.0, rel=1e-4)
+  assert np.abs(t[:, 2]).max() < 1e-5  # millimetre noise stays negligible
+  # Per-axis standardisation turns that noise into a unit-variance target.
+  assert input_pipeline.LabelScaler.fit(pos, 'standardize').transform(pos)[:, 2].std() > 0.9
+  with pytest.raises(ValueError, match='isotropic'):
+    input_pipeline.LabelScaler.fit(pos, 'minmax')

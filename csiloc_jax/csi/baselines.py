@@ -104,15 +104,26 @@ def knn_baseline(
   return out
 
 
+BASELINES = ('train_mean', *KNN_FEATURES)
+
+
 def run_baselines(
-  data: ml_collections.ConfigDict, root: str, splits: dict[str, np.ndarray]
+  data: ml_collections.ConfigDict,
+  root: str,
+  splits: dict[str, np.ndarray],
+  names: tuple[str, ...] = BASELINES,
 ) -> dict[str, dict]:
-  """Test metrics of the training mean and both kNN baselines on ``splits`` of the
-  labelled set under ``root`` (``data`` is ``config.data``: cache folder, averaging,
-  chunk size)."""
+  """Test metrics of the ``names`` baselines (default: all of :data:`BASELINES`) on
+  ``splits`` of the labelled set under ``root`` (``data`` is ``config.data``: cache
+  folder, averaging, chunk size)."""
+  unknown = set(names) - set(BASELINES)
+  if unknown:
+    raise ValueError(f'config.eval.baselines: unknown {sorted(unknown)}; known: {BASELINES}')
   results = {}
   positions = None
   for name, feature in KNN_FEATURES.items():
+    if name not in names:
+      continue
     start = time.perf_counter()
     cfg = ml_collections.ConfigDict(data.to_dict())
     cfg.feature = feature
@@ -130,8 +141,15 @@ def run_baselines(
       results[name]['distance_m']['median'],
       time.perf_counter() - start,
     )
-  ranges = positions.max(0) - positions.min(0)
-  mean = mean_predictor(positions[splits['train']], len(splits['test']))
-  results['train_mean'] = metrics.localization_metrics(mean, positions[splits['test']], ranges)
-  logging.info('baseline train_mean: test MAE avg %.2f m', results['train_mean']['mae']['average'])
-  return results
+  if 'train_mean' in names:
+    if positions is None:
+      cfg = ml_collections.ConfigDict(data.to_dict())
+      labelled = reader.load_ctw(cfg, root, need_unlabelled=False)['labelled']
+      positions = np.asarray(labelled.positions, np.float64)
+    ranges = positions.max(0) - positions.min(0)
+    mean = mean_predictor(positions[splits['train']], len(splits['test']))
+    results['train_mean'] = metrics.localization_metrics(mean, positions[splits['test']], ranges)
+    logging.info(
+      'baseline train_mean: test MAE avg %.2f m', results['train_mean']['mae']['average']
+    )
+  return {name: results[name] for name in names}

@@ -66,6 +66,8 @@ def model_config(
     del cfg['compare']
   cfg.model.name = name
   cfg.model.update(settings)
+  if config.protocol != 'paper':
+    cfg.update(config.compare.model_overrides.get(name, {}))
   cfg.data.root = root
   for key, value in data_overrides.items():
     cfg.data[key] = value

@@ -41,31 +41,55 @@ def split_indices(num: int, fractions: Sequence[float], seed: int) -> list[np.nd
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Normalizer:
-  """Affine map ``(x - mean) * inv_std`` with statistics from the training split.
+  """``(scale(x) - mean) * inv_std`` with statistics from the training split.
 
-  A pytree of its two arrays, so the compiled steps take it as an argument (replicated
-  like the parameters) rather than holding it as a compile-time constant.
+  ``scale`` divides each sample by its own RMS value when ``sample_rms`` is set, and is
+  the identity otherwise. Received power spans orders of magnitude across positions (a
+  UE near the mast against one far behind buildings); without it, a per-feature z-score
+  fit on the training split leaves validation and test samples hundreds of standard
+  deviations out, and the first layers saturate or explode. Directions and delays live
+  in the ratios between entries, which the division keeps.
+
+  A pytree of its two arrays (``sample_rms`` is static), so the compiled steps take it
+  as an argument (replicated like the parameters) rather than holding it as a
+  compile-time constant.
   """
 
   mean: np.ndarray
   inv_std: np.ndarray
+  sample_rms: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   def __call__(self, x):
+    if self.sample_rms:
+      x = scale_samples(x)
     return (x - self.mean) * self.inv_std
 
 
+def scale_samples(x):
+  """Each sample (first axis) divided by its RMS value; all-zero samples stay zero."""
+  axes = tuple(range(1, x.ndim))
+  mean_square = (x * x).mean(axis=axes, keepdims=True)
+  return x * (mean_square + 1e-30) ** -0.5
+
+
 def feature_statistics(
-  features: np.ndarray, indices: np.ndarray, mode: str, chunk_size: int = 512
+  features: np.ndarray,
+  indices: np.ndarray,
+  mode: str,
+  chunk_size: int = 512,
+  sample_rms: bool = False,
 ) -> Normalizer:
   """Mean/std over ``features[indices]``, accumulated chunk by chunk in float64.
 
   ``mode``: ``per_feature`` (one statistic per antenna × subcarrier × channel entry),
   ``global`` (one scalar pair), or ``none``. A constant entry (e.g. an antenna whose
-  estimates all failed) gets ``inv_std = 1`` rather than a division by zero.
+  estimates all failed) gets ``inv_std = 1`` rather than a division by zero. With
+  ``sample_rms`` the statistics are those of the RMS-scaled samples
+  (:func:`scale_samples`), which the returned normaliser then applies first.
   """
   shape = features.shape[1:]
   if mode == 'none':
-    return Normalizer(np.zeros(shape, np.float32), np.ones(shape, np.float32))
+    return Normalizer(np.zeros(shape, np.float32), np.ones(shape, np.float32), sample_rms)
   if mode not in ('per_feature', 'global'):
     raise ValueError(f'config.data.normalization must be per_feature, global or none; got {mode!r}')
   indices = np.sort(np.asarray(indices))
@@ -73,6 +97,8 @@ def feature_statistics(
   total_sq = np.zeros(shape, np.float64)
   for start in range(0, len(indices), chunk_size):
     block = np.asarray(features[indices[start : start + chunk_size]], np.float64)
+    if sample_rms:
+      block = scale_samples(block)
     total += block.sum(0)
     total_sq += (block**2).sum(0)
   n = max(len(indices), 1)
@@ -86,22 +112,36 @@ def feature_statistics(
   std = np.sqrt(np.maximum(var, 0.0))
   tiny = 1e-12 * max(float(np.abs(mean).max()), float(std.max()), 1e-30)
   inv_std = np.where(std > tiny, 1.0 / np.maximum(std, tiny), 1.0)
-  return Normalizer(mean.astype(np.float32), inv_std.astype(np.float32))
+  return Normalizer(mean.astype(np.float32), inv_std.astype(np.float32), sample_rms)
 
 
 @dataclasses.dataclass
 class LabelScaler:
-  """Per-axis standardisation of positions (fit on training labels)."""
+  """Centring and scaling of positions (fit on training labels, undone before metrics).
+
+  ``isotropic``: minus the mean, divided by one scale for every axis (the RMS distance
+  from the mean), so the squared loss stays the squared Euclidean error up to a
+  constant. ``standardize``: a z-score per axis -- an axis that barely varies (height
+  on flat streets: millimetres) is blown up to unit variance and its noise then
+  dominates the loss. ``none``: raw metres.
+  """
 
   mean: np.ndarray
   std: np.ndarray
 
   @classmethod
   def fit(cls, positions: np.ndarray, mode: str) -> 'LabelScaler':
+    positions = np.asarray(positions, np.float64)
     if mode == 'none':
       return cls(np.zeros(positions.shape[1]), np.ones(positions.shape[1]))
+    if mode == 'isotropic':
+      mean = positions.mean(0)
+      scale = float(np.sqrt(np.mean(np.sum((positions - mean) ** 2, axis=1))))
+      return cls(mean, np.full(positions.shape[1], scale if scale > 0 else 1.0))
     if mode != 'standardize':
-      raise ValueError(f'config.data.label_scaling must be standardize or none; got {mode!r}')
+      raise ValueError(
+        f'config.data.label_scaling must be isotropic, standardize or none; got {mode!r}'
+      )
     std = positions.std(0)
     return cls(positions.mean(0), np.where(std > 0, std, 1.0))
 

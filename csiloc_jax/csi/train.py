@@ -34,6 +34,7 @@ from csiloc_jax.core import config_utils
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
+from csiloc_jax.csi import baselines
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import metrics as metrics_lib
 from csiloc_jax.csi import models
@@ -98,13 +99,22 @@ def labelled_splits(num: int, data: ml_collections.ConfigDict) -> dict[str, np.n
   return {'train': train, 'val': val, 'test': test}
 
 
+def _sample_rms(data: ml_collections.ConfigDict) -> bool:
+  if data.sample_normalization not in ('rms', 'none'):
+    raise ValueError(
+      f"config.data.sample_normalization must be 'rms' or 'none', got {data.sample_normalization!r}"
+    )
+  return data.sample_normalization == 'rms'
+
+
 def _save_normalizer(path: str, normalizer: input_pipeline.Normalizer) -> None:
-  np.savez(path, mean=normalizer.mean, inv_std=normalizer.inv_std)
+  np.savez(path, mean=normalizer.mean, inv_std=normalizer.inv_std, sample_rms=normalizer.sample_rms)
 
 
 def _load_normalizer(path: str) -> input_pipeline.Normalizer:
   with np.load(path) as z:
-    return input_pipeline.Normalizer(z['mean'], z['inv_std'])
+    sample_rms = bool(z['sample_rms']) if 'sample_rms' in z else False
+    return input_pipeline.Normalizer(z['mean'], z['inv_std'], sample_rms)
 
 
 def _load_pretrained(run_dir: str, autoencoder, input_shape):
@@ -182,7 +192,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # The encoder sees unlabelled-statistics inputs while pretraining, and must keep
       # seeing the same input distribution when fine-tuned on labelled data.
       normalizer = input_pipeline.feature_statistics(
-        unlabelled.features, u_train, config.data.normalization
+        unlabelled.features,
+        u_train,
+        config.data.normalization,
+        sample_rms=_sample_rms(config.data),
       )
       os.makedirs(os.path.join(workdir, 'pretrain'), exist_ok=True)
       _save_normalizer(os.path.join(workdir, 'pretrain', 'normalizer.npz'), normalizer)
@@ -205,7 +218,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     params = models.transplant_encoder(params, ae_params)
   else:
     normalizer = input_pipeline.feature_statistics(
-      labelled.features, splits['train'], config.data.normalization
+      labelled.features,
+      splits['train'],
+      config.data.normalization,
+      sample_rms=_sample_rms(config.data),
     )
 
   phase_data = trainer.PhaseData(
@@ -223,6 +239,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer=writer,
   )
   summary['finetune'] = _phase_summary(result, len(splits['train']), len(splits['val']))
+  # The floor every model must beat: the training targets' mean, in the same loss.
+  train_mean = targets[splits['train']].mean(0)
+  mean_loss = float(np.mean(np.sum((targets[splits['val']] - train_mean) ** 2, axis=-1)))
+  ratio = result.best_val_loss / mean_loss if mean_loss > 0 else float('inf')
+  summary['finetune'].update(mean_predictor_val_loss=mean_loss, val_loss_vs_mean=ratio)
+  summary['warnings'] = []
+  if not ratio < 1.0:
+    warning = (
+      f'{mc.name}: best validation loss {result.best_val_loss:.4g} is not below the '
+      f"training-mean predictor's {mean_loss:.4g} ({ratio:.2f}x): the model learned "
+      'nothing usable'
+    )
+    summary['warnings'].append(warning)
+    logging.warning('%s', warning)
+  else:
+    logging.info(
+      '%s: best validation loss %.4g = %.2fx the training-mean predictor (%.4g)',
+      mc.name,
+      result.best_val_loss,
+      ratio,
+      mean_loss,
+    )
 
   ranges = positions.max(0) - positions.min(0)
   for split in ('val', 'test'):
@@ -248,6 +286,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         index=np.sort(splits[split]),
       )
       test_pred, test_true = pred, true
+  # Classic baselines on the same splits (docs/csi.md, 'Baselines').
+  summary['baselines'] = baselines.run_baselines(
+    config.data, root, splits, names=tuple(config.eval.baselines)
+  )
+  for name, result_b in summary['baselines'].items():
+    if result_b['mae']['average'] < summary['test']['mae']['average']:
+      warning = (
+        f'{mc.name}: test MAE average {summary["test"]["mae"]["average"]:.3g} m is worse '
+        f'than the {name} baseline ({result_b["mae"]["average"]:.3g} m)'
+      )
+      summary['warnings'].append(warning)
+      logging.warning('%s', warning)
   summary['data'] = {
     'root': root,
     'num_labelled': len(labelled),
