@@ -107,6 +107,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.synthetic.num_measurements = 5
   # Seed of the synthetic environment and samples.
   config.data.synthetic.seed = 0
+  # Where the synthetic UEs are: 'streets' (along a street grid, dense like cart tracks)
+  # or 'uniform' (i.i.d. over the area, indoors included).
+  config.data.synthetic.position_layout = 'streets'
 
   config.model = ml_collections.ConfigDict()
   # Display name of the model (set by ctw_model{1..4}.py).
@@ -124,6 +127,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.model.freeze_encoder = False
   # Position head widths before the 3-D output (paper: 128 -> 64 -> 3, ReLU).
   config.model.head_features = (128, 64)
+  # Start the head's output layer at zero, so the untrained model is the training-mean
+  # predictor (validation also runs before the first epoch, and early stopping keeps
+  # the best): a run never ends worse than the mean on validation. The paper is silent.
+  config.model.zero_init_output = True
   # MLP encoder widths (paper Model 3: 256 -> 128 -> 64 -> 32, ReLU); the decoder mirrors
   # them back to the input size.
   config.model.mlp_encoder_features = (256, 128, 64, 32)
@@ -200,6 +207,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     config.protocol = 'paper'
     config.data.sample_normalization = 'none'
     config.data.label_scaling = 'standardize'
+    config.model.zero_init_output = False
   if 'quick' in parts:
     # Smoke run: a small synthetic set at a reduced shape and a few epochs.
     config.data.synthetic.num_labelled = 400

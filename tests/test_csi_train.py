@@ -76,7 +76,10 @@ def test_model4_end_to_end_writes_all_artefacts(root, tmp_path):
   assert test['num_samples'] == 8  # 5 % of 160.
   assert on_disk['data']['num_train_labels'] == 144
   # Pretraining lowered the reconstruction loss; fine-tuning lowered the position loss.
-  rec = _records(workdir)
+  records = _records(workdir)
+  # Epoch 0 is the untrained model's validation loss (the training mean, for the head).
+  assert sorted(r['phase'] for r in records if r['epoch'] == 0) == ['finetune', 'pretrain']
+  rec = [r for r in records if r['epoch'] >= 1]
   pre = [r['val_loss'] for r in rec if r['phase'] == 'pretrain']
   fine = [r['train_loss'] for r in rec if r['phase'] == 'finetune']
   assert len(pre) == 3 and pre[-1] < pre[0]
@@ -123,7 +126,7 @@ def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch)
   # Each epoch was trained exactly once across the three invocations.
   seen = [(r['phase'], r['epoch']) for r in _records(workdir)]
   assert sorted(seen) == sorted(set(seen))
-  assert len(seen) == 3 + 4
+  assert len(seen) == 3 + 4 + 2  # epochs, plus each phase's epoch-0 validation
   for metric in ('mae', 'rmse'):
     assert resumed['test'][metric]['average'] == pytest.approx(
       reference['test'][metric]['average'], rel=1e-6
@@ -156,3 +159,30 @@ def test_unknown_config_field_is_an_error(root):
     _config(1, root, **{'data.rooot': 'x'})
   with pytest.raises(KeyError, match="no field 'modle'"):
     _config(1, root, **{'modle.encoder': 'cnn'})
+
+
+@pytest.mark.parametrize('k', [1, 2, 3, 4])
+def test_every_model_beats_the_training_mean_on_iid_positions(tmp_path_factory, k):
+  # Built-in generator, i.i.d. positions over the whole area: every model ends with a
+  # validation loss under the training-mean predictor's, and metrics.json says so.
+  data = tmp_path_factory.getbasetemp() / 'iid_data'
+  overrides = {
+    'data.root': str(data),
+    'data.synthetic.num_labelled': 400,
+    'data.synthetic.num_unlabelled': 400,
+    'data.synthetic.num_antennas': 16,
+    'data.synthetic.num_subcarriers': 16,
+    'data.synthetic.num_measurements': 2,
+    'data.synthetic.position_layout': 'uniform',
+    'pretrain.num_epochs': 10,
+    'finetune.num_epochs': 30,
+    'pretrain.checkpoint_every_secs': 60.0,
+    'finetune.checkpoint_every_secs': 60.0,
+  }
+  config = config_utils.load_config(f'configs/ctw_model{k}.py', overrides)
+  summary = train.train_and_evaluate(config, str(tmp_path_factory.mktemp(f'iid{k}')))
+  ratio = summary['finetune']['val_loss_vs_mean']
+  assert ratio < 1.0, (k, ratio)
+  assert summary['finetune']['mean_predictor_val_loss'] > summary['finetune']['best_val_loss']
+  assert not any('training-mean' in w for w in summary['warnings'])
+  assert set(summary['baselines']) == {'train_mean', 'knn_magnitude', 'knn_covariance'}

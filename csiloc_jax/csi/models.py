@@ -141,17 +141,24 @@ class CNNDecoder(nn.Module):
 
 
 class MLPHead(nn.Module):
-  """Position estimation head: linear layers with ReLU between (paper: 128 → 64 → 3)."""
+  """Position estimation head: linear layers with ReLU between (paper: 128 → 64 → 3).
+
+  ``zero_output`` starts the output layer at zero: with centred targets the untrained
+  model *is* the training-mean predictor, and training only moves away from it where
+  the validation loss improves.
+  """
 
   features: Sequence[int]
   num_outputs: int
+  zero_output: bool
 
   @nn.compact
   def __call__(self, z):
     z = z.reshape((z.shape[0], -1))
     for i, width in enumerate(self.features):
       z = nn.relu(nn.Dense(width, name=f'dense_{i}')(z))
-    return nn.Dense(self.num_outputs, name='dense_out')(z)
+    init = nn.initializers.zeros if self.zero_output else nn.linear.default_kernel_init
+    return nn.Dense(self.num_outputs, name='dense_out', kernel_init=init)(z)
 
 
 class PositionModel(nn.Module):
@@ -204,7 +211,11 @@ def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
 def build_position_model(
   model_config: ml_collections.ConfigDict, num_outputs: int = 3
 ) -> PositionModel:
-  head = MLPHead(features=tuple(model_config.head_features), num_outputs=num_outputs)
+  head = MLPHead(
+    features=tuple(model_config.head_features),
+    num_outputs=num_outputs,
+    zero_output=bool(model_config.zero_init_output),
+  )
   return PositionModel(
     encoder=_encoder(model_config),
     head=head,

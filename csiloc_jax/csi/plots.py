@@ -30,7 +30,8 @@ def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None
     # A resumed run may have logged an epoch twice; keep the last record per epoch.
     by_epoch = {r['epoch']: r for r in rows}
     epochs = sorted(by_epoch)
-    ax.plot(epochs, [by_epoch[e]['train_loss'] for e in epochs], label='train')
+    trained = [e for e in epochs if 'train_loss' in by_epoch[e]]  # epoch 0: validation only
+    ax.plot(trained, [by_epoch[e]['train_loss'] for e in trained], label='train')
     ax.plot(epochs, [by_epoch[e]['val_loss'] for e in epochs], label='validation')
     best = min(epochs, key=lambda e: by_epoch[e]['val_loss'])
     ax.axvline(best, color='grey', ls=':', label=f'best (epoch {best})')

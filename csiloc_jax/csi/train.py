@@ -81,6 +81,7 @@ def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
       num_measurements=g.num_measurements,
       seed=g.seed,
       progress=True,
+      config=simulator.ChannelModelConfig(position_layout=g.position_layout),
     )
   return root
 

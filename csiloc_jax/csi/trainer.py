@@ -255,6 +255,16 @@ def fit(
     dp.backend,
   )
 
+  if meta['epoch'] == 0 and meta['best_epoch'] == -1:
+    # Epoch 0: the initial parameters are a candidate too (for a zero-initialised head,
+    # the training-mean predictor), so early stopping never returns anything worse.
+    val_loss, _ = _evaluate(
+      dp, p_eval, p_state.params, p_normalizer, data, data.val_idx, tc.batch_size, False
+    )
+    meta.update(best_val_loss=val_loss, best_epoch=0)
+    best.save(0, state, dict(meta))
+    writer.write(progress.step, {'val_loss': val_loss}, phase=phase, epoch=0)
+
   for epoch in range(meta['epoch'] + 1, tc.num_epochs + 1):
     epoch_losses = []
     progress.start()
