@@ -191,10 +191,17 @@ def measure_aoa(
   detected: np.ndarray,
   noise_rad: float,
   rng: np.random.Generator,
+  arrival: np.ndarray | None = None,
 ) -> np.ndarray:
-  """Noisy AoAs in the client frame, NaN where a path is not detected: [T, M]."""
-  d = anchor_pos[None] - positions[:, None]
-  theta = np.arctan2(d[..., 1], d[..., 0]) - headings[:, None]
+  """Noisy AoAs in the client frame, NaN where a path is not detected: [T, M].
+
+  ``arrival`` [T, M]: the paths' azimuths of arrival in the floor's frame where a ray
+  tracer gives them; by default the bearing from the client to the anchor.
+  """
+  if arrival is None:
+    d = anchor_pos[None] - positions[:, None]
+    arrival = np.arctan2(d[..., 1], d[..., 0])
+  theta = arrival - headings[:, None]
   theta = theta + noise_rad * rng.standard_normal(theta.shape)
   return np.where(detected, geometry.wrap(theta), np.nan)
 
@@ -268,6 +275,10 @@ def _write_file(path: str, data: dict, attrs: dict) -> None:
   os.replace(tmp, path)
 
 
+def _columns(x: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+  return None if x is None else x[:, keep]
+
+
 def simulate(
   fp: floorplan_lib.FloorPlan,
   *,
@@ -278,24 +289,36 @@ def simulate(
   reflection_loss_db: float = 6.0,
   detection_threshold_db: float = 20.0,
   shuffle_anchors: bool = True,
+  propagation=None,
 ) -> dict:
   """Simulates a survey and a trajectory in memory; returns the two files' datasets
-  (docs/schemas.md) as dicts, ground truth included."""
+  (docs/schemas.md) as dicts, ground truth included.
+
+  ``propagation(fp, table, lines, positions) -> (detected [T, M], arrival [T, M] or
+  None, anchor_position [M, 2] or None)`` replaces the geometric model of
+  :func:`trace_paths` (the ray-traced source, :mod:`.raytrace`, passes one).
+  """
   rng = np.random.default_rng(seed)
   lines = wall_lines(fp.walls)
   table = anchor_table(fp, lines)
   noise = np.deg2rad(aoa_noise_deg)
-  trace = dict(reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db)
+  if propagation is None:
+    trace = dict(
+      reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db
+    )
+
+    def propagation(fp, table, lines, positions):
+      return trace_paths(fp, table, lines, positions, **trace)[0], None, None
 
   s_pos, s_head, s_room = sample_survey(fp, num_survey, rng)
-  s_det, _ = trace_paths(fp, table, lines, s_pos, **trace)
+  s_det, s_arr, positions_m = propagation(fp, table, lines, s_pos)
   t_pos, t_head, t_time = sample_walk(fp, num_trajectory_steps, rng)
-  t_det, _ = trace_paths(fp, table, lines, t_pos, **trace)
+  t_det, t_arr, _ = propagation(fp, table, lines, t_pos)
 
   keep = np.flatnonzero(s_det.any(0) | t_det.any(0))
   if shuffle_anchors:
     keep = rng.permutation(keep)
-  anchor_pos = table.position[keep]
+  anchor_pos = (table.position if positions_m is None else positions_m)[keep]
   common = {
     'anchor_ap': table.ap[keep].astype(np.int32),
     'anchor_kind': table.kind[keep].astype(np.int8),
@@ -304,14 +327,18 @@ def simulate(
   }
   survey = dict(
     common,
-    aoa=measure_aoa(anchor_pos, s_pos, s_head, s_det[:, keep], noise, rng).astype(np.float32),
+    aoa=measure_aoa(
+      anchor_pos, s_pos, s_head, s_det[:, keep], noise, rng, _columns(s_arr, keep)
+    ).astype(np.float32),
     region=s_room.astype(np.int32),
     position=s_pos.astype(np.float32),
     heading=s_head.astype(np.float32),
   )
   trajectory = dict(
     common,
-    aoa=measure_aoa(anchor_pos, t_pos, t_head, t_det[:, keep], noise, rng).astype(np.float32),
+    aoa=measure_aoa(
+      anchor_pos, t_pos, t_head, t_det[:, keep], noise, rng, _columns(t_arr, keep)
+    ).astype(np.float32),
     region=fp.room_of(t_pos).astype(np.int32),
     time_s=t_time,
     position=t_pos.astype(np.float32),
@@ -368,7 +395,6 @@ def write_scenario(
     reflection_loss_db=reflection_loss_db,
     detection_threshold_db=detection_threshold_db,
   )
-  os.makedirs(out_dir, exist_ok=True)
   attrs = {
     'aoa_noise_deg': float(aoa_noise_deg),
     'frequency_hz': FREQUENCY_HZ,
@@ -377,6 +403,17 @@ def write_scenario(
     'reflection_loss_db': float(reflection_loss_db),
     'detection_threshold_db': float(detection_threshold_db),
   }
+  return write_simulation(out_dir, fp, sim, attrs, 'csiloc_jax.mmwave.simulator')
+
+
+def write_simulation(out_dir: str, fp, sim: dict, attrs: dict, source: str) -> dict:
+  """Writes :func:`simulate`'s result as ``survey.h5`` / ``trajectory.h5`` with ``attrs``
+  and returns the scenario summary (``source`` names the simulator in descriptions)."""
+  os.makedirs(out_dir, exist_ok=True)
+  aoa_noise_deg = attrs['aoa_noise_deg']
+  seed = attrs['seed']
+  num_survey = len(sim['survey']['region']) // max(fp.num_rooms, 1)
+  num_trajectory_steps = len(sim['trajectory']['time_s'])
   paths = {k: os.path.join(out_dir, f'{k}.h5') for k in ('survey', 'trajectory')}
   _write_file(
     paths['survey'],
@@ -384,7 +421,7 @@ def write_scenario(
     dict(
       attrs,
       description=f'mmWave survey on floor {fp.name!r}: {num_survey} random '
-      'positions per room, random headings, csiloc_jax.mmwave.simulator',
+      f'positions per room, random headings, {source}',
     ),
   )
   _write_file(
@@ -393,7 +430,7 @@ def write_scenario(
     dict(
       attrs,
       description=f'mmWave trajectory on floor {fp.name!r}: a '
-      f'{num_trajectory_steps}-step walk through every room, csiloc_jax.mmwave.simulator',
+      f'{num_trajectory_steps}-step walk through every room, {source}',
     ),
   )
   s_vis = np.isfinite(sim['survey']['aoa'])
