@@ -31,9 +31,14 @@ def test_comparison_writes_table_one_and_label_sweep(tmp_path):
     assert f'| model{k} |' in table
   assert '| model4 | CNN | MLP |' in table and '| model1 |  | MLP |' in table
   assert 'MAE average' in table and 'NRMSE average' in table
+  # The classic baselines are rows of Table I and curves of the label sweep.
+  for name in ('train_mean', 'knn_magnitude', 'knn_covariance'):
+    assert f'| {name} | baseline |' in table
   eff = summary['label_efficiency']
-  assert set(eff) == {'model1', 'model2', 'model3', 'model4'}
+  models = {'model1', 'model2', 'model3', 'model4'}
+  assert set(eff) == models | {'train_mean', 'knn_magnitude', 'knn_covariance'}
   assert set(eff['model4']) == {'30', '108'}  # 90 % of 120 labelled samples.
+  assert set(eff['knn_covariance']) == {'30', '108'}
   for name in ('label_efficiency.md', 'label_efficiency.png', 'error_cdf.png', 'metrics.json'):
     assert os.path.getsize(tmp_path / 'cmp' / name) > 0
   # Sweep runs reuse the pretraining of the main runs instead of pretraining again.

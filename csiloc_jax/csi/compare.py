@@ -93,6 +93,15 @@ def table_one(results: dict[str, dict], paper_models: dict[str, dict]) -> str:
         digits = 2 if m in ('mae', 'rmse') else 4
         row += [f'{res["test"][m][a]:.{digits}f}' for a in AXES]
       lines.append('| ' + ' | '.join(row) + ' |')
+    # The classic baselines on the same split (every run computes them on its own
+    # split; the models of Table I share one).
+    first = next(iter(results.values()), {})
+    for name, res in first.get('baselines', {}).items():
+      row = [name, 'baseline', '']
+      for m in metrics:
+        digits = 2 if m in ('mae', 'rmse') else 4
+        row += [f'{res[m][a]:.{digits}f}' for a in AXES]
+      lines.append('| ' + ' | '.join(row) + ' |')
     lines.append('')
   return '\n'.join(lines)
 
@@ -133,6 +142,15 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sweep_names = [n.strip() for n in config.compare.sweep_models.split(',') if n.strip()]
   num_train_all = next(iter(results.values()))['data']['num_train_labels'] if results else 0
   budgets = sorted({int(n) for n in config.compare.label_budgets if 0 < n < num_train_all})
+  # Baselines at every budget, from the runs at that budget (same splits).
+  baseline_curve: dict[str, dict[int, float]] = {}
+
+  def add_baselines(res: dict, n: int) -> None:
+    for b_name, b_res in res.get('baselines', {}).items():
+      baseline_curve.setdefault(b_name, {})[n] = b_res['mae']['average']
+
+  if results:
+    add_baselines(next(iter(results.values())), num_train_all)
   for name in sweep_names:
     sweep[name] = {}
     if name in results:
@@ -149,6 +167,8 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
       )
       res = train.train_and_evaluate(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
       sweep[name][n] = res['test']['mae']['average']
+      add_baselines(res, n)
+  sweep.update(baseline_curve)
   all_budgets = budgets + ([num_train_all] if num_train_all else [])
   eff = efficiency_table(sweep, all_budgets)
   with open(os.path.join(workdir, 'label_efficiency.md'), 'w') as f:

@@ -63,11 +63,13 @@ def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '')
 def label_efficiency(
   results: Mapping[str, Mapping[int, float]], path: str, ylabel: str = 'test MAE average (m)'
 ) -> None:
-  """Metric vs number of labelled training samples, one line per model."""
+  """Metric vs number of labelled training samples, one line per model; the classic
+  baselines (``train_mean``, ``knn_*``) dashed."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, by_n in results.items():
     ns = sorted(by_n)
-    ax.plot(ns, [by_n[n] for n in ns], marker='o', label=name)
+    style = '--' if name == 'train_mean' or name.startswith('knn_') else '-'
+    ax.plot(ns, [by_n[n] for n in ns], marker='o', ls=style, label=name)
   ax.set_xscale('log')
   ax.set_xlabel('labelled training samples')
   ax.set_ylabel(ylabel)
