@@ -38,7 +38,7 @@ def test_feature_maps_and_channel_counts():
   for feature in features.FEATURES:
     out = features.extract_features(h, feature)
     assert out.dtype == np.float32
-    assert out.shape == (1, 1, 2, features.num_channels(feature))
+    assert out.shape == (1, *features.feature_shape(feature, 1, 2))
   np.testing.assert_array_equal(features.extract_features(h, 'real')[..., 0], [[[3, -1]]])
   np.testing.assert_array_equal(features.extract_features(h, 'real_imag')[0, 0], [[3, 4], [-1, -2]])
   np.testing.assert_allclose(

@@ -217,3 +217,98 @@ def test_floorplan_from_json_file_and_bad_plans(tmp_path):
     floorplan.floorplan_from_dict(
       {k: v for k, v in floorplan.TWO_ROOM_FLOORPLAN.items() if k != 'walls'}
     )
+
+
+def _room_with_cabinet(**extra):
+  # One 10 x 10 room, one AP at (5, 2), a 2 m x 1 m cabinet centred at (5, 5).
+  return dict(
+    {
+      'name': 'cabinet',
+      'walls': [[0, 0, 10, 0], [0, 10, 10, 10], [0, 0, 0, 10], [10, 0, 10, 10]],
+      'rooms': [{'box': [0, 0, 10, 10]}],
+      'aps': [[5.0, 2.0]],
+      'walk': [[1, 1], [9, 1], [9, 9]],
+      'obstacles': [{'box': [4.0, 4.5, 6.0, 5.5]}],
+    },
+    **extra,
+  )
+
+
+def test_obstacle_fields_validate_and_round_trip(tmp_path):
+  fp = floorplan.floorplan_from_dict(_room_with_cabinet(wall_material='plasterboard'))
+  assert fp.obstacle_materials == ('metal',) and fp.wall_material == 'plasterboard'
+  # Four sides per obstacle join the walls as opaque, reflecting segments.
+  assert fp.segments.shape == (8, 4)
+  np.testing.assert_array_equal(fp.segments[4], [4.0, 4.5, 6.0, 4.5])
+  again = floorplan.floorplan_from_dict(json.loads(json.dumps(fp.to_dict())))
+  np.testing.assert_array_equal(again.obstacles, fp.obstacles)
+  assert again.obstacle_materials == fp.obstacle_materials and again.wall_material == 'plasterboard'
+  # Without obstacles nothing changes: the plan's JSON keeps its keys, segments = walls.
+  plain = floorplan.load_floorplan()
+  assert plain.segments is plain.walls
+  assert set(plain.to_dict()) == {'name', 'description', 'walls', 'aps', 'walk', 'rooms'}
+  # Plans by name.
+  assert floorplan.load_floorplan('two_rooms').name == 'two_rooms'
+  with pytest.raises(ValueError, match='neither a built-in plan'):
+    floorplan.load_floorplan(str(tmp_path / 'missing.json'))
+  bad = {
+    'x_max > x_min': _room_with_cabinet(obstacles=[{'box': [6.0, 4.5, 4.0, 5.5]}]),
+    'must be a list': _room_with_cabinet(obstacles={'box': [4.0, 4.5, 6.0, 5.5]}),
+    r'obstacle 0 must be \{"box"': _room_with_cabinet(obstacles=[[4.0, 4.5, 6.0, 5.5]]),
+    'obstacle 0 material must be one of the ITU materials': _room_with_cabinet(
+      obstacles=[{'box': [4.0, 4.5, 6.0, 5.5], 'material': 'brick'}]
+    ),
+    'wall_material must be one of': _room_with_cabinet(wall_material='adamantium'),
+    'inside an obstacle': _room_with_cabinet(aps=[[5.0, 5.0]]),
+    'runs through obstacle 0': _room_with_cabinet(walk=[[1, 5], [9, 5]]),
+  }
+  for message, plan in bad.items():
+    with pytest.raises(ValueError, match=message):
+      floorplan.floorplan_from_dict(plan)
+
+
+def test_obstacle_blocks_and_reflects_in_the_geometric_model():
+  fp = floorplan.floorplan_from_dict(_room_with_cabinet())
+  lines = simulator.wall_lines(fp.segments)
+  table = simulator.anchor_table(fp, lines)
+  los = np.flatnonzero(table.kind == 0)[0]
+  # The cabinet's south side y = 4.5 mirrors the AP (5, 2) to (5, 7).
+  south = [m for m in range(len(table.ap)) if np.allclose(table.position[m], [5.0, 7.0])]
+  assert len(south) == 1
+  clients = np.array([[5.0, 8.0], [8.0, 3.0], [5.5, 3.5]])
+  det, _ = simulator.trace_paths(
+    fp, table, lines, clients, reflection_loss_db=6.0, detection_threshold_db=100.0
+  )
+  assert not det[0, los]  # Straight behind the cabinet.
+  assert det[1, los] and det[2, los]
+  assert det[2, south[0]]  # Specular point (5.17, 4.5) lies on the cabinet's side.
+  assert not det[1, south[0]]  # Specular point (6.5, 4.5) is past its end.
+  # The same client without the cabinet sees the AP.
+  open_room = floorplan.floorplan_from_dict(_room_with_cabinet(obstacles=[]))
+  lines0 = simulator.wall_lines(open_room.segments)
+  table0 = simulator.anchor_table(open_room, lines0)
+  det0, _ = simulator.trace_paths(
+    open_room, table0, lines0, clients[:1], reflection_loss_db=6.0, detection_threshold_db=100.0
+  )
+  assert det0[0, np.flatnonzero(table0.kind == 0)[0]]
+
+
+def test_survey_and_walk_stay_out_of_obstacles(tmp_path):
+  fp = floorplan.floorplan_from_dict(_room_with_cabinet())
+  pos, _, _ = simulator.sample_survey(fp, 500, np.random.default_rng(0))
+  assert not fp.in_obstacle(pos, 0.3).any()
+  summary = simulator.write_scenario(
+    str(tmp_path), seed=0, num_survey=50, num_trajectory_steps=30, floorplan=fp
+  )
+  with h5py.File(summary['trajectory'], 'r') as f:
+    assert not fp.in_obstacle(f['position'][()]).any()
+  # A room the obstacle fills leaves no place for the survey.
+  full = floorplan.floorplan_from_dict(
+    _room_with_cabinet(
+      obstacles=[{'box': [0.1, 0.1, 9.9, 1.9]}, {'box': [0.1, 2.1, 9.9, 9.9]}],
+      aps=[[5.0, 2.0]],
+      walk=[[1, 2], [9, 2]],
+    )
+  )
+  with pytest.raises(ValueError, match='no free survey position'):
+    simulator.sample_survey(full, 20, np.random.default_rng(0))

@@ -1,8 +1,9 @@
 """Floor plans as data: wall segments, rooms (the regions), AP mounting points, a walk.
 
-This is the first stop of the mmWave data flow: :mod:`csiloc_jax.mmwave.simulator` reads a
-:class:`FloorPlan` to trace line-of-sight and first-order reflected paths and to draw the
-survey and the trajectory. Nothing downstream of the simulator ever sees a floor plan —
+This is the first stop of the mmWave data flow: :mod:`csiloc_jax.mmwave.simulator` (and
+its ray-traced counterpart :mod:`csiloc_jax.mmwave.raytrace`) reads a :class:`FloorPlan`
+to find line-of-sight and first-order reflected paths and to draw the survey and the
+trajectory. Nothing downstream of the simulators ever sees a floor plan —
 JADE, the features, the nets and the tracker work from measurement files alone — except
 the plots, which draw the walls for orientation.
 
@@ -16,15 +17,46 @@ A plan is a plain dict (``DEFAULT_FLOORPLAN`` below, or a JSON file with the sam
 * ``aps``: ``[[x, y], ...]`` AP mounting positions (the deployment knowledge that later
   fixes JADE's gauge).
 * ``walk``: ``[[x, y], ...]`` waypoints of the trajectory's route (through doorways).
+* ``obstacles`` (optional): ``[{"box": [x_min, y_min, x_max, y_max], "material": str},
+  ...]`` axis-aligned floor-to-ceiling blocks (pillars, cabinets, racks). Both
+  simulators treat the four sides of an obstacle as walls: opaque and reflecting. No
+  survey position is drawn inside one (or within the survey's wall margin of it); APs
+  and the walk must stay outside. ``material`` defaults to ``'metal'``.
+* ``wall_material`` (optional, default ``'concrete'``): what the walls are made of.
+
+Materials are ITU-R P.2040 materials with parameters at 60 GHz (:data:`MATERIALS`).
+Only the ray-traced source (:mod:`csiloc_jax.mmwave.raytrace`) uses them; the built-in
+simulator's reflection loss is one number for every surface.
+
+Plans ship by name (:data:`NAMED_PLANS`): ``load_floorplan('two_rooms')``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Mapping
 
 import numpy as np
+
+# ITU-R P.2040 materials (Sionna RT's ``itu-radio-material`` types) that have
+# parameters at 60 GHz; others (brick, plywood, the grounds, ...) stop at 40 GHz or
+# below.
+MATERIALS = (
+  'concrete',
+  'plasterboard',
+  'wood',
+  'glass',
+  'ceiling_board',
+  'chipboard',
+  'marble',
+  'floorboard',
+  'metal',
+)
+DEFAULT_WALL_MATERIAL = 'concrete'
+# Indoor obstacles at 60 GHz are typically metal furniture (cabinets, racks, shelving).
+DEFAULT_OBSTACLE_MATERIAL = 'metal'
 
 
 def _default_plan() -> dict:
@@ -138,6 +170,12 @@ TWO_ROOM_FLOORPLAN: dict = {
   ],
 }
 
+# Plans that ``load_floorplan`` knows by name ('default' is the six-room plan too).
+NAMED_PLANS: dict = {
+  DEFAULT_FLOORPLAN['name']: DEFAULT_FLOORPLAN,
+  TWO_ROOM_FLOORPLAN['name']: TWO_ROOM_FLOORPLAN,
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class FloorPlan:
@@ -150,6 +188,10 @@ class FloorPlan:
   aps: np.ndarray  # [A, 2].
   walk: np.ndarray  # [P, 2] route waypoints.
   description: str = ''
+  # [O, 4] obstacle boxes (x_min, y_min, x_max, y_max) and their materials.
+  obstacles: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
+  obstacle_materials: tuple = ()
+  wall_material: str = DEFAULT_WALL_MATERIAL
 
   @property
   def num_rooms(self) -> int:
@@ -168,6 +210,37 @@ class FloorPlan:
       ]
     )
 
+  @property
+  def segments(self) -> np.ndarray:
+    """[S, 4] every opaque, reflecting segment: the walls, then the four sides of each
+    obstacle (counter-clockwise). Without obstacles, ``walls`` itself."""
+    if not len(self.obstacles):
+      return self.walls
+    x0, y0, x1, y1 = self.obstacles.T
+    sides = np.stack(
+      [
+        np.stack([x0, y0, x1, y0], -1),
+        np.stack([x1, y0, x1, y1], -1),
+        np.stack([x1, y1, x0, y1], -1),
+        np.stack([x0, y1, x0, y0], -1),
+      ],
+      1,
+    ).reshape(-1, 4)
+    return np.concatenate([self.walls, sides])
+
+  def in_obstacle(self, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Whether each point ([..., 2]) lies inside an obstacle grown by ``margin``."""
+    points = np.asarray(points, np.float64)
+    x, y = points[..., 0:1], points[..., 1:2]
+    b = self.obstacles
+    inside = (
+      (x > b[:, 0] - margin)
+      & (x < b[:, 2] + margin)
+      & (y > b[:, 1] - margin)
+      & (y < b[:, 3] + margin)
+    )
+    return inside.any(-1)
+
   def room_of(self, points: np.ndarray) -> np.ndarray:
     """Room index of each point ([..., 2]); -1 outside every room."""
     points = np.asarray(points, np.float64)
@@ -177,7 +250,9 @@ class FloorPlan:
     return np.where(inside.any(-1), inside.argmax(-1), -1).astype(np.int32)
 
   def to_dict(self) -> dict:
-    return {
+    """The plan as data; optional keys at their defaults are left out, so a plan that
+    does not use them is written with the basic keys only."""
+    plan = {
       'name': self.name,
       'description': self.description,
       'walls': self.walls.tolist(),
@@ -185,6 +260,13 @@ class FloorPlan:
       'walk': self.walk.tolist(),
       'rooms': [{'name': n, 'box': b.tolist()} for n, b in zip(self.room_names, self.room_boxes)],
     }
+    if self.wall_material != DEFAULT_WALL_MATERIAL:
+      plan['wall_material'] = self.wall_material
+    if len(self.obstacles):
+      plan['obstacles'] = [
+        {'box': b.tolist(), 'material': m} for b, m in zip(self.obstacles, self.obstacle_materials)
+      ]
+    return plan
 
 
 def _array(plan: Mapping[str, Any], key: str, width: int, source: str) -> np.ndarray:
@@ -197,6 +279,48 @@ def _array(plan: Mapping[str, Any], key: str, width: int, source: str) -> np.nda
       f'{width}-number rows, got shape {arr.shape}'
     )
   return arr
+
+
+def _material(value: Any, what: str, source: str) -> str:
+  if value not in MATERIALS:
+    raise ValueError(
+      f'floor plan {source}: {what} must be one of the ITU materials with parameters at '
+      f'60 GHz ({", ".join(MATERIALS)}), got {value!r}'
+    )
+  return str(value)
+
+
+def _obstacles(plan: Mapping[str, Any], source: str) -> tuple[np.ndarray, tuple]:
+  items = plan.get('obstacles') or []
+  if not isinstance(items, (list, tuple)):
+    raise ValueError(f'floor plan {source}: "obstacles" must be a list, got {type(items).__name__}')
+  boxes, materials = [], []
+  for i, item in enumerate(items):
+    box = np.asarray(item.get('box') if isinstance(item, Mapping) else None, np.float64)
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+      raise ValueError(
+        f'floor plan {source}: obstacle {i} must be {{"box": [x_min, y_min, x_max, y_max], '
+        f'"material": ...}} with x_max > x_min and y_max > y_min, got {item!r}'
+      )
+    boxes.append(box)
+    materials.append(
+      _material(item.get('material', DEFAULT_OBSTACLE_MATERIAL), f'obstacle {i} material', source)
+    )
+  return np.asarray(boxes, np.float64).reshape(-1, 4), tuple(materials)
+
+
+def _segment_enters_box(p0: np.ndarray, p1: np.ndarray, box: np.ndarray) -> bool:
+  """Whether the segment p0 -> p1 passes through the open box (Liang-Barsky clipping)."""
+  d = p1 - p0
+  lo, hi = 0.0, 1.0
+  for k in range(2):
+    if abs(d[k]) < 1e-12:
+      if not box[k] < p0[k] < box[k + 2]:
+        return False
+      continue
+    t0, t1 = sorted(((box[k] - p0[k]) / d[k], (box[k + 2] - p0[k]) / d[k]))
+    lo, hi = max(lo, t0), min(hi, t1)
+  return hi - lo > 1e-9
 
 
 def floorplan_from_dict(plan: Mapping[str, Any], source: str = '<dict>') -> FloorPlan:
@@ -225,6 +349,7 @@ def floorplan_from_dict(plan: Mapping[str, Any], source: str = '<dict>') -> Floo
       f'{np.flatnonzero(lengths <= 0).tolist()}'
     )
   names = tuple(r.get('name', f'room_{i}') for i, r in enumerate(rooms))
+  obstacles, obstacle_materials = _obstacles(plan, source)
   fp = FloorPlan(
     name=str(plan.get('name', 'floorplan')),
     walls=walls,
@@ -233,20 +358,49 @@ def floorplan_from_dict(plan: Mapping[str, Any], source: str = '<dict>') -> Floo
     aps=aps,
     walk=walk,
     description=str(plan.get('description', '')),
+    obstacles=obstacles,
+    obstacle_materials=obstacle_materials,
+    wall_material=_material(
+      plan.get('wall_material', DEFAULT_WALL_MATERIAL), 'wall_material', source
+    ),
   )
   outside = np.flatnonzero(fp.room_of(aps) < 0)
   if outside.size:
     raise ValueError(f'floor plan {source}: APs {outside.tolist()} lie outside every room')
+  blocked = np.flatnonzero(fp.in_obstacle(aps))
+  if blocked.size:
+    raise ValueError(f'floor plan {source}: APs {blocked.tolist()} lie inside an obstacle')
+  # The walk is smoothed later (corner cutting stays between the waypoints' legs), so
+  # checking the waypoint polyline catches a route drawn through an obstacle.
+  for i in range(len(walk) - 1):
+    for j, box in enumerate(obstacles):
+      if _segment_enters_box(walk[i], walk[i + 1], box):
+        raise ValueError(
+          f'floor plan {source}: the walk from waypoint {i} {walk[i].tolist()} to '
+          f'{i + 1} {walk[i + 1].tolist()} runs through obstacle {j} {box.tolist()}'
+        )
   return fp
 
 
 def load_floorplan(source: str | Mapping[str, Any] | FloorPlan | None = None) -> FloorPlan:
-  """The default plan (``None`` or ``''``), a plan dict, or a JSON file path."""
+  """The default plan (``None``, ``''`` or ``'default'``), a plan of :data:`NAMED_PLANS`
+  by name, a plan dict, or a JSON file path."""
   if isinstance(source, FloorPlan):
     return source
   if source is None or source == '' or source == 'default':
     return floorplan_from_dict(DEFAULT_FLOORPLAN, 'default')
   if isinstance(source, Mapping):
     return floorplan_from_dict(source)
+  if not isinstance(source, str):
+    raise ValueError(
+      f'floor plan: expected None, a plan name, a dict or a JSON file path, got '
+      f'{type(source).__name__}'
+    )
+  if source in NAMED_PLANS and not os.path.exists(source):
+    return floorplan_from_dict(NAMED_PLANS[source], source)
+  if not os.path.isfile(source):
+    raise ValueError(
+      f'floor plan {source!r} is neither a built-in plan ({", ".join(NAMED_PLANS)}) nor a JSON file'
+    )
   with open(source) as f:
     return floorplan_from_dict(json.load(f), source)

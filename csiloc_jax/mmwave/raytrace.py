@@ -1,34 +1,53 @@
 """Ray-traced mmWave survey and trajectory files, from a floor plan, with Sionna RT.
 
-Where this sits: a second propagation model for :func:`.simulator.simulate`. The floor
-plan, the positions, headings, regions, time stamps, AoA noise, anchor order and the
-file writer are the built-in simulator's; which paths arrive, from which anchor and at
-which angle come from Sionna RT (:mod:`csiloc_jax.core.raytracer`)::
+Where this sits: a second propagation model for :func:`.simulator.simulate`, next to the
+built-in geometric one. The floor plan (:mod:`.floorplan`), the positions, headings,
+regions, time stamps, AoA noise, anchor pruning and order and the file writer are the
+built-in simulator's code; which paths arrive, from which anchor and at which azimuth
+come from Sionna RT through :mod:`csiloc_jax.core.raytracer` (the only module that
+imports it)::
 
-  floor plan ──> Mitsuba scene (every wall segment a concrete box) ──> per AP:
-  line of sight + first-order specular reflections to every client position
-  ──> each path mapped to its anchor (the AP, or the AP mirrored in the reflecting
-  wall face) and checked against the geometry ──> relative detection threshold per
-  AP ──> simulator.measure_aoa (traced azimuth - heading + noise) ──> survey.h5,
-  trajectory.h5 (docs/schemas.md)
+  floor plan ──> boxes (walls, obstacles) ──> Mitsuba scene of ITU materials
+  ──> per AP: line of sight + first-order specular reflections to every client
+  ──> each path mapped to its anchor through the face it reflected off, checked
+  against the mirrored AP ──> simulator.detect (per-AP relative threshold)
+  ──> simulator.measure_aoa (traced azimuth - heading + noise) ──> survey.h5,
+  trajectory.h5 (docs/schemas.md) ──> reader, JADE, nets, tracker
 
-Walls are boxes ``wall_thickness_m`` thick and ``wall_height_m`` high, extended by half
-the thickness at both ends so corners close; APs and clients are at ``device_height_m``
-and there is no floor or ceiling, so every path stays in the horizontal plane, as the
-2-D method assumes. Walls are opaque (no refraction) at 60 GHz.
+Scene. Every wall segment becomes a box ``wall_thickness_m`` thick (centred on the
+segment) and ``wall_height_m`` high of the plan's ``wall_material``; every obstacle a
+box of its own footprint and material, as high as the walls. An end of a wall that
+meets another wall is extended by half the thickness so that corners are closed; a
+free end (a doorway jamb) stays where the plan puts it, so doorways keep their width.
+There is no floor or ceiling, and APs and clients are all at ``device_height_m``: every
+path stays in the horizontal plane, as the 2-D method assumes. Walls are opaque at
+60 GHz (no refraction); no diffraction.
 
-Anchors: a reflection off a wall face is the AP mirrored across that face's plane. The
-faces of collinear segments (a wall split by doorways) share one plane, so they are one
-anchor, exactly like the built-in simulator's wall lines; the anchor's ground-truth
-position is the mirror across the face (half a wall thickness from the line), not the
-line. Every mapped path is checked: its traced azimuth of arrival must point at the
-anchor (within ``association_tolerance_deg``) and its traced length must equal the
-distance to it; paths that fail (a reflection off a wall's end face, say) are dropped
-and counted, never kept under a wrong anchor.
+Anchors. The AP itself (``anchor_kind`` 0), and the AP mirrored across the plane of
+each vertical box face (kind 1). Coplanar faces -- the same side of collinear wall
+segments split by doorways, or an obstacle flush with a wall -- are one plane, so one
+anchor, like the built-in simulator's wall lines (:func:`.simulator.wall_lines` groups
+both). A face is half a wall thickness from the plan's wall line, so a virtual anchor
+sits one thickness further than the built-in simulator's. Faces the built-in model has
+no counterpart for, such as doorway jambs, are anchors like any other.
+
+Association. A reflected path names the object it hit (``Paths.objects``) and its
+specular point (``Paths.vertices``): the object gives the box, the point the face of
+that box, the face its plane and so the anchor. Every path is then checked against
+the geometry: its azimuth of arrival must point at its anchor within
+``association_tolerance_deg`` and its length (delay x c) must equal the distance to it.
+A path that fails is dropped and counted (``mismatched`` in the statistics, with a
+warning), never kept under a wrong anchor.
+
+Received power is ``|a|^2`` of the traced path (free-space loss and the ITU
+reflection coefficient of the material at the angle of incidence included);
+detection is the built-in simulator's rule, ``detection_threshold_db`` below the
+strongest path of the same AP.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -41,33 +60,112 @@ from csiloc_jax.mmwave import geometry
 from csiloc_jax.mmwave import simulator
 
 SPEED_OF_LIGHT = 299_792_458.0
+# A Mitsuba cube is two triangles per face, 12 in all.
+_TRIANGLES_PER_BOX = 12
+# How far a traced specular point may lie from the face plane it is assigned to
+# (vertices are float32; a centimetre is far above their rounding and far below the
+# distance between distinct faces).
+_FACE_TOLERANCE_M = 0.01
+# Traced path length vs. distance to the anchor (float32 delays): a looser check than
+# the angle, catching a path that is not horizontal or not first-order.
+_LENGTH_TOLERANCE_M = 0.05
 
 
-def scene_xml(
-  fp: floorplan_lib.FloorPlan, wall_height_m: float, wall_thickness_m: float, material: str
-) -> str:
-  """Mitsuba XML of the floor plan's walls as ITU-material boxes (ids ``wall<k>``)."""
-  shapes = []
+@dataclasses.dataclass(frozen=True)
+class Box:
+  """A vertical box of the scene: footprint corners [4, 2] counter-clockwise (face k
+  runs from corner k to corner k + 1), its ITU material and that material's slab
+  thickness (the reflection coefficient of a finite slab depends on it)."""
+
+  name: str
+  corners: np.ndarray
+  material: str
+  thickness: float
+
+
+def _touches_other_wall(point: np.ndarray, walls: np.ndarray, k: int) -> bool:
+  """Whether ``point`` lies on a wall segment other than ``walls[k]``."""
+  for j, (x0, y0, x1, y1) in enumerate(walls):
+    if j == k:
+      continue
+    a, d = np.array([x0, y0]), np.array([x1 - x0, y1 - y0])
+    t = np.clip(np.dot(point - a, d) / np.dot(d, d), 0.0, 1.0)
+    if np.linalg.norm(a + t * d - point) < 1e-6:
+      return True
+  return False
+
+
+def scene_boxes(fp: floorplan_lib.FloorPlan, wall_thickness_m: float) -> list[Box]:
+  """The plan's walls (``wall<k>``) and obstacles (``obstacle<j>``) as boxes."""
+  boxes = []
+  h = 0.5 * wall_thickness_m
   for k, (x0, y0, x1, y1) in enumerate(np.asarray(fp.walls, np.float64)):
-    length = float(np.hypot(x1 - x0, y1 - y0))
-    angle = float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
-    shapes.append(
-      f'<shape type="cube" id="wall{k}"><transform name="to_world">'
-      f'<scale x="{(length + wall_thickness_m) / 2}" y="{wall_thickness_m / 2}" '
-      f'z="{wall_height_m / 2}"/><rotate z="1" angle="{angle}"/>'
-      f'<translate x="{(x0 + x1) / 2}" y="{(y0 + y1) / 2}" z="{wall_height_m / 2}"/>'
-      '</transform><ref id="wall-material" name="bsdf"/></shape>'
+    p0, p1 = np.array([x0, y0]), np.array([x1, y1])
+    d = (p1 - p0) / np.linalg.norm(p1 - p0)
+    n = np.array([-d[1], d[0]])
+    # Close corners and T-junctions; leave free ends (doorway jambs) at the plan's
+    # coordinates.
+    p0 = p0 - h * d * _touches_other_wall(p0, fp.walls, k)
+    p1 = p1 + h * d * _touches_other_wall(p1, fp.walls, k)
+    corners = np.stack([p0 - h * n, p1 - h * n, p1 + h * n, p0 + h * n])
+    boxes.append(Box(f'wall{k}', corners, fp.wall_material, float(wall_thickness_m)))
+  for j, ((x0, y0, x1, y1), material) in enumerate(zip(fp.obstacles, fp.obstacle_materials)):
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+    boxes.append(Box(f'obstacle{j}', corners, material, float(min(x1 - x0, y1 - y0))))
+  return boxes
+
+
+def inside_box(boxes: list[Box], points: np.ndarray) -> np.ndarray:
+  """Index of the box each point ([N, 2]) lies inside (-1: none)."""
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  out = np.full(len(points), -1)
+  for k, box in enumerate(boxes):
+    c, e = box.corners, np.roll(box.corners, -1, 0) - box.corners
+    # Counter-clockwise corners: inside means left of every edge.
+    r = points[:, None] - c[None]
+    left = e[None, :, 0] * r[..., 1] - e[None, :, 1] * r[..., 0]
+    out[(out < 0) & np.all(left > 0, -1)] = k
+  return out
+
+
+def _num(x: float) -> str:
+  # repr of a Python float round-trips exactly: the scene is the plan, not a rounding.
+  return repr(float(x))
+
+
+def scene_xml(boxes: list[Box], height_m: float) -> str:
+  """Mitsuba XML of the boxes, standing on z = 0, ``height_m`` high; shape ids are the
+  box names."""
+  bsdfs, shapes = [], []
+  for box in boxes:
+    c = box.corners
+    centre = c.mean(0)
+    length, depth = np.linalg.norm(c[1] - c[0]), np.linalg.norm(c[3] - c[0])
+    angle = np.degrees(np.arctan2(c[1, 1] - c[0, 1], c[1, 0] - c[0, 0]))
+    bsdfs.append(
+      f'<bsdf type="itu-radio-material" id="material-{box.name}">'
+      f'<string name="type" value="{box.material}"/>'
+      f'<float name="thickness" value="{_num(box.thickness)}"/></bsdf>'
     )
-  return (
-    '<scene version="2.1.0">'
-    '<bsdf type="itu-radio-material" id="wall-material">'
-    f'<string name="type" value="{material}"/>'
-    f'<float name="thickness" value="{wall_thickness_m}"/></bsdf>' + ''.join(shapes) + '</scene>'
-  )
+    # The cube is [-1, 1]^3: scale by the half extents, turn, then move into place.
+    shapes.append(
+      f'<shape type="cube" id="{box.name}"><transform name="to_world">'
+      f'<scale x="{_num(length / 2)}" y="{_num(depth / 2)}" z="{_num(height_m / 2)}"/>'
+      f'<rotate z="1" angle="{_num(angle)}"/>'
+      f'<translate x="{_num(centre[0])}" y="{_num(centre[1])}" z="{_num(height_m / 2)}"/>'
+      f'</transform><ref id="material-{box.name}" name="bsdf"/></shape>'
+    )
+  return '<scene version="2.1.0">' + ''.join(bsdfs) + ''.join(shapes) + '</scene>'
+
+
+def _check(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)
 
 
 class RaytracedPropagation:
-  """The ``propagation`` hook of :func:`.simulator.simulate`, traced with Sionna RT."""
+  """:func:`.simulator.simulate`'s ``propagation``, traced with Sionna RT (see
+  :class:`.simulator.GeometricPropagation` for the interface)."""
 
   def __init__(
     self,
@@ -76,107 +174,182 @@ class RaytracedPropagation:
     detection_threshold_db: float,
     wall_height_m: float,
     wall_thickness_m: float,
-    wall_material: str,
     device_height_m: float,
     samples_per_src: int,
     batch_size: int,
     seed: int,
     association_tolerance_deg: float,
+    progress: bool = False,
   ):
-    if not 0 < device_height_m < wall_height_m:
-      raise ValueError(
-        f'device_height_m={device_height_m} must be between 0 and wall_height_m={wall_height_m}'
-      )
-    self.fp = fp
-    self.threshold = float(detection_threshold_db)
-    self.height = float(device_height_m)
-    self.half_thickness = 0.5 * float(wall_thickness_m)
-    self.tolerance = np.deg2rad(association_tolerance_deg)
-    self.scene = raytracer.load_scene_xml(
-      scene_xml(fp, wall_height_m, wall_thickness_m, wall_material), simulator.FREQUENCY_HZ
+    _check(wall_thickness_m > 0, f'wall_thickness_m must be > 0, got {wall_thickness_m}')
+    _check(
+      0 < device_height_m < wall_height_m,
+      f'device_height_m={device_height_m} must be between 0 and wall_height_m={wall_height_m} '
+      '(walls lower than the antennas would let paths pass over them)',
     )
+    _check(samples_per_src >= 1, f'samples_per_src must be >= 1, got {samples_per_src}')
+    _check(batch_size >= 1, f'batch_size must be >= 1, got {batch_size}')
+    _check(
+      association_tolerance_deg > 0,
+      f'association_tolerance_deg must be > 0, got {association_tolerance_deg}',
+    )
+    _check(
+      detection_threshold_db >= 0,
+      f'detection_threshold_db must be >= 0, got {detection_threshold_db}',
+    )
+    self.fp = fp
+    self.threshold_db = float(detection_threshold_db)
+    self.height = float(device_height_m)
+    self.tolerance = np.deg2rad(association_tolerance_deg)
+    self.progress = progress
+
+    # Reflecting planes: every vertical face of every box, coplanar faces merged.
+    boxes = self.boxes = scene_boxes(fp, wall_thickness_m)
+    self._check_outside(fp.aps, 'AP')
+    faces = np.concatenate(
+      [np.concatenate([b.corners, np.roll(b.corners, -1, 0)], 1) for b in boxes]
+    )
+    self.lines = simulator.wall_lines(faces)
+    self.face_line = self.lines.segment_line.reshape(len(boxes), 4)
+    self.table = simulator.anchor_table(fp, self.lines)
+    num_aps, num_lines = len(fp.aps), len(self.lines.normal)
+    # (AP, plane) -> anchor; column ``num_lines`` is the AP's line-of-sight anchor.
+    self.anchor_of = np.full((num_aps, num_lines + 1), -1, np.int64)
+    self.anchor_of[self.table.ap, np.where(self.table.kind == 0, num_lines, self.table.line)] = (
+      np.arange(len(self.table.ap))
+    )
+
+    self.scene = raytracer.load_scene_xml(scene_xml(boxes, wall_height_m), simulator.FREQUENCY_HZ)
     ids = raytracer.object_ids(self.scene)
-    self.wall_of_object = {ids[f'wall{k}']: k for k in range(len(fp.walls))}
+    # Object ids change between loads, so they are only ever looked up through names.
+    self.box_of_object = np.full(max(ids.values()) + 1, -1, np.int64)
+    for k, box in enumerate(boxes):
+      self.box_of_object[ids[box.name]] = k
     self.options = raytracer.TraceOptions(
       max_depth=1,
       reflection=True,
       diffuse=False,
       refraction=False,
       diffraction=False,
-      samples_per_src=samples_per_src,
-      max_paths_per_src=samples_per_src,
-      batch_size=batch_size,
-      seed=seed,
+      samples_per_src=int(samples_per_src),
+      # Candidates are (triangle hit, target) pairs plus one line of sight per target;
+      # a buffer that holds them all can never drop a path.
+      max_paths_per_src=(_TRIANGLES_PER_BOX * len(boxes) + 1) * int(batch_size),
+      batch_size=int(batch_size),
+      seed=int(seed),
     )
-    self.stats = dict(targets=0, paths=0, los=0, mismatched=0, unmapped=0, seconds=0.0)
+    self.stats = dict(
+      samples=0, paths=0, los_paths=0, los_samples=0, unassociated=0, mismatched=0, duplicates=0
+    )
+    self.seconds = 0.0
 
-  def anchor_positions(self, table: simulator.AnchorTable, lines: simulator.WallLines):
-    """Ground truth of every anchor: the AP, or its mirror across the wall face that
-    faces it (the line moved half a thickness towards the AP)."""
-    out = np.array(table.position, np.float64)
-    for m in np.flatnonzero(table.kind == 1):
-      n, c = lines.normal[table.line[m]], lines.offset[table.line[m]]
-      ap = self.fp.aps[table.ap[m]]
-      face = c + np.sign(n @ ap - c) * self.half_thickness
-      out[m] = simulator.mirror(ap, n * face, n)
-    return out
-
-  def __call__(self, fp, table, lines, positions):
+  def __call__(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Traces every AP to ``positions`` [T, 2]: (detected [T, M], azimuth of arrival
+    [T, M] in the floor's frame, NaN where no path)."""
     start = time.perf_counter()
-    anchors = self.anchor_positions(table, lines)
-    index = {(int(a), int(li)): m for m, (a, li) in enumerate(zip(table.ap, table.line))}
-    t, m_total = len(positions), len(table.ap)
-    power = np.full((t, m_total), -np.inf)
-    arrival = np.full((t, m_total), np.nan)
+    positions = np.asarray(positions, np.float64)
+    self._check_outside(positions, 'client position')
+    t, m = len(positions), len(self.table.ap)
+    power = np.full((t, m), -np.inf)
+    arrival = np.full((t, m), np.nan)
     targets = np.concatenate([positions, np.full((t, 1), self.height)], -1)
-    for ap_index, ap in enumerate(fp.aps):
+    los = np.zeros(t, bool)
+    for a, ap in enumerate(self.fp.aps):
       source = np.array([ap[0], ap[1], self.height])
       for lo, paths in raytracer.trace(
         self.scene, source, targets, self.options, raytracer.Array()
       ):
-        self._assign(paths, lo, ap_index, index, lines, anchors, positions, power, arrival)
-    self.stats['targets'] += t
-    # Each AP is sounded separately: the receiver's dynamic range applies per AP, as in
-    # the built-in simulator.
-    strongest = np.full_like(power, -np.inf)
-    for a in range(len(fp.aps)):
-      cols = table.ap == a
-      strongest[:, cols] = power[:, cols].max(1, keepdims=True)
-    detected = np.isfinite(power) & (power >= strongest - self.threshold)
-    self.stats['seconds'] += time.perf_counter() - start
-    return detected, arrival, anchors
+        rows, anchors, gain_db, phi = self._associate(paths, lo, a, positions)
+        power[rows, anchors] = gain_db
+        arrival[rows, anchors] = phi
+        los[rows[self.table.kind[anchors] == 0]] = True
+      if self.progress:
+        logging.info(
+          'sionna: AP %d/%d traced to %d positions (%.1f s so far)',
+          a + 1,
+          len(self.fp.aps),
+          t,
+          self.seconds + time.perf_counter() - start,
+        )
+    self.stats['samples'] += t
+    self.stats['los_samples'] += int(los.sum())
+    self.seconds += time.perf_counter() - start
+    return simulator.detect(power, self.table.ap, self.threshold_db), arrival
 
-  def _assign(self, paths, lo, ap_index, index, lines, anchors, positions, power, arrival):
-    for i in range(len(paths.valid)):
-      row = lo + i
-      client = positions[row]
-      for p in np.flatnonzero(paths.valid[i]):
-        self.stats['paths'] += 1
-        obj = int(paths.objects[0, i, p])
-        if obj == raytracer.NO_OBJECT:
-          m = index[(ap_index, -1)]
-          self.stats['los'] += 1
-        else:
-          wall = self.wall_of_object.get(obj)
-          m = None if wall is None else index.get((ap_index, int(lines.segment_line[wall])))
-          if m is None:
-            self.stats['unmapped'] += 1
-            continue
-        d = anchors[m] - client
-        bearing = np.arctan2(d[1], d[0])
-        length = float(paths.tau[i, p]) * SPEED_OF_LIGHT
-        off = abs(geometry.wrap(np.asarray(paths.phi_r[i, p] - bearing)))
-        if off > self.tolerance or abs(length - np.hypot(*d)) > 0.05:
-          self.stats['mismatched'] += 1  # e.g. a wall's end face: no anchor of the plan
-          continue
-        gain_db = 10 * np.log10(max(float(np.abs(paths.a[i, 0, p]) ** 2), 1e-300))
-        if gain_db > power[row, m]:
-          power[row, m] = gain_db
-          arrival[row, m] = float(paths.phi_r[i, p])
+  def _check_outside(self, points: np.ndarray, what: str) -> None:
+    # An antenna inside a wall box sees nothing or sees out of the wall's far side: the
+    # plan put it closer to a wall than half the wall thickness.
+    box = inside_box(self.boxes, points)
+    bad = np.flatnonzero(box >= 0)
+    if bad.size:
+      k = bad[0]
+      raise ValueError(
+        f'{len(bad)} {what}(s) lie inside a wall or obstacle of the scene, e.g. '
+        f'{np.round(points[k], 3).tolist()} inside {self.boxes[box[k]].name} (walls are '
+        "wall_thickness_m thick, centred on the plan's segments): move them away or use "
+        'thinner walls'
+      )
+
+  def _associate(self, paths: raytracer.Paths, lo: int, ap: int, positions: np.ndarray):
+    """The anchor of every valid path of one batch; returns (rows, anchors, power_db,
+    phi_r) of the paths that pass the geometric check, one per (row, anchor)."""
+    i, p = np.nonzero(paths.valid)
+    rows = lo + i
+    obj = paths.objects[0, i, p].astype(np.int64)
+    interaction = paths.interactions[0, i, p]
+    is_los = (obj == raytracer.NO_OBJECT) & (interaction == raytracer.NONE)
+    box = np.where(
+      (obj >= 0) & (obj < len(self.box_of_object)) & (interaction == raytracer.SPECULAR),
+      self.box_of_object[np.clip(obj, 0, len(self.box_of_object) - 1)],
+      -1,
+    )
+    # The face of the box the specular point lies on: the closest of its four planes.
+    line = self.face_line[np.maximum(box, 0)]  # [N, 4]
+    vertex = paths.vertices[0, i, p, :2].astype(np.float64)
+    off_plane = np.abs(
+      np.sum(self.lines.normal[line] * vertex[:, None], -1) - self.lines.offset[line]
+    )
+    nearest = np.argmin(off_plane, -1)
+    on_face = (box >= 0) & (off_plane[np.arange(len(i)), nearest] < _FACE_TOLERANCE_M)
+    column = np.where(is_los, self.anchor_of.shape[1] - 1, line[np.arange(len(i)), nearest])
+    anchor = np.where(is_los | on_face, self.anchor_of[ap, column], -1)
+    associated = anchor >= 0
+
+    # The check: the traced path must come from where the anchor is.
+    d = self.table.position[np.maximum(anchor, 0)] - positions[rows]
+    phi = paths.phi_r[i, p].astype(np.float64)
+    angle_error = np.abs(geometry.wrap(phi - np.arctan2(d[:, 1], d[:, 0])))
+    length = paths.tau[i, p].astype(np.float64) * SPEED_OF_LIGHT
+    length_error = np.abs(length - np.linalg.norm(d, axis=-1))
+    consistent = (angle_error <= self.tolerance) & (length_error <= _LENGTH_TOLERANCE_M)
+    keep = associated & consistent
+    gain = np.sum(np.abs(paths.a[i, :, p]) ** 2, -1)
+    gain_db = 10.0 * np.log10(np.maximum(gain, 1e-30))
+
+    # One path per (position, anchor): should the solver report a path twice, the
+    # strongest copy stands for it.
+    idx = np.flatnonzero(keep)
+    key = rows[idx] * self.anchor_of.size + anchor[idx]
+    order = np.lexsort((-gain_db[idx], key))
+    _, first = np.unique(key[order], return_index=True)
+    chosen = idx[order[first]]
+
+    self.stats['paths'] += len(i)
+    self.stats['los_paths'] += int(np.sum(is_los))
+    self.stats['unassociated'] += int(np.sum(~associated))
+    self.stats['mismatched'] += int(np.sum(associated & ~consistent))
+    self.stats['duplicates'] += len(idx) - len(chosen)
+    return rows[chosen], anchor[chosen], gain_db[chosen], phi[chosen]
 
   def statistics(self) -> dict:
+    """Totals over every call: samples (positions) traced, paths before detection, ..."""
     s = dict(self.stats)
-    s['paths_per_position'] = s['paths'] / max(s['targets'], 1)
+    n = max(s['samples'], 1)
+    s['paths_per_sample'] = s['paths'] / n
+    s['los_path_fraction'] = s['los_paths'] / max(s['paths'], 1)
+    s['los_fraction'] = s['los_samples'] / n
+    s['seconds'] = self.seconds
+    s['samples_per_s'] = s['samples'] / max(self.seconds, 1e-9)
     return s
 
 
@@ -191,38 +364,56 @@ def write_scenario(
   detection_threshold_db: float = 20.0,
   wall_height_m: float = 3.0,
   wall_thickness_m: float = 0.2,
-  wall_material: str = 'concrete',
   device_height_m: float = 1.5,
-  samples_per_src: int = 200_000,
-  batch_size: int = 512,
-  association_tolerance_deg: float = 0.5,
+  samples_per_src: int = 50_000,
+  batch_size: int = 256,
+  association_tolerance_deg: float = 0.1,
   progress: bool = False,
 ) -> dict:
   """Writes ray-traced ``out_dir/survey.h5`` and ``out_dir/trajectory.h5``.
 
-  Arguments shared with :func:`.simulator.write_scenario` mean the same; the rest set
-  the scene (walls, material, device height) and the solver (rays per AP, clients per
-  solve, the association tolerance). Returns the simulator's summary plus ``raytrace``:
-  paths per position, line-of-sight paths, paths dropped because no anchor of the plan
-  explains them (``mismatched``, ``unmapped``), seconds.
+  Arguments shared with :func:`.simulator.write_scenario` mean the same (the same seed
+  and plan give the same positions, headings and walk as the built-in simulator).
+
+  Args:
+    out_dir: destination folder (created).
+    seed: seeds positions, headings, noise, anchor order and the ray tracer.
+    aoa_noise_deg: standard deviation of the AoA noise, degrees.
+    num_survey: survey samples *per room* (region).
+    num_trajectory_steps: length of the walk through all rooms.
+    floorplan: ``None`` for the default six-room plan, a plan name, a plan dict, a JSON
+      path or a :class:`~csiloc_jax.mmwave.floorplan.FloorPlan` (walls, obstacles and
+      their materials).
+    detection_threshold_db: paths weaker than the strongest path of their AP by more
+      than this are lost.
+    wall_height_m: height of walls and obstacles.
+    wall_thickness_m: wall thickness (boxes centred on the plan's segments).
+    device_height_m: height of every AP and client antenna.
+    samples_per_src: rays shot from each AP to find the faces it reaches.
+    batch_size: client positions per solve (memory grows with rays x batch).
+    association_tolerance_deg: how far a path's azimuth may be from its anchor's bearing.
+    progress: log each AP as it is traced.
+
+  Returns:
+    :func:`.simulator.write_scenario`'s summary plus ``raytrace``: ``samples`` traced,
+    ``paths_per_sample`` before detection, ``los_path_fraction`` (of those paths),
+    ``los_fraction`` (of samples with a line-of-sight path from at least one AP), paths
+    dropped as ``unassociated`` (no anchor of the scene) or ``mismatched`` (failed the
+    geometric check), ``duplicates``, ``seconds`` and ``samples_per_s``.
   """
   fp = floorplan_lib.load_floorplan(floorplan)
-  if num_survey < 1 or num_trajectory_steps < 2:
-    raise ValueError(
-      'num_survey must be >= 1 and num_trajectory_steps >= 2, got '
-      f'{num_survey} and {num_trajectory_steps}'
-    )
+  simulator.check_sizes(num_survey, num_trajectory_steps)
   propagation = RaytracedPropagation(
     fp,
     detection_threshold_db=detection_threshold_db,
     wall_height_m=wall_height_m,
     wall_thickness_m=wall_thickness_m,
-    wall_material=wall_material,
     device_height_m=device_height_m,
     samples_per_src=samples_per_src,
     batch_size=batch_size,
     seed=seed,
     association_tolerance_deg=association_tolerance_deg,
+    progress=progress,
   )
   sim = simulator.simulate(
     fp,
@@ -230,9 +421,16 @@ def write_scenario(
     aoa_noise_deg=aoa_noise_deg,
     num_survey=num_survey,
     num_trajectory_steps=num_trajectory_steps,
-    detection_threshold_db=detection_threshold_db,
     propagation=propagation,
   )
+  stats = propagation.statistics()
+  if stats['mismatched']:
+    logging.warning(
+      'sionna: %d of %d traced paths did not point at the anchor of the face they '
+      'reflected off and were dropped',
+      stats['mismatched'],
+      stats['paths'],
+    )
   attrs = {
     'aoa_noise_deg': float(aoa_noise_deg),
     'frequency_hz': simulator.FREQUENCY_HZ,
@@ -240,23 +438,26 @@ def write_scenario(
     'floorplan_json': json.dumps(fp.to_dict()),
     'detection_threshold_db': float(detection_threshold_db),
     'source': 'sionna',
-    'wall_material': wall_material,
+    'wall_height_m': float(wall_height_m),
     'wall_thickness_m': float(wall_thickness_m),
+    'device_height_m': float(device_height_m),
+    'samples_per_src': int(samples_per_src),
   }
   summary = simulator.write_simulation(
     out_dir, fp, sim, attrs, 'ray-traced with Sionna RT (csiloc_jax.mmwave.raytrace)'
   )
-  summary['raytrace'] = propagation.statistics()
+  summary['raytrace'] = stats
   if progress:
-    st = summary['raytrace']
     logging.info(
-      'sionna: %d positions x %d APs traced in %.1f s; %.1f paths per position, %d line '
-      'of sight; %d paths dropped (no anchor of the plan explains them)',
-      st['targets'],
+      'sionna: %d positions x %d APs in %.1f s (%.1f positions/s); %.2f paths per '
+      'position, %.0f %% of paths line of sight; %d unassociated, %d mismatched',
+      stats['samples'],
       len(fp.aps),
-      st['seconds'],
-      st['paths_per_position'],
-      st['los'],
-      st['mismatched'] + st['unmapped'],
+      stats['seconds'],
+      stats['samples_per_s'],
+      stats['paths_per_sample'],
+      100 * stats['los_path_fraction'],
+      stats['unassociated'],
+      stats['mismatched'],
     )
   return summary

@@ -14,7 +14,8 @@ Propagation model (quasi-optical, 2-D):
 * A reflected path exists when AP and client are on the same side of the line and the
   specular point (where client -> ``a'`` crosses the line) lies on one of the line's
   segments, not in a doorway gap. A path (either leg of a reflection) crossing any other
-  wall is blocked: walls are opaque at 60 GHz.
+  wall is blocked: walls are opaque at 60 GHz. The four sides of every obstacle of the
+  plan are walls like any other (``FloorPlan.segments``).
 * Relative received power is free-space loss over the unfolded path length plus
   ``reflection_loss_db`` per bounce; a path is detected when it is at most
   ``detection_threshold_db`` below the strongest path of the same AP (each AP's channel
@@ -24,6 +25,11 @@ Propagation model (quasi-optical, 2-D):
 
 Anchors that are never detected anywhere are dropped, and the remaining ones are written
 in a seeded random order: consumers must rely on ``anchor_ap``/``anchor_kind`` only.
+
+:func:`simulate` is also the skeleton of the ray-traced source (:mod:`.raytrace`):
+positions, headings, time stamps, AoA noise, anchor pruning and order, and the files
+are the same code; only the ``propagation`` model (which anchors' paths arrive, and at
+which azimuth) is swapped.
 """
 
 from __future__ import annotations
@@ -158,7 +164,8 @@ def trace_paths(
   s = p + t[..., None] * (a_virtual - p)  # [T, M, 2]
   # On a segment of that line (not in a doorway gap), with a 1 cm margin at the ends.
   seg_of_line = lines.segment_line[None, None, :] == line[None, :, None]  # [1, M, W]
-  w0, w1 = fp.walls[:, :2], fp.walls[:, 2:]
+  segments = fp.segments  # Walls, then obstacle sides: the order of ``wall_lines``.
+  w0, w1 = segments[:, :2], segments[:, 2:]
   seg_d = w1 - w0
   seg_len = np.linalg.norm(seg_d, axis=-1)
   u = np.sum((s[..., None, :] - w0) * seg_d, -1) / seg_len  # [T, M, W] metres along.
@@ -168,20 +175,29 @@ def trace_paths(
   # Blocking: the reflecting line's own segments are exempt (the legs touch it at s).
   exempt = np.where(is_refl[..., None], seg_of_line, False)  # [1, M, W]
   leg_end = np.where(is_refl[..., None], s, np.broadcast_to(a_phys, s.shape))
-  blocked = np.any(_crosses(np.broadcast_to(p, s.shape), leg_end, fp.walls) & ~exempt, -1)
-  blocked |= is_refl & np.any(_crosses(s, np.broadcast_to(a_phys, s.shape), fp.walls) & ~exempt, -1)
+  blocked = np.any(_crosses(np.broadcast_to(p, s.shape), leg_end, segments) & ~exempt, -1)
+  blocked |= is_refl & np.any(_crosses(s, np.broadcast_to(a_phys, s.shape), segments) & ~exempt, -1)
   visible = ~blocked & np.where(is_refl, refl_geom_ok, True)
 
   length = np.linalg.norm(a_virtual - p, axis=-1)  # Unfolded path length.
   power = -20.0 * np.log10(np.maximum(length, 0.1)) - reflection_loss_db * is_refl
   power = np.where(visible, power, -np.inf)
-  # Each AP's channel is sounded separately (its own beacons / beam training), so the
-  # dynamic range applies per AP: a path is lost when it is too far below the strongest
-  # path *of the same AP*.
-  same_ap = anchors.ap[:, None] == anchors.ap[None, :]  # [M, M]
-  strongest = np.max(np.where(same_ap[None], power[:, None, :], -np.inf), -1)
-  detected = visible & (power >= strongest - detection_threshold_db)
-  return detected, power
+  return detect(power, anchors.ap, detection_threshold_db), power
+
+
+def detect(power_db: np.ndarray, anchor_ap: np.ndarray, threshold_db: float) -> np.ndarray:
+  """Which paths the receiver resolves: ``power_db`` [T, M] (-inf where no path) ->
+  detected [T, M].
+
+  Each AP's channel is sounded separately (its own beacons / beam training), so the
+  dynamic range applies per AP: a path is lost when it is more than ``threshold_db``
+  below the strongest path *of the same AP* at that position.
+  """
+  strongest = np.full(power_db.shape, -np.inf)
+  for a in np.unique(anchor_ap):
+    cols = anchor_ap == a
+    strongest[:, cols] = power_db[:, cols].max(-1, keepdims=True)
+  return np.isfinite(power_db) & (power_db >= strongest - threshold_db)
 
 
 def measure_aoa(
@@ -215,8 +231,8 @@ def sample_survey(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Uniform positions inside every room, random headings; returns (pos, heading, room).
 
-  Positions keep ``margin`` from the walls and ``ap_clearance`` from every AP (APs are
-  mounted overhead; right under one, a 2-D angle of arrival means nothing).
+  Positions keep ``margin`` from the walls and obstacles and ``ap_clearance`` from every
+  AP (APs are mounted overhead; right under one, a 2-D angle of arrival means nothing).
   """
   boxes = fp.room_boxes
   room = np.repeat(np.arange(fp.num_rooms, dtype=np.int32), num_per_room)
@@ -224,9 +240,17 @@ def sample_survey(
   pos = lo + (hi - lo) * rng.random((len(room), 2))
   for _ in range(100):  # Rejection sampling; a handful of rounds suffice.
     near = np.any(np.linalg.norm(pos[:, None] - fp.aps[None], axis=-1) < ap_clearance, -1)
+    near |= fp.in_obstacle(pos, margin)
     if not near.any():
       break
     pos[near] = lo[near] + (hi[near] - lo[near]) * rng.random((int(near.sum()), 2))
+  stuck = fp.in_obstacle(pos, margin)
+  if stuck.any():
+    rooms = sorted({fp.room_names[r] for r in room[stuck]})
+    raise ValueError(
+      f'floor plan {fp.name!r}: no free survey position found in rooms {rooms}: '
+      f'obstacles (grown by the {margin} m margin) cover (nearly) all of them'
+    )
   heading = rng.uniform(-np.pi, np.pi, len(room))
   return pos, heading, room
 
@@ -275,6 +299,31 @@ def _write_file(path: str, data: dict, attrs: dict) -> None:
   os.replace(tmp, path)
 
 
+class GeometricPropagation:
+  """The quasi-optical model of this module as :func:`simulate`'s ``propagation``.
+
+  A propagation model has a ``table`` (:class:`AnchorTable`: every candidate anchor and
+  its true position), ``lines`` (:class:`WallLines`: the reflecting planes the table's
+  ``line`` refers to), and is called with client positions [T, 2] to give
+  ``(detected [T, M], arrival [T, M] or None)``: which anchors' paths the client
+  resolves and their azimuths of arrival in the floor's frame (``None``: the bearing
+  from the client to the anchor, as here).
+  """
+
+  def __init__(
+    self, fp: floorplan_lib.FloorPlan, *, reflection_loss_db: float, detection_threshold_db: float
+  ):
+    self.fp = fp
+    self.lines = wall_lines(fp.segments)
+    self.table = anchor_table(fp, self.lines)
+    self.trace = dict(
+      reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db
+    )
+
+  def __call__(self, positions: np.ndarray) -> tuple[np.ndarray, None]:
+    return trace_paths(self.fp, self.table, self.lines, positions, **self.trace)[0], None
+
+
 def _columns(x: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
   return None if x is None else x[:, keep]
 
@@ -294,31 +343,33 @@ def simulate(
   """Simulates a survey and a trajectory in memory; returns the two files' datasets
   (docs/schemas.md) as dicts, ground truth included.
 
-  ``propagation(fp, table, lines, positions) -> (detected [T, M], arrival [T, M] or
-  None, anchor_position [M, 2] or None)`` replaces the geometric model of
-  :func:`trace_paths` (the ray-traced source, :mod:`.raytrace`, passes one).
+  ``propagation`` (see :class:`GeometricPropagation`) decides which paths arrive; by
+  default the geometric model with ``reflection_loss_db`` and ``detection_threshold_db``
+  (the ray-traced source, :mod:`.raytrace`, passes its own).
   """
   rng = np.random.default_rng(seed)
-  lines = wall_lines(fp.walls)
-  table = anchor_table(fp, lines)
-  noise = np.deg2rad(aoa_noise_deg)
   if propagation is None:
-    trace = dict(
-      reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db
+    propagation = GeometricPropagation(
+      fp, reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db
     )
-
-    def propagation(fp, table, lines, positions):
-      return trace_paths(fp, table, lines, positions, **trace)[0], None, None
+  table = propagation.table
+  noise = np.deg2rad(aoa_noise_deg)
 
   s_pos, s_head, s_room = sample_survey(fp, num_survey, rng)
-  s_det, s_arr, positions_m = propagation(fp, table, lines, s_pos)
+  s_det, s_arr = propagation(s_pos)
   t_pos, t_head, t_time = sample_walk(fp, num_trajectory_steps, rng)
-  t_det, t_arr, _ = propagation(fp, table, lines, t_pos)
+  inside = np.flatnonzero(fp.in_obstacle(t_pos))
+  if inside.size:  # The smoothed route cut a corner through an obstacle.
+    raise ValueError(
+      f'floor plan {fp.name!r}: the walk passes through an obstacle at steps '
+      f'{inside.tolist()[:10]}: move its waypoints away from the obstacle'
+    )
+  t_det, t_arr = propagation(t_pos)
 
   keep = np.flatnonzero(s_det.any(0) | t_det.any(0))
   if shuffle_anchors:
     keep = rng.permutation(keep)
-  anchor_pos = (table.position if positions_m is None else positions_m)[keep]
+  anchor_pos = table.position[keep]
   common = {
     'anchor_ap': table.ap[keep].astype(np.int32),
     'anchor_kind': table.kind[keep].astype(np.int8),
@@ -348,7 +399,7 @@ def simulate(
     'survey': survey,
     'trajectory': trajectory,
     'anchor_line': table.line[keep],
-    'lines': lines,
+    'lines': propagation.lines,
   }
 
 
@@ -381,11 +432,7 @@ def write_scenario(
     ``{'survey': path, 'trajectory': path, ...}`` with a summary of the scenario.
   """
   fp = floorplan_lib.load_floorplan(floorplan)
-  if num_survey < 1 or num_trajectory_steps < 2:
-    raise ValueError(
-      'num_survey must be >= 1 and num_trajectory_steps >= 2, got '
-      f'{num_survey} and {num_trajectory_steps}'
-    )
+  check_sizes(num_survey, num_trajectory_steps)
   sim = simulate(
     fp,
     seed=seed,
@@ -404,6 +451,15 @@ def write_scenario(
     'detection_threshold_db': float(detection_threshold_db),
   }
   return write_simulation(out_dir, fp, sim, attrs, 'csiloc_jax.mmwave.simulator')
+
+
+def check_sizes(num_survey: int, num_trajectory_steps: int) -> None:
+  """Rejects scenario sizes no survey or walk can have."""
+  if num_survey < 1 or num_trajectory_steps < 2:
+    raise ValueError(
+      'num_survey must be >= 1 and num_trajectory_steps >= 2, got '
+      f'{num_survey} and {num_trajectory_steps}'
+    )
 
 
 def write_simulation(out_dir: str, fp, sim: dict, attrs: dict, source: str) -> dict:
