@@ -186,3 +186,25 @@ def test_every_model_beats_the_training_mean_on_iid_positions(tmp_path_factory, 
   assert summary['finetune']['mean_predictor_val_loss'] > summary['finetune']['best_val_loss']
   assert not any('training-mean' in w for w in summary['warnings'])
   assert set(summary['baselines']) == {'train_mean', 'knn_magnitude', 'knn_covariance'}
+
+
+def test_best_config_beats_the_raw_csi_fingerprint_on_iid_positions(tmp_path_factory):
+  # i.i.d. positions: raw-CSI kNN is no better than the mean here; configs/ctw_best.py
+  # (spatial covariance) must beat both.
+  overrides = {
+    'data.root': str(tmp_path_factory.getbasetemp() / 'iid_data'),
+    'data.synthetic.num_labelled': 400,
+    'data.synthetic.num_unlabelled': 400,
+    'data.synthetic.num_antennas': 16,
+    'data.synthetic.num_subcarriers': 16,
+    'data.synthetic.num_measurements': 2,
+    'data.synthetic.position_layout': 'uniform',
+    'finetune.num_epochs': 60,
+    'finetune.checkpoint_every_secs': 60.0,
+  }
+  config = config_utils.load_config('configs/ctw_best.py', overrides)
+  summary = train.train_and_evaluate(config, str(tmp_path_factory.mktemp('best')))
+  mae = summary['test']['mae']['average']
+  assert mae < summary['baselines']['train_mean']['mae']['average']
+  assert mae < summary['baselines']['knn_magnitude']['mae']['average']
+  assert summary['data']['feature'] == 'covariance'
