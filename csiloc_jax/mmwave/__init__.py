@@ -2,7 +2,8 @@
 
 The data flow, one module per step (``docs/mmwave.md`` has the method and its choices)::
 
-  floorplan ─> simulator ─> survey.h5 / trajectory.h5 (schema: docs/schemas.md)
+  floorplan ─> simulator (or raytrace: Sionna RT) ─> survey.h5 / trajectory.h5
+  (schema: docs/schemas.md)
   reader (read + validate) ─> regions ─> jade (labels + anchors, gauge from
   ap_position) ─> features (ADoA encoding) ─> tiny_nets (stacked per-region MLPs)
   ─> tracker (Kalman + NIS switching in one lax.scan) ─> metrics / plots
