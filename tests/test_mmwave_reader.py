@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from csiloc_jax.mmwave import reader
+from csiloc_jax.mmwave import simulator
 from csiloc_jax.mmwave.reader import MeasurementError
 
 
@@ -101,3 +102,14 @@ def test_mismatched_anchors_between_survey_and_trajectory(tmp_path):
   )
   with pytest.raises(MeasurementError, match='"anchor_kind" differs'):
     reader.check_compatible(survey, kinds)
+
+
+def test_foreign_floorplan_attribute_is_ignored_not_trusted(tmp_path):
+  # Another simulator writes its own 'floorplan_json': plots must not crash on it.
+  paths = simulator.write_scenario(str(tmp_path), seed=0, num_survey=5, num_trajectory_steps=5)
+  ours = reader.read_measurements(paths['survey']).floorplan_dict()
+  assert ours is not None and len(ours['walls']) > 0
+  for foreign in ('{"rooms": [{"polygon": [[0, 0], [1, 0], [1, 1]]}]}', 'not json', '[1, 2]'):
+    with h5py.File(paths['survey'], 'a') as f:
+      f.attrs['floorplan_json'] = foreign
+    assert reader.read_measurements(paths['survey']).floorplan_dict() is None

@@ -24,9 +24,11 @@ import dataclasses
 import json
 import os
 
+from absl import logging
 import h5py
 import numpy as np
 
+from csiloc_jax.mmwave import floorplan
 from csiloc_jax.mmwave import geometry
 
 REQUIRED = ('aoa', 'anchor_ap', 'anchor_kind', 'ap_position')
@@ -63,9 +65,20 @@ class Measurements:
     return np.isfinite(self.aoa)
 
   def floorplan_dict(self) -> dict | None:
-    """The simulator's floor plan if the file carries one (used for plots only)."""
+    """The floor plan of a ``floorplan_json`` attribute in this project's format, for
+    plots only; ``None`` (with a warning) when it is absent or is not one -- other
+    tools write attributes of that name in formats of their own."""
     raw = self.attrs.get('floorplan_json')
-    return json.loads(raw) if raw else None
+    if raw is None:
+      return None
+    source = f'{self.path}: attribute floorplan_json'
+    try:
+      if isinstance(raw, bytes):
+        raw = raw.decode()
+      return floorplan.floorplan_from_dict(json.loads(raw), source=source).to_dict()
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+      logging.warning('%s is not a floor plan of this project (%s); plots omit walls', source, e)
+      return None
 
 
 @dataclasses.dataclass(frozen=True)
