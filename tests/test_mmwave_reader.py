@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from csiloc_jax.mmwave import plots
 from csiloc_jax.mmwave import reader
 from csiloc_jax.mmwave import simulator
 from csiloc_jax.mmwave.reader import MeasurementError
@@ -113,3 +114,27 @@ def test_foreign_floorplan_attribute_is_ignored_not_trusted(tmp_path):
     with h5py.File(paths['survey'], 'a') as f:
       f.attrs['floorplan_json'] = foreign
     assert reader.read_measurements(paths['survey']).floorplan_dict() is None
+
+
+def test_floor_plot_follows_the_floor_not_the_outliers(tmp_path, monkeypatch):
+  # JADE estimates kilometres away must not shrink the floor to a dot.
+  saved = {}
+  original = plots.core_plots.save
+
+  def keep(fig, path):
+    saved['limits'] = fig.axes[0].get_xlim(), fig.axes[0].get_ylim()
+    saved['title'] = fig.axes[0].get_title()
+    original(fig, path)
+
+  monkeypatch.setattr(plots.core_plots, 'save', keep)
+  plots.plot_floor(
+    str(tmp_path / 'floor.png'),
+    floorplan=None,
+    ap_position=np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 8.0]]),
+    anchor_truth=None,
+    anchor_kind=np.zeros(2, np.int8),
+    region_anchors=[(0, np.arange(2), np.array([[1.0, 1.0], [15000.0, -3.0]]))],
+  )
+  (x0, x1), (y0, y1) = saved['limits']
+  assert x1 - x0 < 100 and y1 - y0 < 100
+  assert '1 estimates outside this view' in saved['title']

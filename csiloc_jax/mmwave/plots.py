@@ -24,12 +24,20 @@ def _walls(ax, floorplan: dict | None) -> None:
     ax.plot([x0, x1], [y0, y1], color='0.2', lw=2, solid_capstyle='butt', zorder=1)
 
 
-def _limits(ax, floorplan: dict | None, pad: float = 1.0) -> None:
-  if not floorplan:
-    return
-  w = np.asarray(floorplan['walls'])
-  ax.set_xlim(min(w[:, 0].min(), w[:, 2].min()) - pad, max(w[:, 0].max(), w[:, 2].max()) + pad)
-  ax.set_ylim(min(w[:, 1].min(), w[:, 3].min()) - pad, max(w[:, 1].max(), w[:, 3].max()) + pad)
+def _extent(floorplan: dict | None, points: np.ndarray) -> np.ndarray:
+  """(x_min, y_min, x_max, y_max) of the walls, or of ``points`` (the APs, the true
+  walk) without a floor plan."""
+  if floorplan:
+    w = np.asarray(floorplan['walls'], np.float64)
+    xs, ys = np.concatenate([w[:, 0], w[:, 2]]), np.concatenate([w[:, 1], w[:, 3]])
+  else:
+    xs, ys = points[:, 0], points[:, 1]
+  return np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
+
+
+def _limits(ax, extent: np.ndarray, pad: float) -> None:
+  ax.set_xlim(extent[0] - pad, extent[2] + pad)
+  ax.set_ylim(extent[1] - pad, extent[3] + pad)
 
 
 def plot_floor(
@@ -99,11 +107,32 @@ def plot_floor(
       for (x0, y0), (x1, y1) in zip(est, anchor_truth[cols]):
         ax.plot([x0, x1], [y0, y1], color=cmap(r % 10), lw=0.6, alpha=0.7, zorder=2)
   ax.set_aspect('equal')
-  if zoom:
-    _limits(ax, floorplan)
+  # The view follows the floor (or the APs), never the outliers: a few JADE estimates
+  # kilometres away would otherwise shrink the floor to a dot. What falls outside is
+  # counted in the title.
+  extent = _extent(floorplan, ap_position)
+  size = max(extent[2] - extent[0], extent[3] - extent[1], 1.0)
+  pad = 1.0 if zoom else 0.5 * size
+  _limits(ax, extent, pad)
+  shown = [e for _, _, e in region_anchors] + ([labels] if labels is not None else [])
+  points = np.concatenate(
+    [np.asarray(p, np.float64).reshape(-1, 2) for p in shown] or [np.zeros((0, 2))]
+  )
+  points = points[np.all(np.isfinite(points), -1)]
+  outside = int(
+    np.sum(
+      (points[:, 0] < extent[0] - pad)
+      | (points[:, 0] > extent[2] + pad)
+      | (points[:, 1] < extent[1] - pad)
+      | (points[:, 1] > extent[3] + pad)
+    )
+  )
   ax.set_xlabel('x (m)')
   ax.set_ylabel('y (m)')
-  ax.set_title('JADE: estimated anchors (x virtual, + physical) vs truth (lines join them)')
+  title = 'JADE: estimated anchors (x virtual, + physical) vs truth (lines join them)'
+  if outside:
+    title += f'\n{outside} estimates outside this view'
+  ax.set_title(title)
   ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
   core_plots.save(fig, path)
 
@@ -136,7 +165,9 @@ def plot_trajectory(
       zorder=3,
     )
   ax.set_aspect('equal')
-  _limits(ax, floorplan)
+  if floorplan or truth is not None or ok.any():
+    reference = truth if truth is not None else estimate[ok]
+    _limits(ax, _extent(floorplan, reference), 1.0)
   ax.set_xlabel('x (m)')
   ax.set_ylabel('y (m)')
   ax.set_title(title)
