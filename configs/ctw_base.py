@@ -87,6 +87,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.data.unlabelled_split = (0.8, 0.2)
   # Seed of the random splits (fixed, so every model sees the same splits).
   config.data.split_seed = 0
+  # 'random' (the paper's split) or 'spatial': validation and test are two contiguous
+  # areas (disks) that are never labelled, like CTW-2020's held-out streets.
+  config.data.split_mode = 'random'
   # Labelled training samples to use (a prefix of the random train split; -1 = all).
   # The label-efficiency sweep varies this; validation and test splits stay fixed.
   config.data.num_train_labels = -1

@@ -89,3 +89,24 @@ def test_isotropic_label_scaling_keeps_a_flat_axis_flat():
   assert input_pipeline.LabelScaler.fit(pos, 'standardize').transform(pos)[:, 2].std() > 0.9
   with pytest.raises(ValueError, match='isotropic'):
     input_pipeline.LabelScaler.fit(pos, 'minmax')
+
+
+def test_spatial_split_holds_out_contiguous_areas():
+  rng = np.random.default_rng(3)
+  pos = np.stack([rng.uniform(0, 400, 1000), rng.uniform(0, 600, 1000), np.zeros(1000)], 1)
+  train, val, test = input_pipeline.spatial_split_indices(pos, (0.9, 0.05, 0.05), seed=1)
+  assert (len(train), len(val), len(test)) == (900, 50, 50)
+  assert len(np.unique(np.concatenate([train, val, test]))) == 1000
+  again = input_pipeline.spatial_split_indices(pos, (0.9, 0.05, 0.05), seed=1)
+  assert all(np.array_equal(a, b) for a, b in zip(again, (train, val, test)))
+
+  def nearest_train(held):
+    d = np.linalg.norm(pos[held, None, :2] - pos[None, train, :2], axis=-1)
+    return d.min(1).mean()
+
+  # A held-out disk: its samples are far from any labelled one, unlike a random split.
+  r_train, _, r_test = input_pipeline.split_indices(1000, (0.9, 0.05, 0.05), 1)
+  d_random = np.linalg.norm(pos[r_test, None, :2] - pos[None, r_train, :2], axis=-1).min(1).mean()
+  assert nearest_train(test) > 2 * d_random and nearest_train(val) > 2 * d_random
+  with pytest.raises(ValueError, match='empty part'):
+    input_pipeline.spatial_split_indices(pos[:10], (0.9, 0.05, 0.05), seed=0)

@@ -86,10 +86,23 @@ def resolve_data_root(config: ml_collections.ConfigDict, workdir: str) -> str:
   return root
 
 
-def labelled_splits(num: int, data: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+def labelled_splits(
+  num: int, data: ml_collections.ConfigDict, positions: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
   """train/val/test indices; ``num_train_labels`` keeps a prefix of the random train
   split, so smaller label budgets are nested subsets of larger ones."""
-  train, val, test = input_pipeline.split_indices(num, data.labelled_split, data.split_seed)
+  if data.split_mode == 'spatial':
+    if positions is None:
+      raise ValueError("config.data.split_mode='spatial' needs the labelled positions")
+    train, val, test = input_pipeline.spatial_split_indices(
+      positions, data.labelled_split, data.split_seed
+    )
+  elif data.split_mode == 'random':
+    train, val, test = input_pipeline.split_indices(num, data.labelled_split, data.split_seed)
+  else:
+    raise ValueError(
+      f"config.data.split_mode must be 'random' or 'spatial', got {data.split_mode!r}"
+    )
   if data.num_train_labels > 0:
     if data.num_train_labels > len(train):
       raise ValueError(
@@ -159,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   labelled = sets['labelled']
   input_shape = labelled.feature_shape
   positions = labelled.positions
-  splits = labelled_splits(len(labelled), config.data)
+  splits = labelled_splits(len(labelled), config.data, labelled.positions)
   scaler = input_pipeline.LabelScaler.fit(positions[splits['train']], config.data.label_scaling)
   targets = scaler.transform(positions)
 
