@@ -63,7 +63,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Generate the built-in synthetic CTW-layout set when the root has no labelled folder.
   config.data.generate_if_missing = True
   # Feature map fed to the models: 'real' (the paper: real part of the measurement-
-  # averaged CSI, 1 channel), 'real_imag' (2 channels) or 'magnitude' (1 channel).
+  # averaged CSI, 1 channel), 'real_imag' (2 channels), 'magnitude' (1 channel),
+  # 'magnitude_db' (dB below the sample's strongest entry, floored at -60 dB) or
+  # 'covariance' (trace-normalised spatial covariance, antennas x antennas x 2).
   config.data.feature = 'real'
   # Averaging over the 5 measurements: 'mean' (the paper) or 'valid_mean' (skips failed
   # estimates, stored as exact zeros; 0 where all failed).

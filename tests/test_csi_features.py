@@ -48,3 +48,16 @@ def test_feature_maps_and_channel_counts():
     features.extract_features(h, 'phase')
   with pytest.raises(ValueError, match='config.data.average'):
     features.average_measurements(np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 2)), 'median')
+
+
+def test_magnitude_db_is_relative_floored_and_zero_safe():
+  h = np.array([[[10 + 0j, 1 + 0j, 0j]], [[0j, 0j, 0j]]], np.complex64)  # [2, 1, 3]
+  db = features.extract_features(h, 'magnitude_db')[..., 0]
+  np.testing.assert_allclose(db[0, 0], [0.0, -20.0, features.MAGNITUDE_DB_FLOOR], atol=1e-4)
+  assert np.all(db[1] == features.MAGNITUDE_DB_FLOOR) and np.isfinite(db).all()
+  # Independent of the received power.
+  np.testing.assert_allclose(
+    features.extract_features(h * 1e-5, 'magnitude_db'),
+    db[..., None] if False else features.extract_features(h, 'magnitude_db'),
+    atol=1e-3,
+  )

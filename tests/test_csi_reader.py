@@ -129,6 +129,7 @@ def _numpy_features(parts, feature, average):
   else:
     avg = h.sum(-1) / np.maximum(((re != 0) | (im != 0)).sum(-1), 1)
   avg = avg.astype(np.complex64)
+  rel = np.abs(avg) / np.maximum(np.abs(avg).max((1, 2), keepdims=True), 1e-38)
   cov = np.einsum('nas,nbs->nab', avg.astype(np.complex128), np.conj(avg))
   trace = np.einsum('naa->n', cov).real
   cov = cov / np.where(trace > 0, trace, np.inf)[:, None, None]
@@ -136,6 +137,7 @@ def _numpy_features(parts, feature, average):
     'covariance': np.stack([cov.real, cov.imag], -1),
     'real': avg.real[..., None],
     'magnitude': np.abs(avg)[..., None],
+    'magnitude_db': np.maximum(20 * np.log10(np.maximum(rel, 1e-30)), -60.0)[..., None],
     'real_imag': np.stack([avg.real, avg.imag], -1),
   }[feature]
 

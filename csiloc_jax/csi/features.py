@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURES = ('real', 'real_imag', 'magnitude', 'covariance')
+FEATURES = ('real', 'real_imag', 'magnitude', 'magnitude_db', 'covariance')
+# Floor of the dB magnitude relative to each sample's strongest entry: failed (zero)
+# estimates and deep fades land here instead of at -inf.
+MAGNITUDE_DB_FLOOR = -60.0
 AVERAGES = ('mean', 'valid_mean')
 
 
@@ -105,6 +108,16 @@ def spatial_covariance(h_avg: np.ndarray) -> np.ndarray:
   return r * scale[:, None, None]
 
 
+def magnitude_db(h_avg: np.ndarray) -> np.ndarray:
+  """20 log10 |h| relative to each sample's strongest entry, floored at
+  :data:`MAGNITUDE_DB_FLOOR` (all-zero samples are the floor everywhere)."""
+  mag = np.abs(h_avg).astype(np.float32)
+  peak = mag.reshape(len(mag), -1).max(1).reshape((-1,) + (1,) * (mag.ndim - 1))
+  ratio = mag / np.where(peak > 0, peak, 1.0)
+  db = 20 * np.log10(np.maximum(ratio, np.float32(1e-30)))
+  return np.maximum(db, np.float32(MAGNITUDE_DB_FLOOR)).astype(np.float32)
+
+
 def feature_shape(feature: str, num_antennas: int, num_subcarriers: int) -> tuple[int, int, int]:
   """Shape of one sample's feature map: ``(a, s, channels)``, or ``(a, a, 2)`` for the
   covariance."""
@@ -126,6 +139,8 @@ def extract_features(h_avg: np.ndarray, feature: str) -> np.ndarray:
     out = np.stack([h_avg.real, h_avg.imag], axis=-1)
   elif feature == 'magnitude':
     out = np.abs(h_avg)[..., None]
+  elif feature == 'magnitude_db':
+    out = magnitude_db(h_avg)[..., None]
   else:
     raise ValueError(f'config.data.feature must be one of {FEATURES}, got {feature!r}')
   return out.astype(np.float32)
