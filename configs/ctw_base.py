@@ -65,7 +65,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Feature map fed to the models: 'real' (the paper: real part of the measurement-
   # averaged CSI, 1 channel), 'real_imag' (2 channels), 'magnitude' (1 channel),
   # 'magnitude_db' (dB below the sample's strongest entry, floored at -60 dB) or
-  # 'covariance' (trace-normalised spatial covariance, antennas x antennas x 2).
+  # 'covariance' (trace-normalised spatial covariance, antennas x antennas x 2) or
+  # 'angle_delay' (beamspace power: 8 x 8 grid DFT x first 32 delay taps, 64 x 32 x 1).
   config.data.feature = 'real'
   # Averaging over the 5 measurements: 'mean' (the paper) or 'valid_mean' (skips failed
   # estimates, stored as exact zeros; 0 where all failed).

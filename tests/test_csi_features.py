@@ -61,3 +61,19 @@ def test_magnitude_db_is_relative_floored_and_zero_safe():
     db[..., None] if False else features.extract_features(h, 'magnitude_db'),
     atol=1e-3,
   )
+
+
+def test_angle_delay_profile_puts_a_path_in_its_beam_and_tap():
+  from csiloc_jax.csi.simulator import environment
+
+  _, index, side = environment.array_geometry(56, 1.0)
+  row, col = np.divmod(index, side)
+  s = np.arange(64)
+  # One plane wave: beam (2, 5) on the 8 x 8 grid, arriving at delay tap 3.
+  h = np.exp(2j * np.pi * (2 * row + 5 * col) / side)[:, None] * np.exp(-2j * np.pi * 3 * s / 64)
+  profile = features.extract_features(h[None].astype(np.complex64), 'angle_delay')[0, ..., 0]
+  assert profile.shape == features.feature_shape('angle_delay', 56, 64)[:2] == (64, 32)
+  beam, tap = np.unravel_index(np.argmax(profile), profile.shape)
+  assert (beam, tap) == (2 * side + 5, 3)
+  assert profile.sum() == pytest.approx(1.0, abs=1e-5)
+  assert np.all(features.extract_features(np.zeros((1, 56, 64), np.complex64), 'angle_delay') == 0)

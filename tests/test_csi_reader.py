@@ -13,6 +13,7 @@ import pytest
 from csiloc_jax.csi import features
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import reader
+from csiloc_jax.csi.simulator import environment
 
 LAB = reader.LABELLED_DIR
 
@@ -130,11 +131,22 @@ def _numpy_features(parts, feature, average):
     avg = h.sum(-1) / np.maximum(((re != 0) | (im != 0)).sum(-1), 1)
   avg = avg.astype(np.complex64)
   rel = np.abs(avg) / np.maximum(np.abs(avg).max((1, 2), keepdims=True), 1e-38)
+  # Angle-delay power by explicit DFT matrices (antennas on their grid, then subcarriers).
+  _, index, side = environment.array_geometry(avg.shape[1], 1.0)
+  row, col = np.divmod(index, side)
+  br, bc = np.divmod(np.arange(side * side), side)
+  steer = np.exp(-2j * np.pi * (np.outer(br, row) + np.outer(bc, col)) / side)
+  num_sub = avg.shape[2]
+  taps = min(features.ANGLE_DELAY_TAPS, num_sub)
+  idft = np.exp(2j * np.pi * np.outer(np.arange(num_sub), np.arange(taps)) / num_sub) / num_sub
+  profile = np.abs(np.einsum('ba,nas,st->nbt', steer, avg.astype(np.complex128), idft)) ** 2
+  profile /= np.maximum(profile.sum((1, 2), keepdims=True), 1e-300)
   cov = np.einsum('nas,nbs->nab', avg.astype(np.complex128), np.conj(avg))
   trace = np.einsum('naa->n', cov).real
   cov = cov / np.where(trace > 0, trace, np.inf)[:, None, None]
   return {
     'covariance': np.stack([cov.real, cov.imag], -1),
+    'angle_delay': profile[..., None],
     'real': avg.real[..., None],
     'magnitude': np.abs(avg)[..., None],
     'magnitude_db': np.maximum(20 * np.log10(np.maximum(rel, 1e-30)), -60.0)[..., None],

@@ -10,9 +10,14 @@ slice at a time; nothing here touches files.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-FEATURES = ('real', 'real_imag', 'magnitude', 'magnitude_db', 'covariance')
+FEATURES = ('real', 'real_imag', 'magnitude', 'magnitude_db', 'covariance', 'angle_delay')
+# Delay taps kept by the angle-delay profile (from the first): at the CTW spacing over
+# 924 subcarriers a tap is 55 ns (16 m of path), so 32 taps span 1.8 us.
+ANGLE_DELAY_TAPS = 32
 # Floor of the dB magnitude relative to each sample's strongest entry: failed (zero)
 # estimates and deep fades land here instead of at -inf.
 MAGNITUDE_DB_FLOOR = -60.0
@@ -118,11 +123,37 @@ def magnitude_db(h_avg: np.ndarray) -> np.ndarray:
   return np.maximum(db, np.float32(MAGNITUDE_DB_FLOOR)).astype(np.float32)
 
 
+def angle_delay_profile(h_avg: np.ndarray) -> np.ndarray:
+  """Beamspace power ``[n, side * side, taps]``, normalised to sum 1 per sample.
+
+  The antennas go back onto their square grid (the CTW array's 8 x 8, dead elements as
+  zeros; the numbering of :func:`.simulator.environment.array_geometry`), a 2-D DFT over
+  the grid turns them into beams (directions), an inverse DFT over the subcarriers into
+  delay taps, of which the first :data:`ANGLE_DELAY_TAPS` are kept. Power per
+  (beam, tap) keeps where energy arrives from and when, and drops the phases that small-
+  scale fading scrambles.
+  """
+  from csiloc_jax.csi.simulator import environment  # pylint: disable=g-import-not-at-top
+
+  n, a, s = h_avg.shape
+  _, index, side = environment.array_geometry(a, 1.0)
+  grid = np.zeros((n, side * side, s), np.complex64)
+  grid[:, index] = h_avg
+  beams = np.fft.fft2(grid.reshape(n, side, side, s), axes=(1, 2)).reshape(n, side * side, s)
+  taps = np.fft.ifft(beams, axis=-1)[..., : min(ANGLE_DELAY_TAPS, s)]
+  power = (taps.real**2 + taps.imag**2).astype(np.float32)
+  total = power.reshape(n, -1).sum(1)
+  return power / np.where(total > 0, total, 1.0)[:, None, None]
+
+
 def feature_shape(feature: str, num_antennas: int, num_subcarriers: int) -> tuple[int, int, int]:
   """Shape of one sample's feature map: ``(a, s, channels)``, or ``(a, a, 2)`` for the
   covariance."""
   if feature == 'covariance':
     return (num_antennas, num_antennas, 2)
+  if feature == 'angle_delay':
+    side = math.isqrt(num_antennas - 1) + 1
+    return (side * side, min(ANGLE_DELAY_TAPS, num_subcarriers), 1)
   return (num_antennas, num_subcarriers, num_channels(feature))
 
 
@@ -139,6 +170,8 @@ def extract_features(h_avg: np.ndarray, feature: str) -> np.ndarray:
     out = np.stack([h_avg.real, h_avg.imag], axis=-1)
   elif feature == 'magnitude':
     out = np.abs(h_avg)[..., None]
+  elif feature == 'angle_delay':
+    out = angle_delay_profile(h_avg)[..., None]
   elif feature == 'magnitude_db':
     out = magnitude_db(h_avg)[..., None]
   else:
