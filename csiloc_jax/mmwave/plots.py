@@ -22,6 +22,9 @@ def _walls(ax, floorplan: dict | None) -> None:
     return
   for x0, y0, x1, y1 in floorplan['walls']:
     ax.plot([x0, x1], [y0, y1], color='0.2', lw=2, solid_capstyle='butt', zorder=1)
+  for obstacle in floorplan.get('obstacles', []):  # pillars, furniture: filled boxes
+    x0, y0, x1, y1 = obstacle['box']
+    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, color='0.45', zorder=1))
 
 
 def _extent(floorplan: dict | None, points: np.ndarray) -> np.ndarray:
