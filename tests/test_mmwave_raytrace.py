@@ -14,24 +14,14 @@ from csiloc_jax.mmwave import simulator
 
 # Two 6 x 5 m rooms joined by a 1 m door (y 2..3 in the wall x = 6), two APs in the west
 # room, one in the east room under a 1 m x 0.8 m metal cabinet.
-PLAN = {
-  'name': 'two_rooms_cabinet',
-  'walls': [
-    [0.0, 0.0, 12.0, 0.0],
-    [0.0, 5.0, 12.0, 5.0],
-    [0.0, 0.0, 0.0, 5.0],
-    [12.0, 0.0, 12.0, 5.0],
-    [6.0, 0.0, 6.0, 2.0],
-    [6.0, 3.0, 6.0, 5.0],
-  ],
-  'rooms': [
-    {'name': 'west', 'box': [0.0, 0.0, 6.0, 5.0]},
-    {'name': 'east', 'box': [6.0, 0.0, 12.0, 5.0]},
-  ],
-  'aps': [[1.5, 1.2], [4.2, 3.9], [9.0, 1.0]],
-  'obstacles': [{'box': [8.5, 2.6, 9.5, 3.4], 'material': 'metal'}],
-  'walk': [[2.0, 2.5], [4.5, 2.5], [6.0, 2.5], [7.5, 2.0], [10.5, 2.0]],
-}
+PLAN = dict(
+  floorplan.TWO_ROOM_FLOORPLAN,
+  name='two_rooms_cabinet',
+  description='the two-room floor with three APs and a metal cabinet',
+  aps=[[1.5, 1.2], [4.2, 3.9], [9.0, 1.0]],
+  obstacles=[{'box': [8.5, 2.6, 9.5, 3.4], 'material': 'metal'}],
+  walk=[[2.0, 2.5], [4.5, 2.5], [6.0, 2.5], [7.5, 2.0], [10.5, 2.0]],
+)
 # Small and fast: a few dozen positions, few rays (the faces here are large and near).
 SIZES = dict(num_survey=15, num_trajectory_steps=12)
 SOLVER = dict(samples_per_src=10_000, batch_size=32)

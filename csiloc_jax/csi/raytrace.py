@@ -459,16 +459,17 @@ def generate_raytraced_dataset(
   statistics (line-of-sight fraction, paths per sample, SNR percentiles of the first
   measurement, redrawn positions) and the site (base station position and boresight).
   """
-  for name, value, minimum in (
-    ('num_labelled', num_labelled, 0),
-    ('num_unlabelled', num_unlabelled, 0),
-    ('num_antennas', num_antennas, 1),
-    ('num_subcarriers', num_subcarriers, 1),
-    ('num_measurements', num_measurements, 1),
-    ('seed', seed, 0),
-  ):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-      raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  writer.check_arguments(
+    num_labelled=num_labelled,
+    num_unlabelled=num_unlabelled,
+    num_antennas=num_antennas,
+    num_subcarriers=num_subcarriers,
+    num_measurements=num_measurements,
+    samples_per_file=samples_per_file,
+    chunk_size=chunk_size,
+    seed=seed,
+    dtype=dtype,
+  )
   source = RaytracedSource(config, seed, num_antennas, num_subcarriers)
   if progress:
     logging.info(

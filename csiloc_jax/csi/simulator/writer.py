@@ -187,6 +187,17 @@ def _write_file(
     raise
 
 
+def check_arguments(*, dtype: str, **integers: int) -> None:
+  """The sizes, seed and dtype of a CTW-layout set, checked before any expensive setup
+  (both sources call it: the built-in model here, the ray tracer in ``csi.raytrace``)."""
+  if dtype not in ('float32', 'float64'):
+    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+  for name, value in integers.items():
+    minimum = 0 if name in ('num_labelled', 'num_unlabelled', 'seed') else 1
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+      raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+
+
 def generate_ctw_dataset(
   out_dir: str,
   *,
@@ -221,20 +232,17 @@ def generate_ctw_dataset(
   entries of H_Re), ``position_min``/``position_max`` (over both sets), ``seconds``,
   ``samples_per_second``, ``megabytes_per_second``.
   """
-  if dtype not in ('float32', 'float64'):
-    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-  for name, value, minimum in (
-    ('num_labelled', num_labelled, 0),
-    ('num_unlabelled', num_unlabelled, 0),
-    ('num_antennas', num_antennas, 1),
-    ('num_subcarriers', num_subcarriers, 1),
-    ('num_measurements', num_measurements, 1),
-    ('samples_per_file', samples_per_file, 1),
-    ('chunk_size', chunk_size, 1),
-    ('seed', seed, 0),
-  ):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-      raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  check_arguments(
+    num_labelled=num_labelled,
+    num_unlabelled=num_unlabelled,
+    num_antennas=num_antennas,
+    num_subcarriers=num_subcarriers,
+    num_measurements=num_measurements,
+    samples_per_file=samples_per_file,
+    chunk_size=chunk_size,
+    seed=seed,
+    dtype=dtype,
+  )
   model = environment.make_channel_model(seed, num_antennas, num_subcarriers, config)
   return write_ctw_set(
     out_dir,
