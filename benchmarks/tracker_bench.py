@@ -163,7 +163,10 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
   )
   from csiloc_jax.core import config_utils  # pylint: disable=g-import-not-at-top
 
-  opts = config_utils.options_from_config(tracker.TrackerOptions, config.tracker, 'config.tracker')
+  # The reference loop mirrors the published rule: no innovation gate, no re-acquisition.
+  opts = config_utils.options_from_config(
+    tracker.TrackerOptions, config.tracker, 'config.tracker', nis_gate=0.0, reacquire_steps=0
+  )
   aoa = traj['aoa'][:100] if quick else traj['aoa']
   feats = np.asarray(features_lib.encode(aoa, reference=config.features.reference))
   num_paths = features_lib.path_counts(aoa)

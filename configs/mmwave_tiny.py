@@ -74,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Generated scenario: floor plan JSON file; '' = the default six-room plan.
   config.data.floorplan = ''
   # Survey without a "region" dataset: cluster it into this many regions by received
-  # paths; unset = treat the whole survey as one region (see csiloc_jax/mmwave/regions.py).
+  # paths (1 = the whole survey is one region); unset = choose the count automatically
+  # (csiloc_jax/mmwave/regions.py).
   config.data.num_regions_if_missing = config_dict.placeholder(int)
 
   # The ADoA input features shared by every net.
@@ -135,6 +136,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Mahalanobis + Euclidean scheme: weight of the distance from the previous estimate,
   # per metre.
   config.tracker.euclidean_weight = 1.0
+  # Innovation gate: a candidate may be kept or chosen only when its NIS is at most this
+  # (chi-square, 2 degrees of freedom: 13.8 = 99.9 %); a step where no candidate passes
+  # is predict-only. 0.0 = off (every eligible candidate may be chosen).
+  config.tracker.nis_gate = 13.8
+  # After this many usable steps in a row without a plausible candidate the track is
+  # taken to be lost and restarts with the start rule; 0 = never.
+  config.tracker.reacquire_steps = 8
+  # Add the per-step ADoA fit against JADE's anchor map (the "JADE alone" estimate) as
+  # one more candidate next to the nets.
+  config.tracker.jade_candidate = True
 
   # quick: a smaller survey and shorter optimisation.
   if arg == 'quick':

@@ -156,10 +156,12 @@ def test_scan_over_a_trajectory_equals_a_vmapped_batch_of_one():
   )
 
 
-def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
+def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=None):
   """The tracker as a plain per-step loop in float64: numpy forward pass of every net,
   the 4x4 Kalman filter with matrix products and solves, the rule of the module
-  docstring. Independent of the library's implementation (shared: nothing but inputs)."""
+  docstring (visibility gate, NIS gate, re-acquisition), then a textbook 4x4
+  Rauch-Tung-Striebel pass. Independent of the library's implementation (shared:
+  nothing but inputs)."""
   layers = [
     jax.tree.map(lambda w: np.asarray(w, np.float64), bank.params[name])
     for name in sorted(bank.params, key=lambda n: int(n.split('_')[1]))
@@ -169,10 +171,14 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
   rate = np.asarray(bank.visibility_rate, np.float64)
   k, m = len(mean), feats.shape[-1] // 3
   r2, q, v2 = opts.measurement_noise_m**2, opts.process_noise, opts.initial_speed_mps**2
+  nis_gate = opts.nis_gate if opts.nis_gate > 0 else np.inf
+  reacquire = opts.reacquire_steps if opts.reacquire_steps > 0 else np.inf
   h = np.eye(2, 4)
-  x, p, net, prev, started = np.zeros(4), np.eye(4), -1, np.zeros(2), False
-  out = {'position': np.full((len(feats), 2), np.nan), 'net': np.full(len(feats), -1)}
-  for t in range(len(feats)):
+  x, p, net, prev, started, coast = np.zeros(4), np.eye(4), -1, np.zeros(2), False, 0
+  n = len(feats)
+  out = {'position': np.full((n, 2), np.nan), 'net': np.full(n, -1)}
+  filt = [None] * n  # (x, P, x^-, P^-, F, reset) per step, for the smoother.
+  for t in range(n):
     dt = float(time_s[t] - time_s[max(t - 1, 0)])
     f = np.eye(4)
     f[0, 2] = f[1, 3] = dt
@@ -187,36 +193,60 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate):
         a = a @ layer['kernel'][j] + layer['bias'][j]
         a = np.maximum(a, 0.0) if i < len(layers) - 1 else a
       cand[j] = mean[j] + scale[j] * a
-    s = h @ p_pred @ h.T + r2 * np.eye(2)
-    nis = np.array([nu @ np.linalg.solve(s, nu) for nu in cand - x_pred[:2]])
     vis = feats[t, 2 * m :] > 0
     loglik = np.sum(np.where(vis, np.log(rate), np.log1p(-rate)), -1)
     eligible = loglik >= loglik.max() - gate if gate > 0 else np.ones(k, bool)
+    maha = np.array(
+      [np.sqrt((cand[j] - mean[j]) @ np.linalg.solve(cov[j], cand[j] - mean[j])) for j in range(k)]
+    )
+    if extra is not None:
+      present = np.isfinite(extra[t]).all(-1)
+      cand = np.concatenate([cand, np.where(present[:, None], extra[t], 0.0)])
+      eligible = np.concatenate([eligible, present])
+      maha = np.concatenate([maha, np.zeros(len(present))])
+    s = h @ p_pred @ h.T + r2 * np.eye(2)
+    nis = np.array([nu @ np.linalg.solve(s, nu) for nu in cand - x_pred[:2]])
+    plausible = eligible & (nis <= nis_gate)
     if scheme == 'nis':
       score = nis
     else:
-      d = cand - mean
-      score = np.array([np.sqrt(d[j] @ np.linalg.solve(cov[j], d[j])) for j in range(k)])
-      score = score + opts.euclidean_weight * np.linalg.norm(cand - prev, axis=-1)
-    if not started:
+      score = maha + opts.euclidean_weight * np.linalg.norm(cand - prev, axis=-1)
+    restart = not started or coast >= reacquire
+    if restart:
       chosen = int(np.argmax(loglik))
-    elif nis[net] <= opts.threshold and eligible[net]:
+    elif nis[net] <= opts.threshold and plausible[net]:
       chosen = net
     else:
-      chosen = int(np.argmin(np.where(eligible, score, np.inf)))
-    if num_paths[t] >= opts.min_paths:
+      chosen = int(np.argmin(np.where(plausible, score, np.inf)))
+    reset = False
+    if num_paths[t] >= opts.min_paths and (restart or plausible.any()):
       z = cand[chosen]
-      if started:
+      if not restart:
         gain = p_pred @ h.T @ np.linalg.inv(s)
         x, p = x_pred + gain @ (z - x_pred[:2]), (np.eye(4) - gain @ h) @ p_pred
       else:
-        x, p = np.concatenate([z, np.zeros(2)]), np.diag([r2, r2, v2, v2])
-      net, prev, started = chosen, z, True
+        x, p, reset = np.concatenate([z, np.zeros(2)]), np.diag([r2, r2, v2, v2]), True
+      net, prev, started, coast = chosen, z, True, 0
       out['position'][t] = z
     elif started:
       x, p = x_pred, p_pred
       out['position'][t] = x_pred[:2]
+      coast += int(num_paths[t] >= opts.min_paths)
     out['net'][t] = net
+    filt[t] = (x.copy(), p.copy(), x_pred, p_pred, f, reset, started)
+  smoothed = np.full((n, 2), np.nan)
+  xs, ps = filt[-1][0], filt[-1][1]
+  smoothed[-1] = xs[:2] if filt[-1][6] else np.nan
+  for t in range(n - 2, -1, -1):
+    x, p, _, _, _, _, started = filt[t]
+    _, _, x_pn, p_pn, f_n, reset_n, _ = filt[t + 1]
+    if reset_n:
+      xs, ps = x, p
+    else:
+      c = p @ f_n.T @ np.linalg.inv(p_pn)
+      xs, ps = x + c @ (xs - x_pn), p + c @ (ps - p_pn) @ c.T
+    smoothed[t] = xs[:2] if started else np.nan
+  out['smoothed'] = smoothed
   return out
 
 
@@ -245,30 +275,84 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
   feats = np.asarray(features_lib.encode(aoa))
   num_paths = features_lib.path_counts(aoa)
   time_s = np.cumsum(rng.uniform(0.2, 0.8, steps)).astype(np.float32)
-  opts = _options(threshold=3.0, visibility_gate_nats=2.0)
+  # Without the innovation gate (the published rule), and with a tight gate, a short
+  # re-acquisition and one extra candidate that is sometimes missing.
+  extra = np.asarray(bank.label_mean)[None, :1] + rng.normal(0, 3, (steps, 1, 2))
+  extra[rng.random(steps) < 0.3] = np.nan
+  settings = [
+    (_options(threshold=3.0, visibility_gate_nats=2.0, nis_gate=0.0, reacquire_steps=0), None),
+    (_options(threshold=3.0, visibility_gate_nats=2.0, nis_gate=6.0, reacquire_steps=3), extra),
+  ]
   variants = [(s, g) for s in tracker.SCHEMES for g in (2.0, 0.0)]
-  track = tracker.make_tracker(model, opts)
-  # Traced scheme and gate, vmapped as the pipeline runs them ...
-  traced = jax.jit(jax.vmap(track, in_axes=(None, None, None, None, None, 0, 0)))(
-    bank,
-    feats,
-    num_paths,
-    time_s,
-    None,
-    jnp.asarray([tracker.SCHEMES.index(s) for s, _ in variants]),
-    jnp.asarray([g for _, g in variants], jnp.float32),
+  gated_steps = 0
+  for opts, ext in settings:
+    track = tracker.make_tracker(model, opts)
+    ext_j = None if ext is None else jnp.asarray(ext, jnp.float32)
+    # Traced scheme and gate, vmapped as the pipeline runs them ...
+    traced = jax.jit(jax.vmap(track, in_axes=(None, None, None, None, None, 0, 0, None)))(
+      bank,
+      feats,
+      num_paths,
+      time_s,
+      None,
+      jnp.asarray([tracker.SCHEMES.index(s) for s, _ in variants]),
+      jnp.asarray([g for _, g in variants], jnp.float32),
+      ext_j,
+    )
+    # ... and the static defaults (scheme 'nis', gate 2).
+    static = jax.jit(track)(bank, feats, num_paths, time_s, extra=ext_j)
+    for i, (scheme, gate) in enumerate(variants):
+      ref = _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, ext)
+      switches = np.sum(np.diff(ref['net'][2:]) != 0)
+      assert 3 <= switches <= steps // 2, (scheme, gate, switches)  # Keeps and switches.
+      outs = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), traced)]
+      if i == 0:
+        outs.append(jax.tree.map(np.asarray, static))
+      for out in outs:
+        msg = f'{scheme}, gate {gate}, nis_gate {opts.nis_gate}'
+        np.testing.assert_array_equal(out['net'], ref['net'], err_msg=msg)
+        np.testing.assert_allclose(out['position'], ref['position'], atol=1e-4, err_msg=msg)
+        np.testing.assert_allclose(out['smoothed'], ref['smoothed'], atol=2e-3, err_msg=msg)
+        gated_steps += int(np.sum(out['usable'] & ~out['updated']))
+      if ext is not None:
+        assert np.any(ref['net'] == k), 'the extra candidate is never chosen'
+  assert gated_steps > 0, 'the innovation gate never rejected a step'
+
+
+def test_gate_rejects_an_outlier_and_the_smoother_beats_the_filter():
+  # A straight walk with 0.3 m noise and two gross outliers (the only candidate jumps
+  # 20 m): the gated filter predicts through them; the smoother (offline) is closer to
+  # the truth than the filter on average.
+  feats, t, pos = _walk(60)
+  rng = np.random.default_rng(1)
+  feats = feats.copy()
+  feats[:, :2] += rng.normal(0, 0.3, (60, 2))
+  feats[[20, 40], 1] += 20.0
+  bank = _bank([[0.0, 0.0]])
+  out = jax.tree.map(
+    np.asarray, jax.jit(tracker.make_tracker(MODEL, _options()))(bank, feats, np.full(60, 5), t)
   )
-  # ... and the static defaults (scheme 'nis', gate 2).
-  static = jax.jit(track)(bank, feats, num_paths, time_s)
-  for i, (scheme, gate) in enumerate(variants):
-    ref = _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate)
-    switches = np.sum(np.diff(ref['net'][2:]) != 0)
-    assert 3 <= switches <= steps // 2, (scheme, gate, switches)  # Keeps and switches.
-    outs = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), traced)]
-    if i == 0:
-      outs.append(jax.tree.map(np.asarray, static))
-    for out in outs:
-      np.testing.assert_array_equal(out['net'], ref['net'], err_msg=f'{scheme}, gate {gate}')
-      np.testing.assert_allclose(
-        out['position'], ref['position'], atol=1e-4, err_msg=f'{scheme}, gate {gate}'
-      )
+  assert not out['updated'][[20, 40]].any() and out['updated'].sum() == 58
+  err = lambda x: np.linalg.norm(x - pos, axis=-1)  # noqa: E731
+  assert err(out['position'])[[20, 40]].max() < 1.0
+  assert err(out['smoothed'])[5:].mean() < err(out['filtered'])[5:].mean()
+  # Without the gate the outliers are accepted.
+  ungated = jax.jit(tracker.make_tracker(MODEL, _options(nis_gate=0.0)))(
+    bank, feats, np.full(60, 5), t
+  )
+  assert np.asarray(ungated['updated']).all()
+
+
+def test_a_lost_track_is_reacquired():
+  # From step 20 the only candidate is 30 m away from the predicted walk: the gate
+  # rejects it, and after reacquire_steps rejections the track restarts on it.
+  feats, t, _ = _walk(40)
+  feats = feats.copy()
+  feats[20:, 1] += 30.0
+  bank = _bank([[0.0, 0.0]])
+  opts = _options(reacquire_steps=4)
+  out = jax.tree.map(
+    np.asarray, jax.jit(tracker.make_tracker(MODEL, opts))(bank, feats, np.full(40, 5), t)
+  )
+  assert not out['updated'][20:24].any() and out['updated'][24:].all()
+  np.testing.assert_allclose(out['position'][24:, 1], 30.0, atol=1e-4)

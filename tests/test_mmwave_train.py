@@ -75,14 +75,16 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
     'filtered',
   ):
     assert key in saved['trajectory'], key
+  variants = [v[0] for v in train.SWITCHING_VARIANTS]
   assert set(saved['methods']) == {
-    'switching_nis',
-    'switching_mahalanobis_euclidean',
-    'switching_nis_ungated',
-    'switching_mahalanobis_euclidean_ungated',
+    *variants,
+    *(f'{v}_smoothed' for v in variants),
     'oracle',
     'big_nn',
     'jade_alone',
+    'jade_kalman',
+    'jade_kalman_smoothed',
+    'true_anchor_fit',
   }
   assert saved['trajectory']['num_steps'] == 388
   # Sane accuracy even with the quick settings (the full config is what is reported).
@@ -137,6 +139,52 @@ def test_corrupting_ground_truth_positions_leaves_training_unchanged(small_scene
   np.testing.assert_array_equal(clean.jade.labels, bare.jade.labels)
 
 
+def test_without_regions_ground_truth_and_trajectory_regions_change_nothing(small_scene, tmp_path):
+  # The label-free variant: the survey has no region; corrupting every ground-truth
+  # dataset of both files (the trajectory's region included) leaves the fitted nets and
+  # every tracked output unchanged.
+  config = _small_config()
+  rng = np.random.default_rng(1)
+  survey = _copy_without(small_scene['survey'], tmp_path / 's.h5', drop=('region',))
+  with h5py.File(small_scene['survey'], 'r') as f:
+    n, anchors = f['position'].shape[0], f['anchor_position'][()]
+  dirty_survey = _copy_without(
+    small_scene['survey'],
+    tmp_path / 's_dirty.h5',
+    drop=('region',),
+    replace={
+      'position': rng.normal(0, 1e3, (n, 2)).astype(np.float32),
+      'heading': rng.normal(0, 3, n).astype(np.float32),
+      'anchor_position': rng.normal(0, 1e3, anchors.shape).astype(np.float32),
+    },
+  )
+  with h5py.File(small_scene['trajectory'], 'r') as f:
+    steps = f['position'].shape[0]
+  dirty_traj = _copy_without(
+    small_scene['trajectory'],
+    tmp_path / 't_dirty.h5',
+    replace={
+      'region': rng.integers(0, 5, steps).astype(np.int32),
+      'position': rng.normal(0, 1e3, (steps, 2)).astype(np.float32),
+      'anchor_position': rng.normal(0, 1e3, anchors.shape).astype(np.float32),
+    },
+  )
+  runs = []
+  for s, tr in ((survey, small_scene['trajectory']), (dirty_survey, dirty_traj)):
+    fit = train.fit_models(config, s)
+    assert fit.region_source == 'auto'
+    traj = reader.read_measurements(tr, require_time=True)
+    runs.append((fit, train.track_trajectory(config, fit, traj)))
+  (clean_fit, clean), (dirty_fit, dirty) = runs
+  np.testing.assert_array_equal(clean_fit.jade.labels, dirty_fit.jade.labels)
+  for a, b in zip(jax.tree.leaves(clean_fit.bank), jax.tree.leaves(dirty_fit.bank)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert set(clean) == set(dirty)
+  for name in clean:
+    for a, b in zip(jax.tree.leaves(clean[name]), jax.tree.leaves(dirty[name])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
 def test_fit_resumes_from_its_checkpoint(small_scene, tmp_path):
   config = _small_config()
   first = train.fit_models(config, small_scene['survey'], checkpoint_dir=str(tmp_path))
@@ -157,7 +205,7 @@ def test_fit_resumes_from_its_checkpoint(small_scene, tmp_path):
 
 def test_survey_without_regions_single_or_clustered(small_scene, tmp_path):
   no_region = _copy_without(small_scene['survey'], tmp_path / 'noregion.h5', drop=('region',))
-  single = train.fit_models(_small_config(), no_region)
+  single = train.fit_models(_small_config(**{'data.num_regions_if_missing': 1}), no_region)
   assert single.region_source == 'single' and single.bank.num_nets == 1
   clustered = train.fit_models(_small_config(**{'data.num_regions_if_missing': 2}), no_region)
   assert clustered.region_source == 'clustered' and clustered.bank.num_nets == 2
@@ -165,6 +213,10 @@ def test_survey_without_regions_single_or_clustered(small_scene, tmp_path):
   # Clusters by received paths recover the rooms (up to naming).
   purity = max(np.mean(clustered.region == truth), np.mean(clustered.region != truth))
   assert purity > 0.95
+  # Unset: the count is chosen from the paths alone, and it is the number of rooms.
+  auto = train.fit_models(_small_config(), no_region)
+  assert auto.region_source == 'auto' and auto.bank.num_nets == 2
+  np.testing.assert_array_equal(auto.region, clustered.region)
   with pytest.raises(ValueError, match='cannot cluster'):
     regions.kmeans_visibility(np.ones((3, 4), bool), 5)
 

@@ -150,7 +150,8 @@ def plot_trajectory(
   net_regions: np.ndarray,
   title: str,
 ) -> None:
-  """The true walk and the stitched estimates coloured by the chosen net."""
+  """The true walk and the stitched estimates coloured by the chosen candidate (net
+  ``k`` of ``net_regions``; an index past the nets is the fit to JADE's anchor map)."""
   fig, ax = plt.subplots(figsize=(12, 6.5))
   _walls(ax, floorplan)
   if truth is not None:
@@ -159,12 +160,15 @@ def plot_trajectory(
   ok = np.all(np.isfinite(estimate), -1) & (net >= 0)
   for k in np.unique(net[ok]):
     sel = ok & (net == k)
+    # Candidates after the nets are not nets (the per-step fit against JADE's map).
+    is_net = k < len(net_regions)
     ax.scatter(
       estimate[sel, 0],
       estimate[sel, 1],
       s=10,
-      color=cmap(int(net_regions[k]) % 10),
-      label=f'net of region {int(net_regions[k])}',
+      color=cmap(int(net_regions[k]) % 10) if is_net else 'k',
+      marker='o' if is_net else 'x',
+      label=f'net of region {int(net_regions[k])}' if is_net else 'fit to JADE anchor map',
       zorder=3,
     )
   ax.set_aspect('equal')

@@ -55,8 +55,13 @@ def _sweep_point(config: ml_collections.ConfigDict, workdir: str, thresholds: li
   feats = features_lib.encode(trajectory.aoa, **fit.feature_kwargs)
   num_paths = jnp.asarray(features_lib.path_counts(trajectory.aoa))
   time_s = jnp.asarray(trajectory.time_s - trajectory.time_s[0], jnp.float32)
+  extra = (
+    jnp.asarray(base['jade_alone']['position'][:, None], jnp.float32)
+    if config.tracker.jade_candidate
+    else None
+  )
   outs = tracker_lib.track_variants(
-    fit.bank, feats, num_paths, time_s, thr, sch, gate, model=fit.model, opts=opts
+    fit.bank, feats, num_paths, time_s, thr, sch, gate, extra, model=fit.model, opts=opts
   )
   positions = np.asarray(outs['position'])
   truth = reader.read_ground_truth(trajectory_path).position
@@ -72,7 +77,7 @@ def _sweep_point(config: ml_collections.ConfigDict, workdir: str, thresholds: li
     'variants': cells,
     'baselines': {
       k: metrics['methods'][k]
-      for k in ('oracle', 'big_nn', 'jade_alone')
+      for k in ('oracle', 'big_nn', 'jade_alone', 'jade_kalman')
       if k in metrics['methods']
     },
   }

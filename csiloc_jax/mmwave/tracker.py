@@ -77,6 +77,8 @@ class TrackerOptions:
   min_paths: int
   euclidean_weight: float
   visibility_gate_nats: float
+  nis_gate: float
+  reacquire_steps: int
 
 
 def mahalanobis(points: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
@@ -147,15 +149,22 @@ def select(
 
 def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
   """Builds ``track(bank, feats [T, F], num_paths [T], time_s [T], threshold=None,
-  scheme=None, gate=None) -> dict``.
+  scheme=None, gate=None, extra=None) -> dict``.
 
   ``threshold``, ``scheme`` (name or index into ``SCHEMES``) and ``gate`` (the
   visibility gate in nats, <= 0 = off) default to ``opts`` and may be traced arrays, so
   one compiled tracker can be vmapped over trajectories, thresholds and schemes.
+  ``extra [T, E, 2]`` are more candidates that are not nets (the per-step ADoA fit
+  against JADE's anchor map, ``train.track_trajectory``); NaN = none at that step. They
+  follow the nets (candidate index K + e), are eligible whenever present, are never the
+  start rule's pick, and score 0 on the Mahalanobis term (they have no training labels).
 
   The result holds ``position [T, 2]`` (stitched estimates; the prediction at
-  predict-only steps), ``filtered [T, 2]``, ``net [T]`` (chosen net, -1 before the
-  start), ``nis [T, K]``, ``updated [T]`` and ``candidates [T, K, 2]``.
+  predict-only steps), ``filtered [T, 2]``, ``smoothed [T, 2]`` (fixed-interval
+  Rauch-Tung-Striebel over the whole trajectory: offline only, it uses future steps),
+  ``net [T]`` (chosen candidate, -1 before the start), ``nis [T, C]``, ``updated [T]``
+  (a candidate was accepted), ``usable [T]`` (enough paths) and ``candidates [T, K, 2]``
+  (the nets' estimates).
 
   Two things keep the per-step work small (on XLA:CPU each operation left in a scan body
   costs a fixed dispatch on every step, so a small body matters more than its FLOPs):
@@ -172,9 +181,6 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
     rounding; ``tests/test_mmwave_tracker.py`` checks it against one.)
   """
   scheme_index(opts.scheme)  # Fail early on a bad name.
-  r2 = opts.measurement_noise_m**2
-  q = opts.process_noise
-  v2 = opts.initial_speed_mps**2
 
   def track(
     bank: tiny_nets.NetBank,
@@ -184,91 +190,218 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
     threshold=None,
     scheme=None,
     gate=None,
+    extra=None,
   ) -> dict:
     threshold = jnp.asarray(opts.threshold if threshold is None else threshold, jnp.float32)
     scheme_id = scheme_index(opts.scheme if scheme is None else scheme)
     gate = jnp.asarray(opts.visibility_gate_nats if gate is None else gate, jnp.float32)
     m = feats.shape[-1] // 3
-    dts = jnp.diff(time_s, prepend=time_s[:1]).astype(jnp.float32)
 
     # Input-only quantities, all steps at once.
-    cand = jnp.swapaxes(tiny_nets.predict_all(model, bank, feats), 0, 1)  # [T, K, 2]
+    nets = jnp.swapaxes(tiny_nets.predict_all(model, bank, feats), 0, 1)  # [T, K, 2]
     loglik = jnp.swapaxes(
       tiny_nets.visibility_loglik(bank, feats[..., 2 * m :] > 0), 0, 1
     )  # [T, K]
     eligible = (gate <= 0) | (loglik >= jnp.max(loglik, -1, keepdims=True) - gate)
     first = jnp.argmax(loglik, -1).astype(jnp.int32)  # The start rule's net.
-    usable = num_paths >= opts.min_paths
     maha = (
-      None if _is_nis(scheme_id) else mahalanobis(cand, bank.label_mean, bank.label_cov)
+      None if _is_nis(scheme_id) else mahalanobis(nets, bank.label_mean, bank.label_cov)
     )  # [T, K]
-
-    def step(carry, inputs):
-      x, (a, b, c), net, prev, started = carry
-      cand_t, maha_t, eligible_t, first_t, usable_t, dt = inputs
-      # 1. Predict: x^- = F x, P^- = F P F^T + Q blockwise (F = [[I, dt I], [0, I]],
-      # Q = q [[dt^3/3 I, dt^2/2 I], [dt^2/2 I, dt I]]). Unused before the start.
-      pos_pred = x[:2] + dt * x[2:]
-      a_pred = a + dt * (2 * b + dt * c) + q * dt**3 / 3
-      b_pred = b + dt * c + q * dt**2 / 2
-      c_pred = c + q * dt
-      # 3. NIS of every candidate; S = s I.
-      s = a_pred + r2
-      nu = cand_t - pos_pred
-      nis = jnp.sum(nu * nu, -1) / s
-      # 4. Selection (or the start rule on the first usable step).
-      chosen = select(
-        jnp.maximum(net, 0),
-        nis,
-        threshold,
-        scheme_id,
-        eligible=eligible_t,
-        candidates=cand_t,
-        previous=prev,
-        distance=maha_t,
-        euclidean_weight=opts.euclidean_weight,
-      )
-      chosen = jnp.where(started, chosen, first_t)
-      z = cand_t[chosen]
-      # 5. Update: K = P^- H^T S^-1 = [g_a I; g_b I], x = x^- + K (z - H x^-),
-      # P = P^- - K H P^-.
-      g_a, g_b = a_pred / s, b_pred / s
-      innov = z - pos_pred
-      x_upd = jnp.concatenate([pos_pred + g_a * innov, x[2:] + g_b * innov])
-      cov_upd = (a_pred - g_a * a_pred, b_pred - g_a * b_pred, c_pred - g_b * b_pred)
-      x_init = jnp.concatenate([z, jnp.zeros(2)])
-      cov_init = (r2, 0.0, v2)
-      x_pred = jnp.concatenate([pos_pred, x[2:]])
-      x_new = jnp.where(usable_t, jnp.where(started, x_upd, x_init), jnp.where(started, x_pred, x))
-      cov_new = tuple(
-        jnp.where(usable_t, jnp.where(started, upd, init), jnp.where(started, pred, old))
-        for upd, init, pred, old in zip(cov_upd, cov_init, (a_pred, b_pred, c_pred), (a, b, c))
-      )
-      net_new = jnp.where(usable_t, chosen, net)
-      out_pos = jnp.where(usable_t, z, jnp.where(started, pos_pred, jnp.nan))
-      started_new = started | usable_t
-      prev_new = jnp.where(usable_t, z, prev)
-      out = {
-        'position': out_pos,
-        'filtered': jnp.where(started_new, x_new[:2], jnp.nan),
-        'net': net_new,
-        'nis': nis,
-      }
-      return (x_new, cov_new, net_new, prev_new, started_new), out
-
-    # Before the start P = I (a = c = 1, b = 0): only the ``nis`` output sees it.
-    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
-    init = (
-      jnp.zeros(4),
-      (one, zero, one),
-      jnp.asarray(-1, jnp.int32),
-      jnp.zeros(2),
-      jnp.asarray(False),
+    cand = nets
+    if extra is not None:
+      present = jnp.all(jnp.isfinite(extra), -1)
+      cand = jnp.concatenate([nets, jnp.where(present[..., None], extra, 0.0)], 1)
+      eligible = jnp.concatenate([eligible, present], 1)
+      if maha is not None:
+        maha = jnp.concatenate([maha, jnp.zeros(present.shape, maha.dtype)], 1)
+    out = filter_candidates(
+      cand,
+      eligible,
+      first,
+      num_paths >= opts.min_paths,
+      time_s,
+      opts,
+      threshold=threshold,
+      scheme=scheme_id,
+      distance=maha,
     )
-    _, outs = jax.lax.scan(step, init, (cand, maha, eligible, first, usable, dts))
-    return {**outs, 'updated': usable, 'candidates': cand}
+    return {**out, 'candidates': nets}
 
   return track
+
+
+def filter_candidates(
+  cand: jax.Array,
+  eligible: jax.Array,
+  first: jax.Array,
+  usable: jax.Array,
+  time_s: jax.Array,
+  opts: TrackerOptions,
+  *,
+  threshold: jax.Array | float | None = None,
+  scheme: str | int | jax.Array | None = None,
+  distance: jax.Array | None = None,
+) -> dict:
+  """The filter and the switching rule over any candidates: ``cand [T, C, 2]``,
+  ``eligible [T, C]``, the start rule's pick ``first [T]``, ``usable [T]`` (enough paths)
+  and ``time_s [T]``; ``distance [T, C]`` is the Mahalanobis term of the
+  ``'mahalanobis_euclidean'`` scheme. :func:`make_tracker` calls it with the nets (and
+  any extra candidates); with a single candidate it is a plain constant-velocity Kalman
+  filter over those fixes (``train.track_trajectory``'s ``jade_kalman`` baseline).
+
+  Gating (``opts.nis_gate`` > 0): only candidates with ``NIS <= nis_gate`` may be kept or
+  chosen; a step where none is plausible is predict-only (the position output is the
+  prediction). After ``opts.reacquire_steps`` such steps in a row the track is taken to
+  be lost and restarts with the start rule, as at the first step.
+  """
+  threshold = jnp.asarray(opts.threshold if threshold is None else threshold, jnp.float32)
+  scheme_id = scheme_index(opts.scheme if scheme is None else scheme)
+  r2 = opts.measurement_noise_m**2
+  q = opts.process_noise
+  v2 = opts.initial_speed_mps**2
+  nis_gate = jnp.float32(opts.nis_gate if opts.nis_gate > 0 else jnp.inf)
+  reacquire = opts.reacquire_steps if opts.reacquire_steps > 0 else jnp.iinfo(jnp.int32).max
+  dts = jnp.diff(time_s, prepend=time_s[:1]).astype(jnp.float32)
+  if distance is None:
+    distance = jnp.zeros(eligible.shape, jnp.float32)
+
+  def step(carry, inputs):
+    x, (a, b, c), net, prev, started, coast = carry
+    cand_t, maha_t, eligible_t, first_t, usable_t, dt = inputs
+    # 1. Predict: x^- = F x, P^- = F P F^T + Q blockwise (F = [[I, dt I], [0, I]],
+    # Q = q [[dt^3/3 I, dt^2/2 I], [dt^2/2 I, dt I]]). Unused before the start.
+    pos_pred = x[:2] + dt * x[2:]
+    a_pred = a + dt * (2 * b + dt * c) + q * dt**3 / 3
+    b_pred = b + dt * c + q * dt**2 / 2
+    c_pred = c + q * dt
+    # 3. NIS of every candidate; S = s I.
+    s = a_pred + r2
+    nu = cand_t - pos_pred
+    nis = jnp.sum(nu * nu, -1) / s
+    plausible = eligible_t & (nis <= nis_gate)
+    # 4. Selection (or the start rule on the first usable step, or after losing track).
+    chosen = select(
+      jnp.maximum(net, 0),
+      nis,
+      threshold,
+      scheme_id,
+      eligible=plausible,
+      candidates=cand_t,
+      previous=prev,
+      distance=maha_t,
+      euclidean_weight=opts.euclidean_weight,
+    )
+    restart = ~started | (coast >= reacquire)
+    chosen = jnp.where(restart, first_t, chosen)
+    accept = usable_t & (restart | plausible.any())
+    z = cand_t[chosen]
+    # 5. Update: K = P^- H^T S^-1 = [g_a I; g_b I], x = x^- + K (z - H x^-),
+    # P = P^- - K H P^-.
+    g_a, g_b = a_pred / s, b_pred / s
+    innov = z - pos_pred
+    x_upd = jnp.concatenate([pos_pred + g_a * innov, x[2:] + g_b * innov])
+    cov_upd = (a_pred - g_a * a_pred, b_pred - g_a * b_pred, c_pred - g_b * b_pred)
+    x_init = jnp.concatenate([z, jnp.zeros(2)])
+    cov_init = (jnp.float32(r2), jnp.float32(0.0), jnp.float32(v2))
+    x_pred = jnp.concatenate([pos_pred, x[2:]])
+    reset = accept & restart
+    x_new = jnp.where(accept, jnp.where(restart, x_init, x_upd), jnp.where(started, x_pred, x))
+    cov_new = tuple(
+      jnp.where(accept, jnp.where(restart, init, upd), jnp.where(started, pred, old))
+      for upd, init, pred, old in zip(cov_upd, cov_init, (a_pred, b_pred, c_pred), (a, b, c))
+    )
+    net_new = jnp.where(accept, chosen, net)
+    out_pos = jnp.where(accept, z, jnp.where(started, pos_pred, jnp.nan))
+    started_new = started | accept
+    prev_new = jnp.where(accept, z, prev)
+    coast_new = jnp.where(accept, 0, coast + (usable_t & started).astype(jnp.int32))
+    out = {
+      'position': out_pos,
+      'filtered': jnp.where(started_new, x_new[:2], jnp.nan),
+      'net': net_new,
+      'nis': nis,
+      'updated': accept,
+      # For the smoother: the filtered and predicted moments, and where the track began.
+      'state': x_new,
+      'cov': jnp.stack(cov_new),
+      'pred_state': x_pred,
+      'pred_cov': jnp.stack([a_pred, b_pred, c_pred]),
+      'reset': reset,
+      'started': started_new,
+    }
+    return (x_new, cov_new, net_new, prev_new, started_new, coast_new), out
+
+  # Before the start P = I (a = c = 1, b = 0): only the ``nis`` output sees it.
+  one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+  init = (
+    jnp.zeros(4),
+    (one, zero, one),
+    jnp.asarray(-1, jnp.int32),
+    jnp.zeros(2),
+    jnp.asarray(False),
+    jnp.asarray(0, jnp.int32),
+  )
+  _, outs = jax.lax.scan(step, init, (cand, distance, eligible, first, usable, dts))
+  smoothed = rts_smooth(
+    outs.pop('state'),
+    outs.pop('cov'),
+    outs.pop('pred_state'),
+    outs.pop('pred_cov'),
+    dts,
+    outs.pop('reset'),
+  )
+  started = outs.pop('started')
+  return {**outs, 'smoothed': jnp.where(started[:, None], smoothed, jnp.nan), 'usable': usable}
+
+
+def rts_smooth(state, cov, pred_state, pred_cov, dts, reset) -> jax.Array:
+  """Fixed-interval Rauch-Tung-Striebel smoother over the filter's moments: ``[T, 2]``.
+
+  ``state [T, 4]`` / ``cov [T, 3]`` are the filtered moments, ``pred_state`` /
+  ``pred_cov`` the predicted ones and ``dts [T]`` the step before each step; ``reset [T]``
+  marks steps where the track (re)started, across which nothing is smoothed. The
+  covariance structure of the filter (``[[a I, b I], [b I, c I]]``) makes every gain
+  a 2x2 matrix shared by x and y.
+  """
+
+  def back(carry, inputs):
+    xs_next, ps_next = carry
+    x, p, xp_next, pp_next, dt_next, reset_next = inputs
+    a, b, c = p[0], p[1], p[2]
+    a2, b2, c2 = pp_next[0], pp_next[1], pp_next[2]
+    det = a2 * c2 - b2 * b2
+    # Gain C = P F^T (P^-_{t+1})^-1 on each axis, F = [[1, dt], [0, 1]].
+    f00, f01 = a + dt_next * b, b
+    f10, f11 = b + dt_next * c, c
+    g00 = (f00 * c2 - f01 * b2) / det
+    g01 = (f01 * a2 - f00 * b2) / det
+    g10 = (f10 * c2 - f11 * b2) / det
+    g11 = (f11 * a2 - f10 * b2) / det
+    dpos = xs_next[:2] - xp_next[:2]
+    dvel = xs_next[2:] - xp_next[2:]
+    xs = x + jnp.concatenate([g00 * dpos + g01 * dvel, g10 * dpos + g11 * dvel])
+    da, db, dc = ps_next[0] - a2, ps_next[1] - b2, ps_next[2] - c2
+    # P_s = P + C dP C^T.
+    m00, m01 = g00 * da + g01 * db, g00 * db + g01 * dc
+    m10, m11 = g10 * da + g11 * db, g10 * db + g11 * dc
+    ps = jnp.stack(
+      [a + m00 * g00 + m01 * g01, b + m00 * g10 + m01 * g11, c + m10 * g10 + m11 * g11]
+    )
+    # No smoothing into a step whose successor restarts the track (another track).
+    xs = jnp.where(reset_next, x, xs)
+    ps = jnp.where(reset_next, p, ps)
+    return (xs, ps), xs
+
+  inputs = (
+    state[:-1],
+    cov[:-1],
+    pred_state[1:],
+    pred_cov[1:],
+    dts[1:],
+    reset[1:],
+  )
+  _, xs = jax.lax.scan(back, (state[-1], cov[-1]), inputs, reverse=True)
+  return jnp.concatenate([xs, state[-1:]], 0)[:, :2]
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'opts'))
@@ -280,17 +413,19 @@ def track_variants(
   thresholds: jax.Array,
   schemes: jax.Array,
   gates: jax.Array,
+  extra: jax.Array | None = None,
   *,
   model: tiny_nets.MLP,
   opts: TrackerOptions,
 ) -> dict:
   """One trajectory tracked under V variants at once: ``thresholds``, ``schemes``
   (indices into ``SCHEMES``) and ``gates`` are ``[V]``; every output gains a leading V.
+  ``extra [T, E, 2]``: candidates that are not nets, as in :func:`make_tracker`.
 
   One compiled scan, vmapped over the variants; ``jax.jit`` caches it per model,
   options and shapes, so a sweep or a resumed run does not recompile.
   """
   track = make_tracker(model, opts)
-  return jax.vmap(track, in_axes=(None, None, None, None, 0, 0, 0))(
-    bank, feats, num_paths, time_s, thresholds, schemes, gates
+  return jax.vmap(track, in_axes=(None, None, None, None, 0, 0, 0, None))(
+    bank, feats, num_paths, time_s, thresholds, schemes, gates, extra
   )

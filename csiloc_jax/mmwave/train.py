@@ -157,7 +157,14 @@ def fit_models(
   """
   survey = reader.read_measurements(survey_path, ground_truth=False)
   region, source = regions_lib.assign_regions(
-    survey.region, survey.visible, config.data.num_regions_if_missing, config.seed
+    survey.region,
+    survey.visible,
+    config.data.num_regions_if_missing,
+    config.seed,
+    anchor_kind=survey.anchor_kind,
+    anchor_ap=survey.anchor_ap,
+    min_anchor_fraction=config.jade.min_anchor_fraction,
+    min_samples=max(config.jade.min_samples, 30),
   )
   timing = {}
   t0 = time.perf_counter()
@@ -303,8 +310,10 @@ def track_trajectory(
   """Runs every switching variant and the baselines on one trajectory (no ground truth).
 
   Returns ``{name: {'position': [T, 2], ...}}`` for the variants in
-  ``SWITCHING_VARIANTS`` (plus their chosen ``net``, ``filtered`` states, ``nis``), and
-  ``big_nn``, ``jade_alone``, plus ``candidates [T, K, 2]`` of every net.
+  ``SWITCHING_VARIANTS`` (plus their chosen ``net``, ``filtered`` and offline
+  ``smoothed`` states, ``nis``), ``big_nn``, ``jade_alone`` (each step's own fit against
+  JADE's anchor map), ``jade_kalman`` (a constant-velocity Kalman filter over those fixes,
+  gated like the tracker), plus ``candidates [T, K, 2]`` of every net.
   """
   reader.check_compatible(fit.survey, trajectory)
   if trajectory.time_s is None:
@@ -317,45 +326,90 @@ def track_trajectory(
   opts = config_utils.options_from_config(
     tracker_lib.TrackerOptions, config.tracker, 'config.tracker'
   )
+  result = {}
+  jade_fix, cost = jade_alone(config, fit, trajectory.aoa, trajectory.visible)
+  result['jade_alone'] = {'position': jade_fix, 'cost_per_path': cost}
+
   names = [v[0] for v in SWITCHING_VARIANTS]
   schemes = jnp.asarray([tracker_lib.SCHEMES.index(v[1]) for v in SWITCHING_VARIANTS])
   gates = jnp.asarray(
     [opts.visibility_gate_nats if v[2] else 0.0 for v in SWITCHING_VARIANTS], jnp.float32
   )
   thresholds = jnp.full((len(names),), opts.threshold, jnp.float32)
+  extra = jnp.asarray(jade_fix[:, None], jnp.float32) if config.tracker.jade_candidate else None
   t0 = time.perf_counter()
   outs = jax.tree.map(
     np.asarray,
     tracker_lib.track_variants(
-      fit.bank, feats, num_paths, time_s, thresholds, schemes, gates, model=fit.model, opts=opts
+      fit.bank,
+      feats,
+      num_paths,
+      time_s,
+      thresholds,
+      schemes,
+      gates,
+      extra,
+      model=fit.model,
+      opts=opts,
     ),
   )
   elapsed = time.perf_counter() - t0
   logging.info(
-    'tracked %d steps x %d variants x %d candidate nets in %.2f s (incl. compilation)',
+    'tracked %d steps x %d variants x %d candidate nets%s in %.2f s (incl. compilation)',
     len(num_paths),
     len(names),
     fit.bank.num_nets,
+    ' + the JADE-map fit' if extra is not None else '',
     elapsed,
   )
-  result = {name: jax.tree.map(lambda x, i=i: x[i], outs) for i, name in enumerate(names)}
+  result.update({name: jax.tree.map(lambda x, i=i: x[i], outs) for i, name in enumerate(names)})
   result['candidates'] = outs['candidates'][0]
   result['big_nn'] = {
     'position': np.asarray(tiny_nets.predict_all(fit.big_model, fit.big_bank, feats)[0])
   }
-  anchor_map = fit.jade.anchor_map
-  known = np.all(np.isfinite(anchor_map), -1)
-  mask = trajectory.visible & known[None]
+  present = np.all(np.isfinite(jade_fix), -1)
+  result['jade_kalman'] = jax.tree.map(
+    np.asarray,
+    tracker_lib.filter_candidates(
+      jnp.asarray(np.where(present[:, None], jade_fix, 0.0)[:, None], jnp.float32),
+      jnp.asarray(present[:, None]),
+      jnp.zeros(len(present), jnp.int32),
+      jnp.asarray(present) & (num_paths >= opts.min_paths),
+      time_s,
+      opts,
+    ),
+  )
+  # A Kalman filter's output is its state (the tracker's headline is discussed in
+  # docs/mmwave.md, 'Tracking').
+  result['jade_kalman']['position'] = result['jade_kalman']['filtered']
+  return result
+
+
+def jade_alone(
+  config: ml_collections.ConfigDict,
+  fit: SurveyFit,
+  aoa: np.ndarray,
+  visible: np.ndarray,
+  anchors: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Each step localised on its own against an anchor map: ``(position [T, 2], cost
+  per path [T])``, NaN where fewer than 3 paths reach mapped anchors.
+
+  ``anchors [M, 2]`` defaults to JADE's anchor map (the "JADE alone" baseline); the
+  evaluation passes the file's true ``anchor_position`` for the reference row that knows
+  the anchors. Starts: every net's label mean.
+  """
+  anchors = fit.jade.anchor_map if anchors is None else anchors
+  known = np.all(np.isfinite(anchors), -1)
   pos, cost = jade.localize(
-    jnp.asarray(trajectory.aoa),
-    jnp.asarray(mask),
-    jnp.asarray(anchor_map, jnp.float32),
+    jnp.asarray(aoa),
+    jnp.asarray(visible & known[None]),
+    jnp.asarray(anchors, jnp.float32),
     fit.bank.label_mean,
     num_iters=config.jade.localize_iters,
     scale=float(config.jade.robust_scale),
   )
-  result['jade_alone'] = {'position': np.asarray(pos), 'cost_per_path': np.asarray(cost)}
-  return result
+  return np.asarray(pos), np.asarray(cost)
 
 
 def evaluate_trajectory(
@@ -382,11 +436,20 @@ def evaluate_trajectory(
     m = metrics_lib.error_summary(errs[name])
     m['filtered'] = metrics_lib.error_summary(metrics_lib.errors(out['filtered'], truth))
     m['predict_only_steps'] = int(np.sum(~out['updated']))
+    m['gated_steps'] = int(np.sum(out['usable'] & ~out['updated']))
     m['switches'] = int(np.sum(np.diff(out['net']) != 0))
+    m['jade_candidate_steps'] = int(np.sum(out['net'] >= fit.bank.num_nets))
+    # Among the steps where a net (not the JADE-map fit) was chosen.
+    on_net = (out['net'] >= 0) & (out['net'] < fit.bank.num_nets)
     m['true_net_fraction'] = (
-      float(np.mean(out['net'] == true_net)) if true_net is not None else None
+      float(np.mean(out['net'][on_net] == true_net[on_net]))
+      if true_net is not None and on_net.any()
+      else None
     )
     methods[name] = m
+    # The offline smoother uses future steps: a separate row, never the headline.
+    errs[f'{name}_smoothed'] = metrics_lib.errors(out['smoothed'], truth)
+    methods[f'{name}_smoothed'] = metrics_lib.error_summary(errs[f'{name}_smoothed'])
   if true_net is not None:
     cand = tracked['candidates']
     oracle = np.where(
@@ -394,9 +457,16 @@ def evaluate_trajectory(
     )
     errs['oracle'] = metrics_lib.errors(oracle, truth)
     methods['oracle'] = metrics_lib.error_summary(errs['oracle'])
-  for name in ('big_nn', 'jade_alone'):
+  for name in ('big_nn', 'jade_alone', 'jade_kalman'):
     errs[name] = metrics_lib.errors(tracked[name]['position'], truth)
     methods[name] = metrics_lib.error_summary(errs[name])
+  errs['jade_kalman_smoothed'] = metrics_lib.errors(tracked['jade_kalman']['smoothed'], truth)
+  methods['jade_kalman_smoothed'] = metrics_lib.error_summary(errs['jade_kalman_smoothed'])
+  if traj_truth.anchor_position is not None:
+    # Reference (evaluation only): the per-step fit when the anchors are known exactly.
+    ref, _ = jade_alone(config, fit, trajectory.aoa, trajectory.visible, traj_truth.anchor_position)
+    errs['true_anchor_fit'] = metrics_lib.errors(ref, truth)
+    methods['true_anchor_fit'] = metrics_lib.error_summary(errs['true_anchor_fit'])
 
   main = f'switching_{config.tracker.scheme}'
   if config.tracker.visibility_gate_nats <= 0:
