@@ -21,6 +21,8 @@ def test_comparison_writes_table_one_and_label_sweep(tmp_path):
     {
       'data.root': root,
       'compare.label_budgets': (30,),
+      'compare.sweep_models': 'model1,model4',
+      'compare.seeds': (0, 1),
       'pretrain.batch_size': 16,
       'finetune.batch_size': 16,
     },
@@ -35,10 +37,22 @@ def test_comparison_writes_table_one_and_label_sweep(tmp_path):
   for name in ('train_mean', 'knn_magnitude', 'knn_covariance'):
     assert f'| {name} | baseline |' in table
   eff = summary['label_efficiency']
-  models = {'model1', 'model2', 'model3', 'model4'}
-  assert set(eff) == models | {'train_mean', 'knn_magnitude', 'knn_covariance'}
+  assert set(eff) == {'model1', 'model4', 'train_mean', 'knn_magnitude', 'knn_covariance'}
   assert set(eff['model4']) == {'30', '108'}  # 90 % of 120 labelled samples.
   assert set(eff['knn_covariance']) == {'30', '108'}
+  # Every budget once per seed; seed 0 at the full budget is Table I's run itself.
+  for name in eff:
+    for n, cell in eff[name].items():
+      assert len(cell['values']) == 2 and cell['seeds'] == [0, 1], (name, n)
+      assert cell['min'] <= cell['mean'] <= cell['max'] and cell['std'] >= 0
+  assert eff['model4']['108']['values'][0] == summary['models']['model4']['test']['mae']['average']
+  # Another seed is another split and initialisation: other numbers.
+  assert eff['model1']['30']['values'][0] != eff['model1']['30']['values'][1]
+  assert eff['train_mean']['30']['values'][0] != eff['train_mean']['30']['values'][1]
+  assert os.path.isdir(tmp_path / 'cmp' / 'sweep' / 'model1' / 'n30_seed1')
+  eff_md = open(tmp_path / 'cmp' / 'label_efficiency.md').read()
+  m = eff['model1']['30']
+  assert f'| 30 | {m["mean"]:.2f} ± {m["std"]:.2f} (2) |' in eff_md
   for name in ('label_efficiency.md', 'label_efficiency.png', 'error_cdf.png', 'metrics.json'):
     assert os.path.getsize(tmp_path / 'cmp' / name) > 0
   # Sweep runs reuse the pretraining of the main runs instead of pretraining again.

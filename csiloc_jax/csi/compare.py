@@ -106,16 +106,64 @@ def table_one(results: dict[str, dict], paper_models: dict[str, dict]) -> str:
   return '\n'.join(lines)
 
 
-def efficiency_table(sweep: dict[str, dict[int, float]], budgets: list[int]) -> str:
+def _spread(values: list[float]) -> dict:
+  """Mean, standard deviation (ddof=1 when there are 2+), min and max of one budget's
+  values over seeds."""
+  v = np.asarray(values, np.float64)
+  return {
+    'mean': float(v.mean()),
+    'std': float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+    'min': float(v.min()),
+    'max': float(v.max()),
+    'values': [float(x) for x in v],
+  }
+
+
+def efficiency_table(sweep: dict[str, dict[int, list]], budgets: list[int]) -> str:
+  """'mean ± std (n)' of the test MAE average per method and label budget."""
   head = ['labelled train samples'] + list(sweep)
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for n in budgets:
-    lines.append(
-      '| '
-      + ' | '.join([str(n)] + [f'{sweep[m][n]:.2f}' if n in sweep[m] else '' for m in sweep])
-      + ' |'
+
+  def cell(values) -> str:
+    if not values:
+      return ''
+    s = _spread(values)
+    return (
+      f'{s["mean"]:.2f}'
+      if len(values) == 1
+      else f'{s["mean"]:.2f} ± {s["std"]:.2f} ({len(values)})'
     )
+
+  for n in budgets:
+    lines.append('| ' + ' | '.join([str(n)] + [cell(sweep[m].get(n)) for m in sweep]) + ' |')
   return '\n'.join(lines) + '\n'
+
+
+def _sweep_run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  root: str,
+  name: str,
+  n: int,
+  seed: int,
+  num_train_all: int,
+) -> dict:
+  """One fine-tuning run of the sweep: ``name`` with ``n`` labels, seed ``seed`` (model
+  initialisation and the labelled split), pretraining reused from Table I's run."""
+  pretrained = os.path.join(workdir, name) if _paper_model(config, name)['pretrain'] else ''
+  cfg = model_config(config, name, root, num_train_labels=n if n < num_train_all else -1)
+  cfg.model.pretrained_dir = pretrained
+  if seed != int(config.seed):
+    cfg.seed = seed
+    cfg.data.split_seed = seed
+  # Same optimiser budget as the full-label run: fewer labels must not also mean fewer
+  # steps (with 50 labels an epoch is a single step).
+  cfg.finetune.min_steps_per_epoch = max(
+    cfg.finetune.min_steps_per_epoch,
+    input_pipeline.num_batches(num_train_all, cfg.finetune.batch_size),
+  )
+  tag = f'n{n}' if seed == int(config.seed) else f'n{n}_seed{seed}'
+  return train.train_and_evaluate(cfg, os.path.join(workdir, 'sweep', name, tag))
 
 
 def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -138,36 +186,33 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
     f.write(table)
   logging.info('Table I (test split):\n%s', table)
 
-  sweep: dict[str, dict[int, float]] = {}
+  # Every method's test MAE average per label budget, one value per seed.
+  sweep: dict[str, dict[int, list]] = {}
   sweep_names = [n.strip() for n in config.compare.sweep_models.split(',') if n.strip()]
   num_train_all = next(iter(results.values()))['data']['num_train_labels'] if results else 0
   budgets = sorted({int(n) for n in config.compare.label_budgets if 0 < n < num_train_all})
-  # Baselines at every budget, from the runs at that budget (same splits).
-  baseline_curve: dict[str, dict[int, float]] = {}
+  seeds = [int(s) for s in config.compare.seeds] or [int(config.seed)]
+  # Baselines at every budget and seed, from the runs there (same splits).
+  baseline_curve: dict[str, dict[int, list]] = {}
+
+  def add(curve: dict, name: str, n: int, value: float) -> None:
+    curve.setdefault(name, {}).setdefault(n, []).append(value)
 
   def add_baselines(res: dict, n: int) -> None:
     for b_name, b_res in res.get('baselines', {}).items():
-      baseline_curve.setdefault(b_name, {})[n] = b_res['mae']['average']
+      add(baseline_curve, b_name, n, b_res['mae']['average'])
 
-  if results:
-    add_baselines(next(iter(results.values())), num_train_all)
-  for name in sweep_names:
-    sweep[name] = {}
-    if name in results:
-      sweep[name][num_train_all] = results[name]['test']['mae']['average']
-    for n in budgets:
-      pretrained = os.path.join(workdir, name) if _paper_model(config, name)['pretrain'] else ''
-      cfg = model_config(config, name, root, num_train_labels=n)
-      cfg.model.pretrained_dir = pretrained
-      # Same optimiser budget as the full-label run: fewer labels must not also mean
-      # fewer steps (with 50 labels an epoch is a single step).
-      cfg.finetune.min_steps_per_epoch = max(
-        cfg.finetune.min_steps_per_epoch,
-        input_pipeline.num_batches(num_train_all, cfg.finetune.batch_size),
-      )
-      res = train.train_and_evaluate(cfg, os.path.join(workdir, 'sweep', name, f'n{n}'))
-      sweep[name][n] = res['test']['mae']['average']
-      add_baselines(res, n)
+  main_seed = int(config.seed)
+  for seed in seeds:
+    for name in sweep_names:
+      for n in budgets + ([num_train_all] if num_train_all else []):
+        if n == num_train_all and seed == main_seed and name in results:
+          res = results[name]  # Table I's run.
+        else:
+          res = _sweep_run(config, workdir, root, name, n, seed, num_train_all)
+        add(sweep, name, n, res['test']['mae']['average'])
+        if name == sweep_names[0]:
+          add_baselines(res, n)
   sweep.update(baseline_curve)
   all_budgets = budgets + ([num_train_all] if num_train_all else [])
   eff = efficiency_table(sweep, all_budgets)
@@ -189,7 +234,9 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
   summary = {
     'models': {n: {k: r[k] for k in ('test', 'model', 'data')} for n, r in results.items()},
-    'label_efficiency': {m: {str(n): v for n, v in d.items()} for m, d in sweep.items()},
+    'label_efficiency': {
+      m: {str(n): dict(_spread(v), seeds=seeds) for n, v in d.items()} for m, d in sweep.items()
+    },
     'table1_markdown': table,
   }
   runs.write_json(os.path.join(workdir, 'metrics.json'), summary)

@@ -61,18 +61,32 @@ def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '')
 
 
 def label_efficiency(
-  results: Mapping[str, Mapping[int, float]], path: str, ylabel: str = 'test MAE average (m)'
+  results: Mapping[str, Mapping[int, float | Sequence[float]]],
+  path: str,
+  ylabel: str = 'test MAE average (m)',
 ) -> None:
   """Metric vs number of labelled training samples, one line per model; the classic
-  baselines (``train_mean``, ``knn_*``) dashed."""
-  fig, ax = plt.subplots(figsize=(6, 4))
+  baselines (``train_mean``, ``knn_*``) dashed. A budget with several values (seeds) is
+  drawn at their mean with a band from their min to their max."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
   for name, by_n in results.items():
     ns = sorted(by_n)
+    values = [np.atleast_1d(np.asarray(by_n[n], np.float64)) for n in ns]
+    mean = [v.mean() for v in values]
     style = '--' if name == 'train_mean' or name.startswith('knn_') else '-'
-    ax.plot(ns, [by_n[n] for n in ns], marker='o', ls=style, label=name)
+    (line,) = ax.plot(ns, mean, marker='o', ls=style, label=name)
+    if any(len(v) > 1 for v in values):
+      ax.fill_between(
+        ns, [v.min() for v in values], [v.max() for v in values], color=line.get_color(), alpha=0.15
+      )
   ax.set_xscale('log')
   ax.set_xlabel('labelled training samples')
   ax.set_ylabel(ylabel)
+  seeds = max(
+    (len(np.atleast_1d(v)) for by_n in results.values() for v in by_n.values()), default=1
+  )
+  if seeds > 1:
+    ax.set_title(f'mean over {seeds} seeds; bands: min to max', fontsize=9)
   ax.grid(alpha=0.3, which='both')
-  ax.legend()
+  ax.legend(fontsize=8)
   core_plots.save(fig, path)
