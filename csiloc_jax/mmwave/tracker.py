@@ -147,10 +147,11 @@ def select(
   return jnp.where(keep, current, best).astype(jnp.int32)
 
 
-def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
+def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions, *, smooth: bool = True) -> Callable:
   """Builds ``track(bank, feats [T, F], num_paths [T], time_s [T], threshold=None,
   scheme=None, gate=None, extra=None) -> dict``.
 
+  ``smooth=False`` leaves out the offline smoother (an online user has no use for it).
   ``threshold``, ``scheme`` (name or index into ``SCHEMES``) and ``gate`` (the
   visibility gate in nats, <= 0 = off) default to ``opts`` and may be traced arrays, so
   one compiled tracker can be vmapped over trajectories, thresholds and schemes.
@@ -224,6 +225,7 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions) -> Callable:
       threshold=threshold,
       scheme=scheme_id,
       distance=maha,
+      smooth=smooth,
     )
     return {**out, 'candidates': nets}
 
@@ -241,6 +243,7 @@ def filter_candidates(
   threshold: jax.Array | float | None = None,
   scheme: str | int | jax.Array | None = None,
   distance: jax.Array | None = None,
+  smooth: bool = True,
 ) -> dict:
   """The filter and the switching rule over any candidates: ``cand [T, C, 2]``,
   ``eligible [T, C]``, the start rule's pick ``first [T]``, ``usable [T]`` (enough paths)
@@ -252,7 +255,8 @@ def filter_candidates(
   Gating (``opts.nis_gate`` > 0): only candidates with ``NIS <= nis_gate`` may be kept or
   chosen; a step where none is plausible is predict-only (the position output is the
   prediction). After ``opts.reacquire_steps`` such steps in a row the track is taken to
-  be lost and restarts with the start rule, as at the first step.
+  be lost and restarts with the start rule, as at the first step. ``smooth=False`` skips
+  the offline smoother (no ``smoothed`` output).
   """
   threshold = jnp.asarray(opts.threshold if threshold is None else threshold, jnp.float32)
   scheme_id = scheme_index(opts.scheme if scheme is None else scheme)
@@ -342,16 +346,13 @@ def filter_candidates(
     jnp.asarray(0, jnp.int32),
   )
   _, outs = jax.lax.scan(step, init, (cand, distance, eligible, first, usable, dts))
-  smoothed = rts_smooth(
-    outs.pop('state'),
-    outs.pop('cov'),
-    outs.pop('pred_state'),
-    outs.pop('pred_cov'),
-    dts,
-    outs.pop('reset'),
-  )
-  started = outs.pop('started')
-  return {**outs, 'smoothed': jnp.where(started[:, None], smoothed, jnp.nan), 'usable': usable}
+  moments = [outs.pop(k) for k in ('state', 'cov', 'pred_state', 'pred_cov')]
+  reset, started = outs.pop('reset'), outs.pop('started')
+  outs['usable'] = usable
+  if smooth:
+    smoothed = rts_smooth(*moments, dts, reset)
+    outs['smoothed'] = jnp.where(started[:, None], smoothed, jnp.nan)
+  return outs
 
 
 def rts_smooth(state, cov, pred_state, pred_cov, dts, reset) -> jax.Array:
