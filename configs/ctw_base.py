@@ -194,7 +194,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Classic baselines computed on the run's own splits and written to metrics.json
   # ('baselines'): the training mean, kNN on magnitude, kNN on the spatial covariance
   # (csiloc_jax/csi/baselines.py). Every run warns when one of them beats it.
-  config.eval.baselines = ['train_mean', 'knn_magnitude', 'knn_covariance']
+  # A tuple, so that a flag can set it: --config.eval.baselines='("train_mean",)'.
+  config.eval.baselines = ('train_mean', 'knn_magnitude', 'knn_covariance')
 
   config.parallel = ml_collections.ConfigDict()
   # How the train step is spread over devices: 'pmap' or 'shard_map' (jit(shard_map)).
