@@ -9,7 +9,8 @@ Per size, at the real shape (56 antennas x 924 subcarriers x 5 measurements, flo
    there: the writer's stage record says it is complete);
 2. **cache** — ``reader.build_cache`` of both folders with the paper's real-part
    feature, each in a fresh child process that reports its peak resident memory
-   (VmHWM); the peak must stay flat from 2 to 20 GB (streaming);
+   (VmHWM), after evicting the source files from the page cache (cold read; the
+   resident fraction left is reported); the peak must stay flat from 2 to 20 GB;
 3. **train** — ``launch/train.py`` with ``configs/ctw_model3.py`` for one pretraining
    epoch and one fine-tuning epoch on the cached features, in a child process (peak
    memory, wall time). The classic baselines are off here (they would build a second,
@@ -77,6 +78,14 @@ def _generate(root: str, size_gb: float) -> dict:
 
 def _cache(root: str, cache_dir: str) -> dict:
   out = {'seconds': 0.0, 'source_bytes': 0, 'peak_rss_mb': 0.0}
+  # Cold: the source files leave the page cache first (a just-generated set is in it).
+  files = [
+    f
+    for d in (reader.LABELLED_DIR, reader.UNLABELLED_DIR)
+    for f in ctw_read._files(os.path.join(root, d))
+  ]
+  ctw_read.evict(files)
+  out['resident_before'] = ctw_read.resident_fraction(files)
   for folder in (reader.LABELLED_DIR, reader.UNLABELLED_DIR):
     r = ctw_read._child(ctw_read._CHILD_BUILD, [_ROOT, os.path.join(root, folder), cache_dir, '64'])
     out['seconds'] += r['seconds']
