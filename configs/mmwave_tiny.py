@@ -106,6 +106,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'never': AoAs are counter-clockwise as in the schema, so the gauge is a proper
   # similarity; 'auto': also try a mirrored alignment (unknown angle convention).
   config.jade.gauge_reflection = 'never'
+  # Label trust (docs/mmwave.md, 'Label trust'; jade.trust_labels). A solved region whose
+  # gauge-free conditioning is under this is reported 'ill_conditioned': its anchor
+  # layout has a nearly flat direction (measured: the range of a far virtual anchor).
+  # A coarse flag: built-in floors go down to 1.5e-6 (the quick survey) with good
+  # labels, corridors with collinear anchors span 3e-9 to 1.5e-5; every label is judged
+  # on its own either way.
+  config.jade.min_conditioning = 1e-6
+  # Each label's covariance is inflated by the AP alignment's variance factor (residual
+  # over the one the covariance predicts) when its chi-square p-value is under this: the
+  # layout disagrees with the known AP positions more than the noise explains.
+  config.jade.gauge_check_p_value = 0.01
+  # A label is trusted only when its predicted RMS error (label_std_m) is under this,
+  # metres (loose on purpose: nets learn more from many labels of a few metres' error
+  # than from a precise few; the labels it must stop have stds of 100s of metres)...
+  config.jade.max_label_std_m = 3.0
+  # ... and its cost per path is at most this many robust standard deviations (MAD)
+  # above its region's median.
+  config.jade.max_cost_z = 8.0
+  # ... and it lies within this many interquartile ranges of its region's label
+  # quartiles (per axis; 3 = Tukey's far-out fence)...
+  config.jade.plausible_fence = 3.0
+  # ... plus this margin, metres.
+  config.jade.plausible_margin_m = 1.0
   # "JADE alone" baseline: Levenberg-Marquardt iterations of each trajectory step's fit
   # against JADE's anchor map (csiloc_jax/mmwave/jade.py, localize).
   config.jade.localize_iters = 30

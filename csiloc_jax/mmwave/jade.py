@@ -3,11 +3,12 @@
 Data flow: survey :class:`~csiloc_jax.mmwave.reader.Measurements` + region labels
 -> :func:`build_problems` (one padded problem per region) -> :func:`solve_problems`
 (one jit-compiled Levenberg-Marquardt program, vmapped over regions and random restarts)
--> :func:`run_jade` fixes the gauge from ``ap_position`` -> survey labels for the tiny
-networks, anchor estimates for the plots and for :func:`localize` (the "JADE alone"
-baseline on a trajectory). docs/mmwave.md ('JADE and its gauge') explains the method and
-its choices; the algorithm is Palacios, Casari, Widmer, "JADE: Zero-knowledge device
-localization and environment mapping for millimeter wave systems", INFOCOM 2017.
+-> :func:`run_jade` fixes the gauge from ``ap_position`` -> survey labels (each with its
+uncertainty and whether it is trusted) for the tiny networks, anchor estimates for the
+plots and for :func:`localize` (the "JADE alone" baseline on a trajectory).
+docs/mmwave.md ('JADE and its gauge') explains the method and its choices; the
+algorithm is Palacios, Casari, Widmer, "JADE: Zero-knowledge device localization and
+environment mapping for millimeter wave systems", INFOCOM 2017.
 
 The model. A measured AoA is ``theta_tm = wrap(atan2(a_m - p_t) - psi_t + eps)``. The
 unknowns of a region are its anchors ``a_m`` (physical and virtual alike: a virtual
@@ -47,6 +48,14 @@ e.g. every survey sample taken at the same spot, so no anchor range is observabl
 A survey walked along one straight line is *not* degenerate when the anchors are off
 that line: each anchor is seen from changing directions (tested).
 
+How far to trust each label (:func:`label_covariance`, :func:`trust_labels`): every
+label gets a covariance (its own block plus the anchors' uncertainty, gauge fixed like
+the labels, noise from the residuals, checked against the AP alignment) and is trusted
+only when precise enough, explained by its angles as well as its region's samples are,
+and inside its region's spread. A region whose anchor information is nearly flat off
+the gauge is reported ``ill_conditioned``. docs/mmwave.md ('Label trust') has the
+measurements behind the thresholds.
+
 Which anchors a region uses: those seen in at least ``min_anchor_fraction`` of its
 samples. Anchors glimpsed rarely (an AP seen through a doorway from a small part of the
 room) are placed from a narrow bundle of rays; keeping them added nearly flat directions
@@ -70,6 +79,10 @@ from csiloc_jax.mmwave import geometry
 from csiloc_jax.mmwave import regions
 
 OK = 'ok'
+# Solved, but the anchor information has a weak direction (gauge-free conditioning under
+# min_conditioning). Reported; its labels are judged one by one like any region's, and
+# its anchors give way to a well-conditioned region's in the anchor map.
+ILL_CONDITIONED = 'ill_conditioned'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +104,12 @@ class JadeOptions:
   min_paths: int
   min_samples: int
   gauge_reflection: str
+  min_conditioning: float
+  gauge_check_p_value: float
+  max_label_std_m: float
+  max_cost_z: float
+  plausible_fence: float
+  plausible_margin_m: float
   seed: int
 
 
@@ -419,22 +438,134 @@ def anchor_information(
     return np.asarray(_anchor_information(*args, np.asarray(mask), scale=float(scale)))
 
 
+def _reduced_system(anchors, clients, heading, theta, mask, scale: float):
+  """One region's normal equations at a solution with the samples eliminated:
+  ``(info [2K, 2K], u_inv [N, 3, 3], cross [N, 3, 2K])`` (see :func:`anchor_information`)."""
+  _, spread = _centre_spread(anchors, mask.any(-2))
+  # A client the solver placed on top of an anchor would make 1/distance explode; floor
+  # distances at 1 % of the layout's spread (the bearing there is meaningless anyway).
+  u, _, v, _, cross = _normal_equations(
+    anchors, clients, heading, theta, mask, scale, min_sq_dist=(0.01 * spread) ** 2
+  )
+  # Left-out samples have u = 0: the pseudo-inverse drops them.
+  u_inv = jnp.linalg.pinv(u, rtol=1e-15, hermitian=True)
+  info = _block_diag(v) - jnp.einsum('nia,nib->ab', cross, u_inv @ cross)
+  return 0.5 * (info + info.T), u_inv, cross
+
+
 @functools.partial(jax.jit, static_argnames=('scale',))
 def _anchor_information(anchors, clients, heading, theta, mask, *, scale: float):
-
-  def one(anchors, clients, heading, theta, mask):
-    _, spread = _centre_spread(anchors, mask.any(-2))
-    # A client the solver placed on top of an anchor would make 1/distance explode; floor
-    # distances at 1 % of the layout's spread (the bearing there is meaningless anyway).
-    u, _, v, _, cross = _normal_equations(
-      anchors, clients, heading, theta, mask, scale, min_sq_dist=(0.01 * spread) ** 2
-    )
-    # Left-out samples have u = 0: the pseudo-inverse drops them.
-    z = jnp.linalg.pinv(u, rtol=1e-15, hermitian=True) @ cross
-    info = _block_diag(v) - jnp.einsum('nia,nib->ab', cross, z)
-    return 0.5 * (info + info.T)
+  def one(*args):
+    return _reduced_system(*args, scale)[0]
 
   return jax.vmap(one)(anchors, clients, heading, theta, mask)
+
+
+def _generators(points, centre):
+  """``[..., 2, 4]`` the similarity gauge at each point: d point / d (translation x,
+  translation y, rotation, log scale) about ``centre``."""
+  c = points - centre
+  one, zero = jnp.ones_like(c[..., 0]), jnp.zeros_like(c[..., 0])
+  return jnp.stack(
+    [
+      jnp.stack([one, zero, -c[..., 1], c[..., 0]], -1),
+      jnp.stack([zero, one, c[..., 0], c[..., 1]], -1),
+    ],
+    -2,
+  )
+
+
+def label_covariance(
+  anchors: np.ndarray,
+  clients: np.ndarray,
+  heading: np.ndarray,
+  theta: np.ndarray,
+  mask: np.ndarray,
+  gauge_weights: np.ndarray,
+  scale: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Each sample's position covariance at a solution, in the gauge of the AP alignment.
+
+  Shapes as :func:`anchor_information`, plus ``gauge_weights [R, K]`` (the weights of
+  :func:`fix_gauge`: positive on the physical anchors that fix the gauge). In the
+  solver's frame; multiply by the gauge scale squared for metres.
+
+  The covariance is the marginal one: the sample's own 3x3 block (position + heading)
+  plus the anchors' uncertainty propagated through the Schur complement,
+  ``U^-1 + U^-1 C S^- C^T U^-1``. A sample seeing few or badly spread anchors has a
+  nearly singular ``U``; a layout whose anchors are nearly collinear (a corridor) has a
+  weak direction in ``S`` that every sample inherits. The anchor covariance ``S^-`` is
+  only defined up to the 4 gauge directions; the labels are in the frame of the
+  least-squares similarity onto the APs, so the gauge is fixed the same way
+  (linearised, an S-transformation): the similarity that best explains the physical
+  anchors' perturbation is removed from the sample's. The result does not depend on
+  which generalised inverse ``S^-`` is. The noise variance is estimated from the
+  region's IRLS-weighted residuals over its degrees of freedom,
+  ``sum w f^2 / (paths - 2K - 3N + 4)``.
+
+  Returns:
+    ``(cov [R, N, 2, 2], cost_per_path [R, N], noise_var [R], ap_residual [R])``:
+    zeros and a NaN cost for padding samples; ``ap_residual`` is the expected weighted
+    mean square residual of the AP alignment itself (the same transformation applied
+    to the physical anchors), for checking the covariance against ``ap_position``.
+    Evaluated in float64 (the Schur complement cancels, see
+    :func:`anchor_information`).
+  """
+  with jax.enable_x64(True):
+    args = (np.asarray(x, np.float64) for x in (anchors, clients, heading, theta, gauge_weights))
+    a, p, h, t, w = args
+    out = _label_covariance(a, p, h, t, np.asarray(mask), w, scale=float(scale))
+    return tuple(np.asarray(x) for x in out)
+
+
+@functools.partial(jax.jit, static_argnames=('scale',))
+def _label_covariance(anchors, clients, heading, theta, mask, gauge_weights, *, scale: float):
+  def one(anchors, clients, heading, theta, mask, gauge_weights):
+    info, u_inv, cross = _reduced_system(anchors, clients, heading, theta, mask, scale)
+    k2 = info.shape[0]
+    anchor_ok = mask.any(-2)
+    sample_ok = mask.any(-1)
+    # Gauge directions of the anchors, orthonormalised; padding anchors get identity
+    # rows (they have no cross terms, so they change nothing else).
+    w = gauge_weights / jnp.maximum(gauge_weights.sum(), 1e-300)
+    centre = jnp.sum(w[:, None] * anchors, 0)
+    g_a = _generators(anchors, centre) * anchor_ok[:, None, None]  # [K, 2, 4]
+    q, _ = jnp.linalg.qr(g_a.reshape(k2, 4))
+    level = jnp.trace(info) / jnp.maximum(2 * anchor_ok.sum(), 1)
+    pad = jnp.repeat(~anchor_ok, 2).astype(info.dtype)
+    # (S + c G G^T)^-1 is a generalised inverse of S, whose null space is the gauge.
+    s_inv = jnp.linalg.inv(info + level * (q @ q.T + jnp.diag(pad)))
+    # The linearised gauge fix: the similarity best explaining the physical anchors'
+    # perturbation (weighted least squares, as fix_gauge), as a map of it, [4, 2K].
+    wa = g_a * w[:, None, None]
+    normal = jnp.einsum('kai,kaj->ij', wa, g_a)
+    fit = jnp.linalg.solve(normal + 1e-12 * jnp.eye(4), wa.reshape(k2, 4).T)
+    z = u_inv @ cross  # [N, 3, 2K]
+    zs = z @ s_inv
+    cov_x = u_inv + zs @ jnp.swapaxes(z, -1, -2)  # [N, 3, 3]
+    g_p = _generators(clients, centre) @ fit  # [N, 2, 2K]: gauge removed from a sample.
+    cross_pa = -zs[:, :2]  # Cov(position, anchors) [N, 2, 2K].
+    gsg = g_p @ s_inv @ jnp.swapaxes(g_p, -1, -2)
+    mixed = cross_pa @ jnp.swapaxes(g_p, -1, -2)
+    cov = cov_x[:, :2, :2] - mixed - jnp.swapaxes(mixed, -1, -2) + gsg
+    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    f, _, _ = _parts(anchors, clients, heading, theta, mask)
+    rho, weight = _robust(f, scale)
+    n_paths = mask.sum(-1)
+    cost = jnp.where(
+      sample_ok, jnp.sum(jnp.where(mask, rho, 0.0), -1) / jnp.maximum(n_paths, 1), jnp.nan
+    )
+    dof = mask.sum() - 2 * anchor_ok.sum() - 3 * sample_ok.sum() + 4
+    noise = jnp.sum(jnp.where(mask, weight * f * f, 0.0)) / jnp.maximum(dof, 1)
+    cov = jnp.where(sample_ok[:, None, None], noise * cov, 0.0)
+    # The expected weighted mean square of the AP alignment's residual, the same
+    # transformation applied to the physical anchors themselves.
+    t_a = jnp.eye(k2).reshape(-1, 2, k2) - _generators(anchors, centre) @ fit  # [K, 2, 2K]
+    cov_a = jnp.einsum('kia,ab,kib->k', t_a, s_inv, t_a)
+    expected = noise * jnp.sum(w * cov_a)
+    return cov, cost, noise, expected
+
+  return jax.vmap(one)(anchors, clients, heading, theta, mask, gauge_weights)
 
 
 def gauge_free_conditioning(
@@ -491,6 +622,12 @@ class JadeResult:
   anchor_map: np.ndarray  # [M, 2] one estimate per anchor (NaN if never estimated).
   status: dict  # region id -> status.
   diagnostics: dict  # per region: cost per path, gauge residual, scale, ...
+  # [T, 2, 2] each label's covariance (m^2, ap_position frame; NaN = no label) and
+  # [T] its RMS error sqrt(trace), metres (label_covariance).
+  label_cov: np.ndarray | None = None
+  label_std_m: np.ndarray | None = None
+  # [T] labelled and passing every check of trust_labels: what the nets train on.
+  trusted: np.ndarray | None = None
 
 
 def _collinear(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -540,6 +677,57 @@ def fix_gauge(
   return proper, res, reflected
 
 
+def _robust_z(x: np.ndarray, valid: np.ndarray, floor: float) -> np.ndarray:
+  """Per row, ``(x - median) / (1.4826 MAD)`` over the valid entries (MAD floored)."""
+  # Rows without a valid entry get zeros (their result is NaN anyway).
+  v = np.where(valid, x, np.where(valid.any(-1, keepdims=True), np.nan, 0.0))
+  med = np.nanmedian(v, -1, keepdims=True)
+  mad = np.nanmedian(np.abs(v - med), -1, keepdims=True)
+  return np.where(valid, (x - med) / np.maximum(1.4826 * mad, floor), np.nan)
+
+
+def trust_labels(
+  labels: np.ndarray,
+  std: np.ndarray,
+  cost: np.ndarray,
+  labelled: np.ndarray,
+  options: JadeOptions,
+) -> np.ndarray:
+  """Which labels the nets may learn from, per region: ``[R, N]`` bool.
+
+  Args are per region and sample: ``labels [R, N, 2]`` (metres), ``std [R, N]``
+  (:func:`label_covariance`, metres), ``cost [R, N]`` (cost per path of the sample) and
+  ``labelled [R, N]``. A label is trusted when
+
+  * its predicted RMS error is under ``max_label_std_m``. The labels the other checks
+    miss sit on nearly singular blocks (a sample almost in line with its anchors) and
+    have a std of hundreds of metres or more; the cap is loose on purpose, because a
+    net learns more from many labels of a few metres' error than from a precise few
+    (measured on a corridor, docs/mmwave.md 'Label trust');
+  * its cost per path is not an outlier of its region: robust z-score (median, MAD)
+    under ``max_cost_z``. A sample whose angles the layout does not explain (a wrong
+    association, a multipath the model lacks) is placed by them anyway;
+  * it lies inside its region's far-out fences (Tukey): per axis, within
+    ``plausible_fence`` interquartile ranges of the quartiles of the region's labels,
+    plus ``plausible_margin_m``. Chosen over the AP or anchor extent because it needs
+    no assumption on where a region's APs are (a hall lit from one side, a corridor
+    whose APs sit at its ends) and the quartiles are untouched by a few far labels; the
+    margin keeps a survey walked along one line (zero spread across it) labelled.
+  """
+  precise = std < options.max_label_std_m
+  # The MAD is floored at a chord cost of 1e-6 (0.1 deg of residual) so that noiseless
+  # data, whose costs are all ~0, do not turn rounding into outliers.
+  z = _robust_z(cost, labelled & np.isfinite(cost), 1e-6)
+  fits = np.where(labelled, z < options.max_cost_z, False)
+  # Regions without any label get zeros (nanpercentile of an empty row warns).
+  empty = ~labelled.any(-1)[:, None, None]
+  xy = np.where(labelled[..., None], labels, np.where(empty, 0.0, np.nan))
+  q1, q3 = np.nanpercentile(xy, [25, 75], 1)
+  reach = options.plausible_fence * (q3 - q1) + options.plausible_margin_m
+  inside = np.all((labels >= (q1 - reach)[:, None]) & (labels <= (q3 + reach)[:, None]), -1)
+  return labelled & precise & fits & inside
+
+
 def run_jade(
   aoa: np.ndarray,
   region: np.ndarray,
@@ -562,6 +750,9 @@ def run_jade(
     np.full((num_anchors, 2), np.nan),
     status,
     {},
+    np.full((num_samples, 2, 2), np.nan),
+    np.full(num_samples, np.nan),
+    np.zeros(num_samples, bool),
   )
   if len(problems.region_ids) == 0:
     return result
@@ -604,17 +795,51 @@ def run_jade(
   )
   a_g = geometry.apply_similarity(a, scale, rot, t)
   p_g = geometry.apply_similarity(p, scale, rot, t)
+  cov, sample_cost, noise_var, expected_res = label_covariance(
+    a, p, sol['heading'], problems.theta, problems.mask, weights, options.robust_scale
+  )
+  # The AP alignment is the one check of the layout against known positions: its
+  # residual should match the one the covariance predicts for the physical anchors. A
+  # layout bent along a weak direction fits its own angles well (the noise estimate
+  # does not see it) but not the APs. The ratio is a variance factor with
+  # 2 * APs - 4 degrees of freedom (none with 2 APs); with so few it is noisy (in 40
+  # noise draws of one room, identical label quality, it ranged 0.1-4.7), so it inflates
+  # the region's covariance only when significant (chi-square p-value under
+  # gauge_check_p_value). Measured on two_rooms seed 3, region 0: AP fit 0.66 m for
+  # 0.27 m predicted (ratio 6), labels 0.65 m off for 0.29 m predicted (30 % within
+  # 2 std); inflated, 100 %.
+  same = np.linalg.norm(ap_xy[:, :, None] - ap_xy[:, None, :], axis=-1) < 1e-6
+  earlier = np.tril(np.ones(same.shape[1:], bool), -1)
+  gauge_aps = np.sum((weights > 0) & ~np.any(same & earlier & (weights > 0)[:, None, :], -1), -1)
+  dof = np.maximum(2 * gauge_aps - 4, 1)
+  expected_m = np.sqrt(np.maximum(expected_res, 0.0)) * scale
+  ratio = (residual / np.maximum(expected_m, 1e-300)) ** 2
+  p_value = np.asarray(jax.scipy.stats.chi2.sf(ratio * dof, dof), np.float64)
+  inflation = np.where(
+    (gauge_aps >= 3) & (p_value < options.gauge_check_p_value), np.maximum(ratio, 1.0), 1.0
+  )
+  # Into the ap_position frame: cov' = s^2 R cov R^T.
+  cov = (inflation * scale**2)[:, None, None, None] * np.einsum('rij,rnjk,rlk->rnil', rot, cov, rot)
+  std = np.sqrt(np.maximum(np.trace(cov, axis1=-2, axis2=-1), 0.0))
+  ill = solved & (conditioning < options.min_conditioning)
+  trusted = trust_labels(p_g, std, sample_cost, sample_ok & solved[:, None], options)
 
   take = sample_ok & solved[:, None]
-  result.labels[problems.sample_index[take]] = p_g[take]
-  result.label_region[problems.sample_index[take]] = np.broadcast_to(
-    problems.region_ids[:, None], take.shape
-  )[take]
-  # One map entry per anchor: the estimate of the (solved) region that saw it most.
+  rows = problems.sample_index[take]
+  result.labels[rows] = p_g[take]
+  result.label_cov[rows] = cov[take]
+  result.label_std_m[rows] = std[take]
+  result.trusted[rows] = trusted[take]
+  result.label_region[rows] = np.broadcast_to(problems.region_ids[:, None], take.shape)[take]
+  # One map entry per anchor: the estimate of the (solved) region that saw it most,
+  # preferring well-conditioned regions (an ill-conditioned layout's anchors can be far
+  # off along its weak direction).
   seen = np.zeros((len(solved), num_anchors))
   hit = anchor_ok & solved[:, None]
   slot_r, slot_k = np.nonzero(hit)
-  seen[slot_r, problems.anchor_index[slot_r, slot_k]] = counts[slot_r, slot_k] + 1
+  seen[slot_r, problems.anchor_index[slot_r, slot_k]] = (
+    counts[slot_r, slot_k] + 1 + np.where(ill[slot_r], 0, counts.max() + 1)
+  )
   estimate = np.full((len(solved), num_anchors, 2), np.nan)
   estimate[slot_r, problems.anchor_index[slot_r, slot_k]] = a_g[slot_r, slot_k]
   best = np.argmax(seen, 0)
@@ -638,15 +863,34 @@ def run_jade(
     else:
       diag.update(
         gauge_residual_m=float(residual[i]),
+        gauge_residual_expected_m=float(expected_m[i]),
+        gauge_check_p_value=float(p_value[i]) if gauge_aps[i] >= 3 else None,
+        variance_inflation=float(inflation[i]),
+        noise_std_deg=float(np.degrees(np.sqrt(noise_var[i]))),
         gauge_scale=float(scale[i]),
         reflected=bool(reflected[i]),
+        label_std_median_m=float(np.median(std[i][sample_ok[i]])),
+        num_trusted=int(trusted[i].sum()),
       )
+      if ill[i]:
+        status[r] = ILL_CONDITIONED
+        logging.warning(
+          'JADE: region %d is ill-conditioned (%.2g < %.2g): %d of %d labels trusted, '
+          'median label std %.2f m',
+          r,
+          conditioning[i],
+          options.min_conditioning,
+          diag['num_trusted'],
+          diag['num_samples'],
+          diag['label_std_median_m'],
+        )
       result.anchor_index.append(problems.anchor_index[i][anchor_ok[i]])
       result.anchor_estimates.append(a_g[i][anchor_ok[i]])
       logging.info(
-        'JADE: region %d: %d samples, %d anchors, cost/path %.4g, AP fit %.3f m',
+        'JADE: region %d: %d samples (%d trusted), %d anchors, cost/path %.4g, AP fit %.3f m',
         r,
         diag['num_samples'],
+        diag['num_trusted'],
         diag['num_anchors'],
         diag['cost_per_path'],
         diag['gauge_residual_m'],
