@@ -312,3 +312,59 @@ def test_survey_and_walk_stay_out_of_obstacles(tmp_path):
   )
   with pytest.raises(ValueError, match='no free survey position'):
     simulator.sample_survey(full, 20, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize('name', sorted(floorplan.NAMED_PLANS))
+def test_every_built_in_floor_simulates_with_paths_in_every_room(name):
+  fp = floorplan.load_floorplan(name)
+  sim = simulator.simulate(fp, seed=0, num_survey=60, num_trajectory_steps=200)
+  survey, traj = sim['survey'], sim['trajectory']
+  paths = np.isfinite(survey['aoa']).sum(1)
+  for r in range(fp.num_rooms):
+    sel = survey['region'] == r
+    assert sel.sum() == 60 and paths[sel].mean() >= 4, (fp.room_names[r], paths[sel].mean())
+  # The walk visits every room and never enters an obstacle; no survey point does.
+  assert set(np.unique(traj['region'])) == set(range(fp.num_rooms))
+  assert not fp.in_obstacle(traj['position']).any()
+  assert not fp.in_obstacle(survey['position']).any()
+  assert fp.description
+
+
+def test_corridor_is_served_only_by_aps_at_the_ends_of_its_legs():
+  fp = floorplan.load_floorplan('corridor_l')
+  rooms = fp.room_of(fp.aps)
+  for r, name in enumerate(fp.room_names):
+    if not name.startswith('corridor'):
+      assert (rooms == r).sum() == 2, name  # The side rooms have two APs each.
+      continue
+    x0, y0, x1, y1 = fp.room_boxes[r]
+    aps = fp.aps[rooms == r]
+    along = 0 if x1 - x0 > y1 - y0 else 1
+    lo, hi = fp.room_boxes[r][along], fp.room_boxes[r][along + 2]
+    # Every AP of the leg (the corner AP counts for both) is within 1.5 m of one end.
+    corner = fp.aps[np.all(np.abs(fp.aps - [22.9, 1.1]) < 1e-6, -1)]
+    for ap in np.concatenate([aps, corner]):
+      assert min(ap[along] - lo, hi - ap[along]) < 1.5, (name, ap)
+    assert hi - lo > 13.9  # Long legs (14 m and 24 m).
+
+
+def test_open_hall_has_large_rooms_with_blocking_obstacles():
+  fp = floorplan.load_floorplan('open_hall')
+  sizes = fp.room_boxes[:, 2:] - fp.room_boxes[:, :2]
+  assert np.all(sizes[:, 0] >= 14.0) and np.all(sizes[:, 1] >= 10.0)
+  rooms = fp.room_of(fp.aps)
+  assert sorted(np.bincount(rooms).tolist()) == [2, 3]
+  assert len(fp.obstacles) >= 4 and 'metal' in fp.obstacle_materials
+  # The obstacles block paths: fewer anchors are seen than with the obstacles removed.
+  bare = floorplan.floorplan_from_dict(
+    {k: v for k, v in floorplan.OPEN_HALL_FLOORPLAN.items() if k != 'obstacles'}
+  )
+  rng = np.random.default_rng(0)
+  pos, _, _ = simulator.sample_survey(fp, 40, rng)
+  with_obstacles = simulator.GeometricPropagation(fp)
+  without = simulator.GeometricPropagation(bare)
+  seen = lambda prop: [  # noqa: E731
+    set(map(tuple, prop.table.position[prop(pos)[0][i]].round(3).tolist())) for i in range(len(pos))
+  ]
+  blocked = sum(len(b - a) > 0 for a, b in zip(seen(with_obstacles), seen(without)))
+  assert blocked > 0.2 * len(pos)

@@ -170,10 +170,144 @@ TWO_ROOM_FLOORPLAN: dict = {
   ],
 }
 
+# An L-shaped corridor served only by APs at the ends of its legs, and two side rooms
+# with two APs each. Along a straight leg with APs at both ends, every anchor (the APs
+# and their mirror images in the two long walls) lies near the corridor's axis: the
+# leg's JADE problem is nearly collinear, the case a realistic floor exposed.
+CORRIDOR_L_FLOORPLAN: dict = {
+  'name': 'corridor_l',
+  'description': (
+    'an L-shaped 2.4 m wide corridor (legs of 24 m and 14 m) with APs only at the ends of '
+    'its legs, and two 6 m x 5 m side rooms with two APs each, opening on it by 1 m doors'
+  ),
+  'walls': [
+    # Corridor: south wall, west end, north wall with the two doors, the outer corner.
+    [0.0, 0.0, 24.0, 0.0],
+    [0.0, 0.0, 0.0, 2.4],
+    [0.0, 2.4, 4.5, 2.4],
+    [5.5, 2.4, 12.5, 2.4],
+    [13.5, 2.4, 21.6, 2.4],
+    [24.0, 0.0, 24.0, 16.4],
+    [21.6, 2.4, 21.6, 16.4],
+    [21.6, 16.4, 24.0, 16.4],
+    # Side rooms north of the horizontal leg: x 2-8 and x 10-16, y 2.4-7.4.
+    [2.0, 2.4, 2.0, 7.4],
+    [2.0, 7.4, 8.0, 7.4],
+    [8.0, 2.4, 8.0, 7.4],
+    [10.0, 2.4, 10.0, 7.4],
+    [10.0, 7.4, 16.0, 7.4],
+    [16.0, 2.4, 16.0, 7.4],
+  ],
+  'rooms': [
+    {'name': 'corridor_east_west', 'box': [0.0, 0.0, 24.0, 2.4]},
+    {'name': 'corridor_north_south', 'box': [21.6, 2.4, 24.0, 16.4]},
+    {'name': 'room_west', 'box': [2.0, 2.4, 8.0, 7.4]},
+    {'name': 'room_east', 'box': [10.0, 2.4, 16.0, 7.4]},
+  ],
+  'aps': [
+    [0.6, 1.3],  # West end of the long leg.
+    [22.9, 1.1],  # The corner: the east end of one leg, the south end of the other.
+    [22.7, 15.8],  # North end of the short leg.
+    [3.4, 6.3],  # West room: two APs.
+    [6.9, 4.0],
+    [11.3, 4.1],  # East room: two APs.
+    [14.6, 6.4],
+  ],
+  'walk': [
+    [1.5, 1.2],
+    [5.0, 1.2],
+    [5.0, 2.4],
+    [5.0, 4.0],
+    [3.2, 4.8],
+    [5.5, 6.5],
+    [7.0, 5.5],
+    [5.0, 3.2],
+    [5.0, 1.2],
+    [13.0, 1.2],
+    [13.0, 3.2],
+    [11.5, 5.5],
+    [13.5, 6.6],
+    [15.0, 4.5],
+    [13.0, 3.2],
+    [13.0, 1.2],
+    [21.0, 1.2],
+    [22.8, 3.5],
+    [22.8, 12.0],
+    [22.8, 15.5],
+  ],
+}
+
+# Two large open halls with pillars and metal cabinets that block paths, joined by a 4 m
+# opening (paths of one hall's APs reach into the other); the east hall has two APs.
+OPEN_HALL_FLOORPLAN: dict = {
+  'name': 'open_hall',
+  'description': (
+    'a 16 m x 10 m and a 14 m x 10 m hall joined by a 4 m opening, with 0.6 m concrete '
+    'pillars and metal cabinets that block paths; three APs in the west hall, two in the '
+    'east hall'
+  ),
+  'walls': [
+    [0.0, 0.0, 30.0, 0.0],
+    [0.0, 10.0, 30.0, 10.0],
+    [0.0, 0.0, 0.0, 10.0],
+    [30.0, 0.0, 30.0, 10.0],
+    [16.0, 0.0, 16.0, 3.0],
+    [16.0, 7.0, 16.0, 10.0],
+  ],
+  'rooms': [
+    {'name': 'hall_west', 'box': [0.0, 0.0, 16.0, 10.0]},
+    {'name': 'hall_east', 'box': [16.0, 0.0, 30.0, 10.0]},
+  ],
+  'obstacles': [
+    {'box': [4.7, 3.2, 5.3, 3.8], 'material': 'concrete'},
+    {'box': [4.7, 6.2, 5.3, 6.8], 'material': 'concrete'},
+    {'box': [10.7, 3.2, 11.3, 3.8], 'material': 'concrete'},
+    {'box': [10.7, 6.2, 11.3, 6.8], 'material': 'concrete'},
+    {'box': [7.0, 9.2, 9.5, 9.8]},  # Cabinet against the north wall.
+    {'box': [21.7, 4.7, 22.3, 5.3], 'material': 'concrete'},
+    {'box': [25.7, 4.7, 26.3, 5.3], 'material': 'concrete'},
+    {'box': [19.0, 0.2, 21.0, 0.8]},  # Cabinet against the south wall.
+    {'box': [27.5, 7.0, 28.1, 9.0]},  # Rack.
+  ],
+  'aps': [
+    [1.5, 1.5],
+    [14.0, 2.0],
+    [8.0, 8.3],
+    [18.5, 8.5],
+    [28.5, 1.5],
+  ],
+  'walk': [
+    [2.0, 5.0],
+    [3.0, 8.3],
+    [8.0, 7.6],
+    [13.5, 8.3],
+    [14.0, 5.0],
+    [13.5, 1.5],
+    [8.0, 2.0],
+    [8.0, 5.0],
+    [14.0, 5.0],
+    [18.0, 5.0],
+    [20.0, 2.5],
+    [24.0, 2.5],
+    [28.5, 4.0],
+    [25.0, 8.0],
+    [20.0, 7.0],
+    [18.0, 5.0],
+    [8.0, 5.0],
+    [3.0, 5.0],
+    [2.5, 2.5],
+  ],
+}
+
 # Plans that ``load_floorplan`` knows by name ('default' is the six-room plan too).
 NAMED_PLANS: dict = {
-  DEFAULT_FLOORPLAN['name']: DEFAULT_FLOORPLAN,
-  TWO_ROOM_FLOORPLAN['name']: TWO_ROOM_FLOORPLAN,
+  plan['name']: plan
+  for plan in (
+    DEFAULT_FLOORPLAN,
+    TWO_ROOM_FLOORPLAN,
+    CORRIDOR_L_FLOORPLAN,
+    OPEN_HALL_FLOORPLAN,
+  )
 }
 
 
