@@ -361,8 +361,9 @@ def test_open_hall_has_large_rooms_with_blocking_obstacles():
   )
   rng = np.random.default_rng(0)
   pos, _, _ = simulator.sample_survey(fp, 40, rng)
-  with_obstacles = simulator.GeometricPropagation(fp)
-  without = simulator.GeometricPropagation(bare)
+  kw = {'reflection_loss_db': 6.0, 'detection_threshold_db': 20.0}
+  with_obstacles = simulator.GeometricPropagation(fp, **kw)
+  without = simulator.GeometricPropagation(bare, **kw)
   seen = lambda prop: [  # noqa: E731
     set(map(tuple, prop.table.position[prop(pos)[0][i]].round(3).tolist())) for i in range(len(pos))
   ]
