@@ -42,6 +42,19 @@ def _nets(hidden_sizes: tuple, learning_rate: float, batch_size: int) -> ml_coll
   nets.validation_fraction = 0.1
   # Probability of dropping each received path in a training input (augmentation).
   nets.path_dropout = 0.05
+  # Loss of the 2-D label error: 'mse', 'huber' (linear beyond loss_scale_m) or 'cauchy'
+  # (logarithmic beyond it), so that a wrong label pulls a net less.
+  nets.loss = 'huber'
+  # Scale of the robust loss, metres: errors under it count as with 'mse'.
+  nets.loss_scale_m = 0.5
+  # Train only on the labels JADE trusts (JadeResult.trusted, docs/mmwave.md 'Label
+  # trust'); False = every JADE label.
+  nets.trusted_only = True
+  # Per-label loss weights: 'none' or 'inverse_variance' (1 / label_std_m^2, rescaled to
+  # mean 1 per net).
+  nets.label_weighting = 'none'
+  # Inverse-variance weighting: label std floor, metres (caps a label's weight).
+  nets.label_std_floor_m = 0.1
   return nets
 
 

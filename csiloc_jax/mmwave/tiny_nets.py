@@ -13,6 +13,12 @@ sensible when a path disappears on the trajectory), and keeps per net the parame
 with the lowest validation loss. docs/mmwave.md ('Tiny nets and features') gives the
 reasons for the architecture and the encoding.
 
+Labels are JADE's estimates, not measurements: some are poor. :func:`make_training_set`
+keeps only the trusted ones (``JadeResult.trusted``) and can weight each by its inverse
+predicted variance (:func:`label_weights`); the loss (:class:`TrainOptions` ``loss``)
+can be robust (Huber, Cauchy on the 2-D error, with a scale in metres) so that the
+labels the checks let through wrongly pull a net less (docs/mmwave.md, 'Label trust').
+
 Every compiled program here is a module-level ``jax.jit`` whose data arrive as
 arguments and whose settings (the model, :class:`TrainOptions`) are static arguments,
 so ``jax.jit``'s own cache serves repeated trainings with the same settings and shapes.
@@ -38,6 +44,8 @@ from csiloc_jax.mmwave import features as features_lib
 from csiloc_jax.mmwave import regions
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'gelu': nn.gelu, 'silu': nn.silu}
+LOSSES = ('mse', 'huber', 'cauchy')
+LABEL_WEIGHTINGS = ('none', 'inverse_variance')
 
 
 class MLP(nn.Module):
@@ -97,10 +105,23 @@ class TrainOptions:
   eval_every: int
   validation_fraction: float
   path_dropout: float
+  loss: str
+  loss_scale_m: float
+  trusted_only: bool
+  label_weighting: str
+  label_std_floor_m: float
   seed: int
 
   def __post_init__(self):
     object.__setattr__(self, 'hidden_sizes', tuple(int(h) for h in self.hidden_sizes))
+    if self.loss not in LOSSES:
+      raise ValueError(f'loss must be one of {LOSSES}, got {self.loss!r}')
+    if self.label_weighting not in LABEL_WEIGHTINGS:
+      raise ValueError(
+        f'label_weighting must be one of {LABEL_WEIGHTINGS}, got {self.label_weighting!r}'
+      )
+    if self.loss != 'mse' and not self.loss_scale_m > 0:
+      raise ValueError(f'loss {self.loss!r} needs loss_scale_m > 0, got {self.loss_scale_m}')
 
 
 @dataclasses.dataclass
@@ -113,6 +134,17 @@ class TrainingSet:
   num_train: np.ndarray  # [K].
   val_mask: np.ndarray  # [K, N] rows held out for validation.
   region_ids: np.ndarray  # [K].
+  # [K, N] per-sample loss weights, mean 1 over each net's samples (0 = padding).
+  weights: np.ndarray | None = None
+
+
+def label_weights(label_std_m: np.ndarray, floor_m: float) -> np.ndarray:
+  """Inverse-variance weights ``1 / max(std, floor)^2`` of labels ``[T]`` (0 where the
+  std is not finite). The floor caps the weight: a handful of labels predicted to be
+  near-exact must not drown the rest of their region."""
+  std = np.asarray(label_std_m, np.float64)
+  ok = np.isfinite(std)
+  return np.where(ok, 1.0 / np.maximum(np.where(ok, std, 1.0), floor_m) ** 2, 0.0)
 
 
 def make_training_set(
@@ -122,22 +154,33 @@ def make_training_set(
   group_ids: Sequence[int],
   validation_fraction: float,
   seed: int,
+  *,
+  trusted: np.ndarray | None = None,
+  weights: np.ndarray | None = None,
 ) -> TrainingSet:
   """Splits labelled samples by group (region) into padded per-net slots.
 
-  Samples with NaN labels (JADE left them out) are not used. Each group with at least
-  10 samples holds out ``validation_fraction`` of them, drawn at random.
+  Samples with NaN labels (JADE left them out) are not used, nor, with ``trusted [T]``,
+  samples whose label is not trusted. ``weights [T]`` (non-negative; e.g.
+  :func:`label_weights`) weight each sample's loss; they are rescaled to mean 1 per
+  net. Each group with at least 10 samples holds out ``validation_fraction`` of them,
+  drawn at random.
   """
   rng = np.random.default_rng(seed)
   ids = np.asarray(group_ids)
   match = np.asarray(groups)[:, None] == ids[None, :]
   labelled = np.all(np.isfinite(labels), -1)
+  if trusted is not None:
+    labelled &= np.asarray(trusted, bool)
+  if weights is not None:
+    weights = np.asarray(weights, np.float64)
+    labelled &= np.isfinite(weights) & (weights > 0)
   rows = np.flatnonzero(labelled & match.any(1))
   net = match[rows].argmax(1)
   counts = np.bincount(net, minlength=len(ids))
   if np.any(counts < 2):
     raise ValueError(
-      'every net needs at least 2 labelled samples; counts per group: '
+      'every net needs at least 2 labelled (and trusted) samples; counts per group: '
       f'{dict(zip(ids.tolist(), counts.tolist()))}'
     )
   k, m = len(ids), aoa.shape[1]
@@ -146,6 +189,10 @@ def make_training_set(
   y = np.zeros((k, counts.max(), 2), np.float32)
   x[net, slot] = aoa[rows]
   y[net, slot] = labels[rows]
+  w = np.zeros((k, counts.max()), np.float32)
+  w_rows = np.ones(len(rows)) if weights is None else weights[rows]
+  w_mean = np.bincount(net, weights=w_rows, minlength=k) / counts
+  w[net, slot] = w_rows / w_mean[net]
   n_val = np.where(counts >= 10, np.round(validation_fraction * counts), 0).astype(np.int64)
   # A random subset per group.
   is_val = regions.group_ranks(net, rng.random(len(rows))) < n_val[net]
@@ -155,7 +202,7 @@ def make_training_set(
   num_train = counts - n_val
   train_index = np.zeros((k, num_train.max()), np.int32)
   train_index[tr_net, regions.group_ranks(tr_net, tr_slot)] = tr_slot
-  return TrainingSet(x, y, train_index, num_train, val, ids.astype(np.int32))
+  return TrainingSet(x, y, train_index, num_train, val, ids.astype(np.int32), w)
 
 
 def label_statistics(ts: TrainingSet) -> tuple[np.ndarray, ...]:
@@ -234,9 +281,26 @@ def _make_optimizer(opts: TrainOptions) -> optax.GradientTransformation:
   return optax.adamw(schedule, weight_decay=opts.weight_decay)
 
 
-def _loss(model: MLP, params, x, y, w):
+def robust_loss(sq_err: jax.Array, kind: str, scale) -> jax.Array:
+  """Loss of squared 2-D errors: ``'mse'`` the squared error; ``'huber'`` quadratic up
+  to ``scale`` then linear (``2 s r - s^2``); ``'cauchy'`` ``s^2 log(1 + r^2 / s^2)``.
+  All equal ``r^2`` for small errors, so the scale is where a label starts to count as
+  an outlier; on the 2-D error norm (not per axis) so that no direction is preferred."""
+  if kind == 'mse':
+    return sq_err
+  if kind == 'huber':
+    # Floored so the gradient of sqrt stays finite at a zero error.
+    r = jnp.sqrt(jnp.maximum(sq_err, 1e-12))
+    return jnp.where(r <= scale, sq_err, 2.0 * scale * r - scale**2)
+  if kind == 'cauchy':
+    return scale**2 * jnp.log1p(sq_err / scale**2)
+  raise ValueError(f'loss must be one of {LOSSES}, got {kind!r}')
+
+
+def _loss(model: MLP, kind: str, params, x, y, w, scale):
   pred = model.apply({'params': params}, x)
-  return jnp.sum(w * jnp.sum((pred - y) ** 2, -1)) / jnp.maximum(jnp.sum(w), 1.0)
+  per_sample = robust_loss(jnp.sum((pred - y) ** 2, -1), kind, scale)
+  return jnp.sum(w * per_sample) / jnp.maximum(jnp.sum(w), 1e-6)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'opts', 'reference'))
@@ -264,7 +328,9 @@ def _train_chunk(
   encode_units = functools.partial(
     features_lib.encode_units, reference=reference, priority=priority
   )
-  loss_fn = functools.partial(_loss, model)
+  loss_fn = functools.partial(_loss, model, opts.loss)
+  # The robust loss's scale in each net's normalised units.
+  loss_scale = data['loss_scale']
 
   def train_step(carry, rng):
     params, opt_state = carry
@@ -279,15 +345,17 @@ def _train_chunk(
       vis = vis * (jax.random.uniform(k_drop, vis.shape) >= opts.path_dropout)
     batch_feats = encode_units(batch[..., 0], batch[..., 1], vis)
     batch_y = jnp.take_along_axis(y_norm, rows[..., None], 1)
-    ones = jnp.ones(rows.shape, jnp.float32)
-    loss, grads = jax.vmap(jax.value_and_grad(loss_fn))(params, batch_feats, batch_y, ones)
+    batch_w = jnp.take_along_axis(data['weights'], rows, 1)
+    loss, grads = jax.vmap(jax.value_and_grad(loss_fn))(
+      params, batch_feats, batch_y, batch_w, loss_scale
+    )
     updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
   rngs = jax.random.split(rng, opts.eval_every)
   (params, opt_state), losses = jax.lax.scan(train_step, (params, opt_state), rngs)
   val_feats = encode_units(units[..., 0], units[..., 1], units[..., 2])
-  val = jax.vmap(loss_fn)(params, val_feats, y_norm, data['val_mask'].astype(jnp.float32))
+  val = jax.vmap(loss_fn)(params, val_feats, y_norm, data['val_mask'] * data['weights'], loss_scale)
   # Nets without a validation split keep their latest parameters.
   val = jnp.where(data['has_val'], val, -jnp.inf)
   better = val <= best_val
@@ -332,7 +400,11 @@ def train_bank(
     'y_norm': jnp.asarray((ts.labels - mean[:, None]) / scale[:, None, None], jnp.float32),
     'train_index': jnp.asarray(ts.train_index),
     'num_train': jnp.asarray(ts.num_train),
-    'val_mask': jnp.asarray(ts.val_mask),
+    'val_mask': jnp.asarray(ts.val_mask, jnp.float32),
+    'weights': jnp.asarray(
+      np.ones(ts.val_mask.shape) if ts.weights is None else ts.weights, jnp.float32
+    ),
+    'loss_scale': jnp.asarray(max(opts.loss_scale_m, 1e-6) / scale, jnp.float32),
     'has_val': jnp.asarray(ts.val_mask.any(1)),
     'priority': jnp.asarray(np.zeros(m) if priority is None else priority, jnp.float32),
   }
@@ -360,6 +432,8 @@ def train_bank(
     progress.stop(opts.eval_every)
     if not np.all(np.isfinite(loss)):
       raise FloatingPointError(f'{name}: non-finite training loss {loss} at step {progress.step}')
+    # val_rmse_m is the RMS error in metres for the 'mse' loss; for a robust loss, the
+    # square root of its value (equal for errors under the loss scale).
     if writer is not None and (chunk % 4 == 3 or chunk == num_chunks - 1):
       summary = progress.summary()
       val = np.asarray(val)
