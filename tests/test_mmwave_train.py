@@ -60,7 +60,9 @@ def _copy_without(src, dst, drop=(), replace=None):
 
 
 def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
-  config = config_utils.load_config(CONFIG + ':quick')
+  # On the six-room floor, where every method should be near perfect (the default floor
+  # is the hardest one; the suite reports it).
+  config = config_utils.load_config(CONFIG + ':quick', {'data.floorplan': 'six_rooms'})
   metrics = train.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / 'metrics.json') as f:
     saved = json.load(f)
