@@ -89,6 +89,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # default is the hardest built-in floor, so that the headline numbers mean something
   # (on six_rooms every method is near 100 %).
   config.data.floorplan = 'open_hall'
+  # Generated scenario: a path is lost when more than this many dB below the strongest
+  # path of ...
+  config.data.detection_threshold_db = 20.0
+  # ... its own AP ('ap', each AP sounded separately) or of any AP ('sample', one
+  # receiver dynamic range).
+  config.data.detection_reference = 'ap'
+  # Generated scenario: heavier-tailed AoA noise, a Gaussian mixture: this fraction of
+  # paths gets an error of standard deviation aoa_outlier_deg instead of aoa_noise_deg.
+  config.data.aoa_outlier_fraction = 0.0
+  config.data.aoa_outlier_deg = 30.0
+  # Generated scenario: imperfect association: probability that a detected path is
+  # attributed to another (undetected) anchor, and the mean number of spurious paths
+  # (random anchor, random angle) per sample.
+  config.data.misassociation_rate = 0.0
+  config.data.spurious_rate = 0.0
   # Survey without a "region" dataset: cluster it into this many regions by received
   # paths (1 = the whole survey is one region); unset = choose the count automatically
   # (csiloc_jax/mmwave/regions.py).

@@ -369,3 +369,60 @@ def test_open_hall_has_large_rooms_with_blocking_obstacles():
   ]
   blocked = sum(len(b - a) > 0 for a, b in zip(seen(with_obstacles), seen(without)))
   assert blocked > 0.2 * len(pos)
+
+
+def test_sample_detection_drops_a_far_aps_paths_that_per_ap_detection_keeps():
+  # AP 0's path at -10 dB, AP 1's only path at -35 dB: on its own AP's scale AP 1's
+  # path is the strongest (kept); against the sample's strongest it is 25 dB down.
+  power = np.array([[-10.0, -25.0, -35.0]])
+  anchor_ap = np.array([0, 0, 1])
+  np.testing.assert_array_equal(simulator.detect(power, anchor_ap, 20.0, 'ap'), [[1, 1, 1]])
+  np.testing.assert_array_equal(simulator.detect(power, anchor_ap, 20.0, 'sample'), [[1, 1, 0]])
+  with pytest.raises(ValueError, match='detection reference'):
+    simulator.detect(power, anchor_ap, 20.0, 'room')
+
+
+def test_outlier_mixture_gives_the_stated_fraction_of_large_errors():
+  rng = np.random.default_rng(0)
+  n = 20000
+  anchors = np.array([[10.0, 0.0]])
+  pos = np.zeros((n, 2))
+  detected = np.ones((n, 1), bool)
+  err = lambda aoa: np.abs(geometry.wrap(aoa[:, 0]))  # noqa: E731  True bearing 0.
+  plain = simulator.measure_aoa(anchors, pos, np.zeros(n), detected, np.deg2rad(5), rng)
+  mixed = simulator.measure_aoa(
+    anchors,
+    pos,
+    np.zeros(n),
+    detected,
+    np.deg2rad(5),
+    rng,
+    outlier_fraction=0.1,
+    outlier_rad=np.deg2rad(30),
+  )
+  # Beyond 20 deg (4 sigma of the 5 deg part): ~0 without outliers; with them, 10 % of
+  # paths from N(0, 30 deg), of which P(|e| > 20) = 0.505, i.e. ~5.0 %.
+  big = np.deg2rad(20)
+  assert np.mean(err(plain) > big) < 0.001
+  expected = 0.1 * 0.505
+  assert abs(np.mean(err(mixed) > big) - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+
+
+def test_misassociation_and_spurious_paths_at_the_stated_rates():
+  rng = np.random.default_rng(1)
+  t, m = 4000, 40
+  aoa = np.full((t, m), np.nan, np.float32)
+  aoa[:, :8] = rng.uniform(-3, 3, (t, 8))  # 8 detected paths per sample, 32 free columns.
+  moved = simulator.corrupt_association(aoa, np.random.default_rng(2), 0.1, 0.0)
+  # Path counts are kept; ~10 % of the paths now sit in a column that had none.
+  np.testing.assert_array_equal(np.isfinite(moved).sum(1), 8)
+  frac = np.isfinite(moved[:, 8:]).sum() / (8 * t)
+  assert abs(frac - 0.1) < 4 * np.sqrt(0.1 * 0.9 / (8 * t))
+  # The moved values are the original angles (the path, not the angle, is wrong).
+  assert np.isin(moved[np.isfinite(moved)], aoa[np.isfinite(aoa)]).all()
+  spurious = simulator.corrupt_association(aoa, np.random.default_rng(3), 0.0, 0.5)
+  extra = np.isfinite(spurious).sum(1) - 8
+  assert abs(extra.mean() - 0.5) < 4 * np.sqrt(0.5 / t)
+  np.testing.assert_array_equal(spurious[:, :8], aoa[:, :8])
+  # Off by default: the array is returned untouched.
+  assert simulator.corrupt_association(aoa, rng, 0.0, 0.0) is aoa

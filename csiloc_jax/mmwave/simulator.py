@@ -143,6 +143,7 @@ def trace_paths(
   *,
   reflection_loss_db: float,
   detection_threshold_db: float,
+  detection_reference: str = 'ap',
 ) -> tuple[np.ndarray, np.ndarray]:
   """Geometric visibility and detection of every anchor's path at every position.
 
@@ -182,22 +183,67 @@ def trace_paths(
   length = np.linalg.norm(a_virtual - p, axis=-1)  # Unfolded path length.
   power = -20.0 * np.log10(np.maximum(length, 0.1)) - reflection_loss_db * is_refl
   power = np.where(visible, power, -np.inf)
-  return detect(power, anchors.ap, detection_threshold_db), power
+  return detect(power, anchors.ap, detection_threshold_db, detection_reference), power
 
 
-def detect(power_db: np.ndarray, anchor_ap: np.ndarray, threshold_db: float) -> np.ndarray:
+DETECTION_REFERENCES = ('ap', 'sample')
+
+
+def detect(
+  power_db: np.ndarray, anchor_ap: np.ndarray, threshold_db: float, reference: str = 'ap'
+) -> np.ndarray:
   """Which paths the receiver resolves: ``power_db`` [T, M] (-inf where no path) ->
   detected [T, M].
 
-  Each AP's channel is sounded separately (its own beacons / beam training), so the
-  dynamic range applies per AP: a path is lost when it is more than ``threshold_db``
-  below the strongest path *of the same AP* at that position.
+  ``reference='ap'``: each AP's channel is sounded separately (its own beacons / beam
+  training), so the dynamic range applies per AP: a path is lost when it is more than
+  ``threshold_db`` below the strongest path *of the same AP* at that position.
+  ``reference='sample'``: one receiver dynamic range for everything it hears: a path is
+  lost when it is more than ``threshold_db`` below the strongest path of *any* AP there
+  (far APs drop out next to a near one).
   """
-  strongest = np.full(power_db.shape, -np.inf)
-  for a in np.unique(anchor_ap):
-    cols = anchor_ap == a
-    strongest[:, cols] = power_db[:, cols].max(-1, keepdims=True)
+  if reference not in DETECTION_REFERENCES:
+    raise ValueError(
+      f'detection reference must be one of {DETECTION_REFERENCES}, got {reference!r}'
+    )
+  if reference == 'sample':
+    strongest = np.max(power_db, -1, keepdims=True)
+  else:
+    strongest = np.full(power_db.shape, -np.inf)
+    for a in np.unique(anchor_ap):
+      cols = anchor_ap == a
+      strongest[:, cols] = power_db[:, cols].max(-1, keepdims=True)
   return np.isfinite(power_db) & (power_db >= strongest - threshold_db)
+
+
+def corrupt_association(
+  aoa: np.ndarray, rng: np.random.Generator, misassociation_rate: float, spurious_rate: float
+) -> np.ndarray:
+  """Imperfect association on measured AoAs ``[T, M]`` (NaN = not detected).
+
+  Each detected path is, with probability ``misassociation_rate``, reported in the
+  column of another anchor that was not detected at that sample (the angle stays the
+  path's true arrival: the path is attributed to the wrong anchor). Then each sample
+  gains Poisson(``spurious_rate``) spurious paths, each in a random undetected column at
+  a uniformly random angle. Ground truth is not touched.
+  """
+  if misassociation_rate <= 0 and spurious_rate <= 0:
+    return aoa
+  out = aoa.copy()
+  for t in range(len(out)):  # Per sample: a handful of paths, a short loop.
+    row = out[t]
+    if misassociation_rate > 0:
+      seen = np.flatnonzero(np.isfinite(row))
+      moved = seen[rng.random(len(seen)) < misassociation_rate]
+      for j in moved:
+        free = np.flatnonzero(np.isnan(row))
+        if len(free):
+          row[rng.choice(free)], row[j] = row[j], np.nan
+    if spurious_rate > 0:
+      free = np.flatnonzero(np.isnan(row))
+      count = min(rng.poisson(spurious_rate), len(free))
+      row[rng.choice(free, count, replace=False)] = rng.uniform(-np.pi, np.pi, count)
+  return out
 
 
 def measure_aoa(
@@ -208,6 +254,8 @@ def measure_aoa(
   noise_rad: float,
   rng: np.random.Generator,
   arrival: np.ndarray | None = None,
+  outlier_fraction: float = 0.0,
+  outlier_rad: float = 0.0,
 ) -> np.ndarray:
   """Noisy AoAs in the client frame, NaN where a path is not detected: [T, M].
 
@@ -218,7 +266,15 @@ def measure_aoa(
     d = anchor_pos[None] - positions[:, None]
     arrival = np.arctan2(d[..., 1], d[..., 0])
   theta = arrival - headings[:, None]
-  theta = theta + noise_rad * rng.standard_normal(theta.shape)
+  # A Gaussian mixture: with probability outlier_fraction the error is drawn with the
+  # wider outlier_rad (heavier tails than one Gaussian).
+  # No extra draw without outliers: the scenarios of a seed stay what they were.
+  scale = (
+    np.where(rng.random(theta.shape) < outlier_fraction, outlier_rad, noise_rad)
+    if outlier_fraction > 0
+    else noise_rad
+  )
+  theta = theta + scale * rng.standard_normal(theta.shape)
   return np.where(detected, geometry.wrap(theta), np.nan)
 
 
@@ -311,13 +367,20 @@ class GeometricPropagation:
   """
 
   def __init__(
-    self, fp: floorplan_lib.FloorPlan, *, reflection_loss_db: float, detection_threshold_db: float
+    self,
+    fp: floorplan_lib.FloorPlan,
+    *,
+    reflection_loss_db: float,
+    detection_threshold_db: float,
+    detection_reference: str = 'ap',
   ):
     self.fp = fp
     self.lines = wall_lines(fp.segments)
     self.table = anchor_table(fp, self.lines)
     self.trace = dict(
-      reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db
+      reflection_loss_db=reflection_loss_db,
+      detection_threshold_db=detection_threshold_db,
+      detection_reference=detection_reference,
     )
 
   def __call__(self, positions: np.ndarray) -> tuple[np.ndarray, None]:
@@ -337,6 +400,11 @@ def simulate(
   num_trajectory_steps: int = DEFAULT_TRAJECTORY_STEPS,
   reflection_loss_db: float = 6.0,
   detection_threshold_db: float = 20.0,
+  detection_reference: str = 'ap',
+  aoa_outlier_fraction: float = 0.0,
+  aoa_outlier_deg: float = 30.0,
+  misassociation_rate: float = 0.0,
+  spurious_rate: float = 0.0,
   shuffle_anchors: bool = True,
   propagation=None,
 ) -> dict:
@@ -344,16 +412,27 @@ def simulate(
   (docs/schemas.md) as dicts, ground truth included.
 
   ``propagation`` (see :class:`GeometricPropagation`) decides which paths arrive; by
-  default the geometric model with ``reflection_loss_db`` and ``detection_threshold_db``
-  (the ray-traced source, :mod:`.raytrace`, passes its own).
+  default the geometric model with ``reflection_loss_db``, ``detection_threshold_db`` and
+  ``detection_reference`` (the ray-traced source, :mod:`.raytrace`, passes its own).
+  ``aoa_outlier_fraction`` / ``aoa_outlier_deg``: heavier-tailed AoA noise (a Gaussian
+  mixture, see :func:`measure_aoa`); ``misassociation_rate`` / ``spurious_rate``:
+  imperfect association (:func:`corrupt_association`), applied to survey and trajectory.
   """
   rng = np.random.default_rng(seed)
   if propagation is None:
     propagation = GeometricPropagation(
-      fp, reflection_loss_db=reflection_loss_db, detection_threshold_db=detection_threshold_db
+      fp,
+      reflection_loss_db=reflection_loss_db,
+      detection_threshold_db=detection_threshold_db,
+      detection_reference=detection_reference,
     )
   table = propagation.table
   noise = np.deg2rad(aoa_noise_deg)
+  outliers = dict(outlier_fraction=aoa_outlier_fraction, outlier_rad=np.deg2rad(aoa_outlier_deg))
+
+  def measured(anchor_pos, pos, head, det, arr):
+    aoa = measure_aoa(anchor_pos, pos, head, det, noise, rng, arr, **outliers)
+    return corrupt_association(aoa, rng, misassociation_rate, spurious_rate).astype(np.float32)
 
   s_pos, s_head, s_room = sample_survey(fp, num_survey, rng)
   s_det, s_arr = propagation(s_pos)
@@ -378,18 +457,14 @@ def simulate(
   }
   survey = dict(
     common,
-    aoa=measure_aoa(
-      anchor_pos, s_pos, s_head, s_det[:, keep], noise, rng, _columns(s_arr, keep)
-    ).astype(np.float32),
+    aoa=measured(anchor_pos, s_pos, s_head, s_det[:, keep], _columns(s_arr, keep)),
     region=s_room.astype(np.int32),
     position=s_pos.astype(np.float32),
     heading=s_head.astype(np.float32),
   )
   trajectory = dict(
     common,
-    aoa=measure_aoa(
-      anchor_pos, t_pos, t_head, t_det[:, keep], noise, rng, _columns(t_arr, keep)
-    ).astype(np.float32),
+    aoa=measured(anchor_pos, t_pos, t_head, t_det[:, keep], _columns(t_arr, keep)),
     region=fp.room_of(t_pos).astype(np.int32),
     time_s=t_time,
     position=t_pos.astype(np.float32),
@@ -413,6 +488,11 @@ def write_scenario(
   floorplan=None,
   reflection_loss_db: float = 6.0,
   detection_threshold_db: float = 20.0,
+  detection_reference: str = 'ap',
+  aoa_outlier_fraction: float = 0.0,
+  aoa_outlier_deg: float = 30.0,
+  misassociation_rate: float = 0.0,
+  spurious_rate: float = 0.0,
 ) -> dict:
   """Writes ``out_dir/survey.h5`` and ``out_dir/trajectory.h5`` (schema: docs/schemas.md).
 
@@ -427,6 +507,15 @@ def write_scenario(
     reflection_loss_db: extra loss of a first-order reflection.
     detection_threshold_db: paths weaker than the strongest path of their AP by more
       than this are lost.
+    detection_reference: ``'ap'`` (the strongest path of the same AP) or ``'sample'``
+      (the strongest path of any AP at that position), see :func:`detect`.
+    aoa_outlier_fraction: fraction of paths whose AoA error is drawn with
+      ``aoa_outlier_deg`` instead of ``aoa_noise_deg``.
+    aoa_outlier_deg: standard deviation of the outlier component, degrees.
+    misassociation_rate: probability that a detected path is attributed to another
+      (undetected) anchor.
+    spurious_rate: mean number of spurious paths per sample (random anchor, random
+      angle).
 
   Returns:
     ``{'survey': path, 'trajectory': path, ...}`` with a summary of the scenario.
@@ -441,6 +530,11 @@ def write_scenario(
     num_trajectory_steps=num_trajectory_steps,
     reflection_loss_db=reflection_loss_db,
     detection_threshold_db=detection_threshold_db,
+    detection_reference=detection_reference,
+    aoa_outlier_fraction=aoa_outlier_fraction,
+    aoa_outlier_deg=aoa_outlier_deg,
+    misassociation_rate=misassociation_rate,
+    spurious_rate=spurious_rate,
   )
   attrs = {
     'aoa_noise_deg': float(aoa_noise_deg),
@@ -449,6 +543,11 @@ def write_scenario(
     'floorplan_json': json.dumps(fp.to_dict()),
     'reflection_loss_db': float(reflection_loss_db),
     'detection_threshold_db': float(detection_threshold_db),
+    'detection_reference': detection_reference,
+    'aoa_outlier_fraction': float(aoa_outlier_fraction),
+    'aoa_outlier_deg': float(aoa_outlier_deg),
+    'misassociation_rate': float(misassociation_rate),
+    'spurious_rate': float(spurious_rate),
   }
   return write_simulation(out_dir, fp, sim, attrs, 'csiloc_jax.mmwave.simulator')
 
@@ -518,4 +617,10 @@ def scenario_kwargs(data) -> dict:
     'num_survey': data['num_survey'] or DEFAULT_SURVEY_PER_ROOM,
     'num_trajectory_steps': data['num_trajectory_steps'] or DEFAULT_TRAJECTORY_STEPS,
     'floorplan': data['floorplan'] or None,
+    'detection_threshold_db': data['detection_threshold_db'],
+    'detection_reference': data['detection_reference'],
+    'aoa_outlier_fraction': data['aoa_outlier_fraction'],
+    'aoa_outlier_deg': data['aoa_outlier_deg'],
+    'misassociation_rate': data['misassociation_rate'],
+    'spurious_rate': data['spurious_rate'],
   }
