@@ -37,6 +37,7 @@ import h5py
 import ml_collections
 import numpy as np
 
+from csiloc_jax.core import errors
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import runs
 from csiloc_jax.csi import features
@@ -53,7 +54,7 @@ def file_name(k: int) -> str:
   return f'file_{k}.hdf5'
 
 
-class CTWFormatError(ValueError):
+class CTWFormatError(errors.InputError):
   """A file or folder does not follow the CTW-2020 layout."""
 
 

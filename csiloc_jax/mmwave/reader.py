@@ -28,6 +28,7 @@ from absl import logging
 import h5py
 import numpy as np
 
+from csiloc_jax.core import errors
 from csiloc_jax.mmwave import floorplan
 from csiloc_jax.mmwave import geometry
 
@@ -35,7 +36,7 @@ REQUIRED = ('aoa', 'anchor_ap', 'anchor_kind', 'ap_position')
 GROUND_TRUTH = ('position', 'heading', 'anchor_position')
 
 
-class MeasurementError(ValueError):
+class MeasurementError(errors.InputError):
   """A measurement file does not follow the schema (docs/schemas.md)."""
 
 
