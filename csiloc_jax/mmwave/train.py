@@ -192,23 +192,49 @@ def fit_models(
   )
   model = tiny_nets.MLP(net_opts.hidden_sizes, activation=net_opts.activation)
   big_model = tiny_nets.MLP(big_opts.hidden_sizes, activation=big_opts.activation)
-  ts = tiny_nets.make_training_set(
-    survey.aoa,
-    jade_result.labels,
-    jade_result.label_region,
-    jade_result.region_ids,
-    net_opts.validation_fraction,
-    config.seed,
-  )
+
+  def training_set(opts, groups, group_ids):
+    # The labels a section trains on: JADE's trusted ones (or all), optionally weighted
+    # by their predicted precision (docs/mmwave.md, 'Label trust').
+    weights = None
+    if opts.label_weighting == 'inverse_variance':
+      weights = tiny_nets.label_weights(jade_result.label_std_m, opts.label_std_floor_m)
+    return tiny_nets.make_training_set(
+      survey.aoa,
+      jade_result.labels,
+      groups,
+      group_ids,
+      opts.validation_fraction,
+      config.seed,
+      trusted=jade_result.trusted if opts.trusted_only else None,
+      weights=weights,
+    )
+
   labelled = jade_result.label_region >= 0
-  big_ts = tiny_nets.make_training_set(
-    survey.aoa,
-    jade_result.labels,
-    np.where(labelled, 0, -1),
-    [0],
-    big_opts.validation_fraction,
-    config.seed,
+  usable = jade_result.trusted if net_opts.trusted_only else labelled
+  # A region gets a net only with min_samples usable labels: an ill-conditioned region
+  # may keep few (or none) of its labels, and a net on a handful of them would be a
+  # confident wrong candidate for the tracker.
+  per_region = np.sum(
+    usable[None] & (jade_result.label_region[None] == jade_result.region_ids[:, None]), 1
   )
+  net_regions = jade_result.region_ids[per_region >= config.jade.min_samples]
+  for r, n in zip(jade_result.region_ids, per_region):
+    if n < config.jade.min_samples:  # Logging only.
+      logging.warning(
+        'region %d: only %d usable labels (< config.jade.min_samples = %d): no net',
+        r,
+        n,
+        config.jade.min_samples,
+      )
+  if len(net_regions) == 0:
+    raise ValueError(
+      f'{survey_path}: no region has {config.jade.min_samples} trusted JADE labels '
+      f'(regions: {jade_result.status}, usable labels per region: '
+      f'{dict(zip(jade_result.region_ids.tolist(), per_region.tolist()))})'
+    )
+  ts = training_set(net_opts, jade_result.label_region, net_regions)
+  big_ts = training_set(big_opts, np.where(labelled, 0, -1), [0])
 
   ckpt = checkpointing.Checkpointer(checkpoint_dir) if checkpoint_dir else None
   stage = (
@@ -475,12 +501,30 @@ def evaluate_trajectory(
 
   jr = fit.jade
   jade_metrics = {'regions': {}, 'region_source': fit.region_source}
-  if survey_truth.position is not None:
-    e = metrics_lib.errors(jr.labels, survey_truth.position)
-    labelled = jr.label_region >= 0
-    jade_metrics['survey'] = dict(
-      metrics_lib.error_summary(e[labelled]), labelled_fraction=float(labelled.mean())
-    )
+  labelled = jr.label_region >= 0
+  e = (
+    metrics_lib.errors(jr.labels, survey_truth.position)
+    if survey_truth.position is not None
+    else None
+  )
+
+  def label_stats(rows):
+    # Labelled and trusted fractions of the rows; with ground truth, the label error of
+    # all labelled, trusted and rejected labels (docs/mmwave.md, 'Label trust').
+    def summary(m):
+      return metrics_lib.error_summary(e[m]) if e is not None and m.any() else None
+
+    out = {
+      'labelled_fraction': float(labelled[rows].mean()) if rows.any() else None,
+      'trusted_fraction': float(jr.trusted[rows].mean()) if rows.any() else None,
+      'trusted': summary(rows & jr.trusted),
+      'rejected': summary(rows & labelled & ~jr.trusted),
+    }
+    return dict(summary(rows & labelled) or {}, **out)
+
+  everywhere = np.ones(len(labelled), bool)
+  jade_metrics['survey'] = label_stats(everywhere)
+  survey_region = np.asarray(fit.region)
   if survey_truth.anchor_position is not None:
     per_region = [
       np.linalg.norm(est - survey_truth.anchor_position[cols], axis=-1)
@@ -496,7 +540,9 @@ def evaluate_trajectory(
       'num_estimates': int(len(ae)),
     }
   for r, status in jr.status.items():
-    jade_metrics['regions'][str(r)] = dict(jr.diagnostics.get(r, {}), status=status)
+    jade_metrics['regions'][str(r)] = dict(
+      jr.diagnostics.get(r, {}), status=status, labels=label_stats(survey_region == r)
+    )
   metrics['jade'] = jade_metrics
   metrics['nets'] = {
     'num_nets': fit.bank.num_nets,
