@@ -75,8 +75,11 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
     'true_net_fraction',
     'predict_only_steps',
     'filtered',
+    'estimate',
   ):
     assert key in saved['trajectory'], key
+  # The headline is the filter state (config.tracker.headline).
+  assert saved['trajectory']['median_m'] == saved['trajectory']['filtered']['median_m']
   variants = [v[0] for v in train.SWITCHING_VARIANTS]
   assert set(saved['methods']) == {
     *variants,

@@ -46,8 +46,8 @@ VARIANTS = ('regions', 'no_regions')
 # measured against (JADE alone and a Kalman filter over it are the floor to beat; the
 # true-anchor fit knows what the method cannot), then the offline smoothers.
 TABLE_METHODS = (
-  ('switching_nis', 'switching tracker (online, headline)'),
-  ('switching_nis/filtered', 'switching tracker, filter state (online)'),
+  ('switching_nis', 'switching tracker (online, headline: filter state)'),
+  ('switching_nis/estimate', 'switching tracker, chosen estimate (online, as published)'),
   ('oracle', 'oracle: true-region nets'),
   ('big_nn', 'one big NN'),
   ('jade_alone', 'JADE alone (per-step fit to JADE map)'),

@@ -63,7 +63,7 @@ def _sweep_point(config: ml_collections.ConfigDict, workdir: str, thresholds: li
   outs = tracker_lib.track_variants(
     fit.bank, feats, num_paths, time_s, thr, sch, gate, extra, model=fit.model, opts=opts
   )
-  positions = np.asarray(outs['position'])
+  positions = np.asarray(outs[train.headline_key(config)])
   truth = reader.read_ground_truth(trajectory_path).position
   survey_truth = reader.read_ground_truth(survey_path).position
   cells = {}

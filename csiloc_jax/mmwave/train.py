@@ -389,6 +389,9 @@ def track_trajectory(
     elapsed,
   )
   result.update({name: jax.tree.map(lambda x, i=i: x[i], outs) for i, name in enumerate(names)})
+  for name in names:  # The headline output ('position'); both stay available.
+    result[name]['estimate'] = result[name]['position']
+    result[name]['position'] = result[name][headline_key(config)]
   result['candidates'] = outs['candidates'][0]
   result['big_nn'] = {
     'position': np.asarray(tiny_nets.predict_all(fit.big_model, fit.big_bank, feats)[0])
@@ -409,6 +412,17 @@ def track_trajectory(
   # docs/mmwave.md, 'Tracking').
   result['jade_kalman']['position'] = result['jade_kalman']['filtered']
   return result
+
+
+HEADLINES = ('filtered', 'estimate')
+
+
+def headline_key(config: ml_collections.ConfigDict) -> str:
+  """Which tracker output is a switching variant's ``position`` (``config.tracker.headline``)."""
+  headline = config.tracker.headline
+  if headline not in HEADLINES:
+    raise ValueError(f'config.tracker.headline must be one of {HEADLINES}, got {headline!r}')
+  return headline
 
 
 def jade_alone(
@@ -461,6 +475,7 @@ def evaluate_trajectory(
     errs[name] = metrics_lib.errors(out['position'], truth)
     m = metrics_lib.error_summary(errs[name])
     m['filtered'] = metrics_lib.error_summary(metrics_lib.errors(out['filtered'], truth))
+    m['estimate'] = metrics_lib.error_summary(metrics_lib.errors(out['estimate'], truth))
     m['predict_only_steps'] = int(np.sum(~out['updated']))
     m['gated_steps'] = int(np.sum(out['usable'] & ~out['updated']))
     m['switches'] = int(np.sum(np.diff(out['net']) != 0))
