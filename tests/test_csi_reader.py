@@ -230,7 +230,13 @@ def test_read_error_in_reader_thread_propagates_and_stops_it(tmp_path, monkeypat
     return real_read(self, *args, **kwargs)
 
   monkeypatch.setattr(h5py.Dataset, 'read_direct', failing_read)
-  with pytest.raises(OSError, match=r'^Can\'t read data \(simulated\)$'):
+  # The guarded HDF5 layer turns the library's error into the reader's, naming the file
+  # and the dataset.
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r"file_\d\.hdf5: reading dataset 'H_(Re|Im)' \[\d+:\d+\] failed "
+    r"\(OSError: Can't read data \(simulated\)\)",
+  ):
     _build(folder, tmp_path, chunk_size=2)
   assert os.listdir(tmp_path / 'cache') == []
   assert not _reader_threads()

@@ -9,13 +9,22 @@ or ``anchor_position`` datasets, and that is the only way the training path read
 survey; :func:`read_ground_truth` is called by the evaluation code alone.
 
 Every problem with a file raises :class:`MeasurementError` naming the file, the dataset
-and what was expected. Defined behaviours for imperfect but valid input:
+and what was expected. Every HDF5 access goes through :class:`csiloc_jax.core.h5io.H5File`
+(a probe process walks the metadata first, so a damaged file that would make libhdf5
+hang or crash is refused; any h5py error becomes a ``MeasurementError``; datasets
+written with a Fletcher-32 checksum are verified on read). Defined behaviours for
+imperfect but valid input:
 
 * AoAs are wrapped to (-pi, pi] on read (a value of exactly ``-pi``, or a float32 value
   just past ``pi``, is the same angle); finite values beyond ``4 pi`` in magnitude are
   rejected as not being radians.
 * ``region`` is optional; ``time_s`` is required for trajectories only and must increase.
 * ``aoa`` may contain any pattern of NaN (paths not received), including all-NaN rows.
+
+Plausibility (docs/schemas.md, 'Robustness'): values outside physical ranges and an
+anchor list that contradicts itself (two direct-path anchors of one AP) are refused;
+samples whose AoAs hold exact zeros where a damaged (zeroed) block would put them are
+counted, logged as a warning and recorded in :attr:`Measurements.validation`.
 """
 
 from __future__ import annotations
@@ -25,15 +34,22 @@ import json
 import os
 
 from absl import logging
-import h5py
 import numpy as np
 
 from csiloc_jax.core import errors
+from csiloc_jax.core import h5io
 from csiloc_jax.mmwave import floorplan
 from csiloc_jax.mmwave import geometry
 
 REQUIRED = ('aoa', 'anchor_ap', 'anchor_kind', 'ap_position')
 GROUND_TRUTH = ('position', 'heading', 'anchor_position')
+# Positions (APs, clients, anchors, metres) beyond this distance from the floor's origin
+# are not an indoor mmWave deployment: a damaged value, refused.
+MAX_COORDINATE_M = 1e4
+# A sample (row of ``aoa``) with at least this many AoAs of exactly 0.0 is suspect: a
+# measured or simulated angle is never exactly zero twice in one sample, while a zeroed
+# block of the file turns a run of values (NaN included) into zeros.
+SUSPECT_ZEROS_PER_SAMPLE = 2
 
 
 class MeasurementError(errors.InputError):
@@ -52,6 +68,10 @@ class Measurements:
   region: np.ndarray | None = None  # [T] int32.
   time_s: np.ndarray | None = None  # [T] float64.
   attrs: dict = dataclasses.field(default_factory=dict)
+  # What the plausibility checks found: ``checksummed`` (every dataset read carried a
+  # Fletcher-32 checksum, verified on read) and ``suspect_samples`` (rows of ``aoa``
+  # with exact zeros where damage puts them); written to metrics.json.
+  validation: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_samples(self) -> int:
@@ -93,39 +113,76 @@ class GroundTruth:
 
 
 def _read(
-  f: h5py.File, path: str, name: str, ndim: int, kind: str, shape: tuple | None = None
+  f: h5io.H5File, name: str, ndim: int, kind: str, shape: tuple | None = None
 ) -> np.ndarray:
-  """Reads dataset ``name`` checking rank, number kind and (partial) shape."""
+  """Reads dataset ``name`` checking rank, number kind and (partial) shape; all but the
+  number check come from the file's metadata, before any data is read."""
+  path = f.path
+  want = tuple('?' if s is None else s for s in shape) if shape is not None else None
+  expected = f'a {ndim}-D {"integer" if kind == "int" else "numeric"} dataset' + (
+    f' of shape {want}' if want is not None else ''
+  )
   if name not in f:
+    raise MeasurementError(f'{path}: required dataset {name!r} is missing (present: {f.keys()})')
+  if f.kind(name) != 'dataset':
+    raise MeasurementError(f'{path}: {name!r} must be a dataset, found a {f.kind(name)}')
+  info = f.info(name, expected)
+  if info.ndim != ndim:
     raise MeasurementError(
-      f'{path}: required dataset {name!r} is missing (present: {sorted(f.keys())})'
+      f'{path}: dataset {name!r} must have {ndim} dimension(s), got shape {info.shape}'
     )
-  ds = f[name]
-  if not isinstance(ds, h5py.Dataset):
-    raise MeasurementError(f'{path}: {name!r} must be a dataset, found a group')
-  arr = ds[()]
-  arr = np.asarray(arr)
-  if arr.ndim != ndim:
-    raise MeasurementError(
-      f'{path}: dataset {name!r} must have {ndim} dimension(s), got shape {arr.shape}'
-    )
-  if kind == 'float' and not np.issubdtype(arr.dtype, np.number):
-    raise MeasurementError(f'{path}: dataset {name!r} must be numeric, got {arr.dtype}')
+  if not np.issubdtype(info.dtype, np.number):
+    what = 'integer' if kind == 'int' else 'numeric'
+    raise MeasurementError(f'{path}: dataset {name!r} must be {what}, got {info.dtype}')
+  if shape is not None:
+    for axis, (want_n, got) in enumerate(zip(shape, info.shape)):
+      if want_n is not None and want_n != got:
+        raise MeasurementError(
+          f'{path}: dataset {name!r} has shape {info.shape}, expected axis {axis} of '
+          f'length {want_n} (shape {want})'
+        )
+  arr = f.read(name, expected)
   if kind == 'int':
-    if not np.issubdtype(arr.dtype, np.number):
-      raise MeasurementError(f'{path}: dataset {name!r} must be integer, got {arr.dtype}')
     if not np.issubdtype(arr.dtype, np.integer):
       if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
         raise MeasurementError(f'{path}: dataset {name!r} must hold integers')
+    if arr.size and np.max(np.abs(arr.astype(np.float64))) >= 2**31:
+      raise MeasurementError(f'{path}: dataset {name!r} must hold int32 values')
     arr = arr.astype(np.int64)
-  if shape is not None:
-    for axis, (want, got) in enumerate(zip(shape, arr.shape)):
-      if want is not None and want != got:
-        raise MeasurementError(
-          f'{path}: dataset {name!r} has shape {arr.shape}, expected axis {axis} of '
-          f'length {want} (shape {tuple("?" if s is None else s for s in shape)})'
-        )
   return arr
+
+
+def _check_coordinates(path: str, name: str, arr: np.ndarray) -> None:
+  """Positions in metres: no +-inf, nothing beyond :data:`MAX_COORDINATE_M`."""
+  finite = np.isfinite(arr)
+  if np.any(np.isinf(arr)):
+    raise MeasurementError(f'{path}: dataset {name!r} holds +-inf; expected positions in metres')
+  far = finite & (np.abs(np.where(finite, arr, 0.0)) > MAX_COORDINATE_M)
+  if far.any():
+    rows = np.any(far.reshape(len(arr), -1), axis=1)
+    raise MeasurementError(
+      f'{path}: dataset {name!r} has {int(rows.sum())} row(s) beyond '
+      f'{MAX_COORDINATE_M:.0f} m (first: row {int(np.argmax(rows))}, '
+      f'{arr[int(np.argmax(rows))].tolist()}); expected positions in metres on one floor '
+      '(the values are damaged)'
+    )
+
+
+def _check_anchor_pattern(path: str, anchor_ap: np.ndarray, anchor_kind: np.ndarray) -> None:
+  """An AP has one line-of-sight path: two direct-path anchors of one AP mean the
+  anchor list is damaged (or the file does not follow the schema)."""
+  aps, counts = np.unique(anchor_ap[anchor_kind == 0], return_counts=True)
+  if np.any(counts > 1):
+    bad = {int(a): int(c) for a, c in zip(aps, counts) if c > 1}
+    raise MeasurementError(
+      f'{path}: datasets "anchor_ap"/"anchor_kind" give {len(bad)} AP(s) more than one '
+      f'direct-path anchor (AP: count {bad}); expected at most one anchor_kind 0 per AP'
+    )
+
+
+def _suspect_zero_samples(aoa: np.ndarray) -> int:
+  """Rows of ``aoa`` with :data:`SUSPECT_ZEROS_PER_SAMPLE` or more exact zeros."""
+  return int(np.sum(np.sum(aoa == 0.0, axis=1) >= SUSPECT_ZEROS_PER_SAMPLE))
 
 
 def read_measurements(
@@ -143,18 +200,15 @@ def read_measurements(
   """
   if not os.path.isfile(path):
     raise MeasurementError(f'{path}: no such measurement file')
-  try:
-    f = h5py.File(path, 'r')
-  except OSError as e:
-    raise MeasurementError(f'{path}: not a readable HDF5 file ({e})') from e
-  with f:
-    aoa = _read(f, path, 'aoa', 2, 'float').astype(np.float32)
+  with h5io.H5File(path, MeasurementError) as f:
+    raw_aoa = _read(f, 'aoa', 2, 'float')
+    aoa = raw_aoa.astype(np.float32)
     t, m = aoa.shape
     if m == 0:
       raise MeasurementError(f'{path}: dataset "aoa" has no anchors (shape {aoa.shape})')
-    anchor_ap = _read(f, path, 'anchor_ap', 1, 'int', (m,))
-    anchor_kind = _read(f, path, 'anchor_kind', 1, 'int', (m,))
-    ap_position = _read(f, path, 'ap_position', 2, 'float', (None, 2)).astype(np.float64)
+    anchor_ap = _read(f, 'anchor_ap', 1, 'int', (m,))
+    anchor_kind = _read(f, 'anchor_kind', 1, 'int', (m,))
+    ap_position = _read(f, 'ap_position', 2, 'float', (None, 2)).astype(np.float64)
     num_aps = len(ap_position)
     if np.any(anchor_ap < 0) or np.any(anchor_ap >= num_aps):
       raise MeasurementError(
@@ -167,8 +221,10 @@ def read_measurements(
         f'{path}: dataset "anchor_kind" must be 0 (direct) or 1 '
         f'(reflection), got {sorted(set(anchor_kind.tolist()))}'
       )
+    _check_anchor_pattern(path, anchor_ap, anchor_kind)
     if not np.all(np.isfinite(ap_position)):
       raise MeasurementError(f'{path}: dataset "ap_position" must be finite')
+    _check_coordinates(path, 'ap_position', ap_position)
     finite = np.isfinite(aoa)
     if np.any(np.isinf(aoa)):
       raise MeasurementError(f'{path}: dataset "aoa" holds +-inf; missing paths must be NaN')
@@ -184,20 +240,31 @@ def read_measurements(
 
     region = None
     if 'region' in f:
-      region = _read(f, path, 'region', 1, 'int', (t,)).astype(np.int32)
+      region = _read(f, 'region', 1, 'int', (t,)).astype(np.int32)
       if np.any(region < 0):
         raise MeasurementError(f'{path}: dataset "region" must be >= 0')
     time_s = None
     if 'time_s' in f:
-      time_s = _read(f, path, 'time_s', 1, 'float', (t,)).astype(np.float64)
+      time_s = _read(f, 'time_s', 1, 'float', (t,)).astype(np.float64)
       if not np.all(np.isfinite(time_s)) or np.any(np.diff(time_s) <= 0):
         raise MeasurementError(f'{path}: dataset "time_s" must be finite and strictly increasing')
     elif require_time:
       raise MeasurementError(
         f'{path}: required dataset "time_s" is missing (a trajectory '
-        f'needs timestamps; present: {sorted(f.keys())})'
+        f'needs timestamps; present: {f.keys()})'
       )
-    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs().items()}
+    read = [n for n in (*REQUIRED, 'region', 'time_s') if n in f]
+    suspect = _suspect_zero_samples(raw_aoa)
+    if suspect:
+      logging.warning(
+        '%s: %d of %d samples have %d or more AoAs of exactly 0.0 in dataset "aoa", as a '
+        'zeroed (damaged) block leaves them; they are used as read',
+        path,
+        suspect,
+        t,
+        SUSPECT_ZEROS_PER_SAMPLE,
+      )
     meas = Measurements(
       path=path,
       aoa=aoa,
@@ -207,6 +274,11 @@ def read_measurements(
       region=region,
       time_s=time_s,
       attrs=attrs,
+      validation={
+        'checksummed': all(f.info(n).checksummed for n in read),
+        'num_samples': t,
+        'suspect_samples': suspect,
+      },
     )
     if not ground_truth:
       return meas
@@ -217,7 +289,12 @@ def read_measurements(
       ('anchor_position', 2, (m, 2)),
     ):
       if name in f:
-        truth[name] = _read(f, path, name, ndim, 'float', shape).astype(np.float64)
+        truth[name] = _read(f, name, ndim, 'float', shape).astype(np.float64)
+        if name == 'heading':
+          if np.any(np.isinf(truth[name])):
+            raise MeasurementError(f'{path}: dataset "heading" holds +-inf; expected radians')
+        else:
+          _check_coordinates(path, name, truth[name])
     return meas, GroundTruth(region=region, **truth)
 
 
