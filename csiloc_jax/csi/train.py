@@ -122,7 +122,11 @@ def _sample_rms(data: ml_collections.ConfigDict) -> bool:
 
 
 def _save_normalizer(path: str, normalizer: input_pipeline.Normalizer) -> None:
-  np.savez(path, mean=normalizer.mean, inv_std=normalizer.inv_std, sample_rms=normalizer.sample_rms)
+  # Through a temporary file and a rename: a run killed while writing never leaves a
+  # partial file that a run loading this pretraining would trust.
+  with open(path + '.tmp', 'wb') as f:
+    np.savez(f, mean=normalizer.mean, inv_std=normalizer.inv_std, sample_rms=normalizer.sample_rms)
+  os.replace(path + '.tmp', path)
 
 
 def _load_normalizer(path: str) -> input_pipeline.Normalizer:
@@ -321,7 +325,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     'num_unlabelled': (len(sets['unlabelled']) if sets['unlabelled'] is not None else None),
     'feature': config.data.feature,
     'average': config.data.average,
+    # What the reader's plausibility checks found (docs/schemas.md, 'Robustness').
+    'validation': {k: v.meta.get('validation') for k, v in sets.items() if v is not None},
   }
+  for name, found in summary['data']['validation'].items():
+    if found and found['suspect_samples']:
+      summary['warnings'].append(
+        f'{name} set: {found["suspect_samples"]} of {found["num_samples"]} samples are '
+        'suspect (exact zeros where damage leaves them); see data.validation'
+      )
   summary['wall_seconds'] = time.perf_counter() - t_start
   runs.write_json(os.path.join(workdir, 'metrics.json'), summary)
 

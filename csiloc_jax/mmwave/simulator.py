@@ -349,7 +349,8 @@ def _write_file(path: str, data: dict, attrs: dict) -> None:
   tmp = path + '.tmp'
   with h5py.File(tmp, 'w') as f:
     for k, v in data.items():
-      f.create_dataset(k, data=v)
+      # A Fletcher-32 checksum per chunk: the reader refuses data damaged after writing.
+      f.create_dataset(k, data=v, fletcher32=True)
     for k, v in attrs.items():
       f.attrs[k] = v
   os.replace(tmp, path)

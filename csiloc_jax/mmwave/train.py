@@ -176,7 +176,8 @@ def fit_models(
   )
   timing['jade'] = time.perf_counter() - t0
   if len(jade_result.region_ids) == 0:
-    raise ValueError(
+    # The survey's content (not the code) rules the method out: bad input (exit 2).
+    raise reader.MeasurementError(
       f'{survey_path}: JADE could not solve any region ({jade_result.status}); '
       'every region needs >= 4 anchors seen by >= '
       f'{jade_opts.min_anchor_fraction:.0%} of its samples, including >= 2 '
@@ -228,7 +229,7 @@ def fit_models(
         config.jade.min_samples,
       )
   if len(net_regions) == 0:
-    raise ValueError(
+    raise reader.MeasurementError(
       f'{survey_path}: no region has {config.jade.min_samples} trusted JADE labels '
       f'(regions: {jade_result.status}, usable labels per region: '
       f'{dict(zip(jade_result.region_ids.tolist(), per_region.tolist()))})'
@@ -632,6 +633,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   fit.timing_s['tracking'] = time.perf_counter() - t0
   metrics, errs = evaluate_trajectory(fit, trajectory, tracked, config)
   metrics['data'] = dict(scenario, survey=survey_path, trajectory=trajectory_path)
+  # What the readers' plausibility checks found (docs/schemas.md, 'Robustness').
+  metrics['data']['validation'] = {
+    'survey': fit.survey.validation,
+    'trajectory': trajectory.validation,
+  }
   metrics['timing_s'] = dict(fit.timing_s, total=time.perf_counter() - t_start)
   np.savez(
     os.path.join(workdir, 'trajectory_estimates.npz'),
