@@ -280,12 +280,13 @@ def build_cache(
   files = scan_folder(folder, require_positions)
   key = _cache_key(files, feature, average)
   target = os.path.join(cache_dir, f'{os.path.basename(os.path.normpath(folder))}-{key}')
+  if os.path.isdir(cache_dir):
+    _remove_abandoned_builds(cache_dir)
   if os.path.exists(os.path.join(target, 'meta.json')):
     logging.info('Reusing feature cache %s', target)
     return _open_cache(target)
 
   os.makedirs(cache_dir, exist_ok=True)
-  _remove_abandoned_builds(cache_dir)
   tmp = tempfile.mkdtemp(prefix=f'{_building_prefix()}{os.getpid()}-', dir=cache_dir)
   try:
     _write_cache(files, tmp, feature, average, chunk_size, folder, key)

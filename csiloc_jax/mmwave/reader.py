@@ -202,10 +202,9 @@ def read_measurements(
     raise MeasurementError(f'{path}: no such measurement file')
   with h5io.H5File(path, MeasurementError) as f:
     raw_aoa = _read(f, 'aoa', 2, 'float')
-    aoa = raw_aoa.astype(np.float32)
-    t, m = aoa.shape
+    t, m = raw_aoa.shape
     if m == 0:
-      raise MeasurementError(f'{path}: dataset "aoa" has no anchors (shape {aoa.shape})')
+      raise MeasurementError(f'{path}: dataset "aoa" has no anchors (shape {raw_aoa.shape})')
     anchor_ap = _read(f, 'anchor_ap', 1, 'int', (m,))
     anchor_kind = _read(f, 'anchor_kind', 1, 'int', (m,))
     ap_position = _read(f, 'ap_position', 2, 'float', (None, 2)).astype(np.float64)
@@ -225,15 +224,17 @@ def read_measurements(
     if not np.all(np.isfinite(ap_position)):
       raise MeasurementError(f'{path}: dataset "ap_position" must be finite')
     _check_coordinates(path, 'ap_position', ap_position)
-    finite = np.isfinite(aoa)
-    if np.any(np.isinf(aoa)):
+    # Range checks on the values as stored: a float64 value beyond float32's range is
+    # a wrong value, not an infinity.
+    finite = np.isfinite(raw_aoa)
+    if np.any(np.isinf(raw_aoa)):
       raise MeasurementError(f'{path}: dataset "aoa" holds +-inf; missing paths must be NaN')
-    if finite.any() and np.max(np.abs(aoa[finite])) > 4 * np.pi:
+    if finite.any() and np.max(np.abs(raw_aoa[finite])) > 4 * np.pi:
       raise MeasurementError(
         f'{path}: dataset "aoa" must be radians in (-pi, pi]; found '
-        f'|value| up to {np.max(np.abs(aoa[finite])):.4g}'
+        f'|value| up to {np.max(np.abs(raw_aoa[finite])):.4g}'
       )
-    x = aoa.astype(np.float64)
+    x = raw_aoa.astype(np.float32).astype(np.float64)
     # float32(pi) is a hair above pi; it means pi, not -pi + 1e-7.
     x = np.where((x > np.pi) & (x <= np.pi + 1e-6), np.pi, x)
     aoa = np.where(finite, geometry.wrap(x), np.nan).astype(np.float32)
