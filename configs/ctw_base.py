@@ -11,10 +11,10 @@ import ml_collections
 # The paper's four models (Table I) as settings of ``config.model``: the encoder before
 # the MLP position head, and whether it is pretrained as an autoencoder first.
 PAPER_MODELS = {
-  'model1': {'encoder': 'flatten', 'pretrain': False},
-  'model2': {'encoder': 'cnn', 'pretrain': False},
-  'model3': {'encoder': 'mlp', 'pretrain': True},
-  'model4': {'encoder': 'cnn', 'pretrain': True},
+  'model1': {'encoder': 'flatten', 'pretrain': 'none'},
+  'model2': {'encoder': 'cnn', 'pretrain': 'none'},
+  'model3': {'encoder': 'mlp', 'pretrain': 'autoencoder'},
+  'model4': {'encoder': 'cnn', 'pretrain': 'autoencoder'},
 }
 
 
@@ -123,8 +123,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Encoder before the position head: 'flatten' (Model 1), 'cnn' (Models 2, 4) or 'mlp'
   # (Model 3).
   config.model.encoder = 'flatten'
-  # Pretrain the encoder as an autoencoder on unlabelled CSI first (Models 3, 4).
-  config.model.pretrain = False
+  # Pretraining of the encoder on unlabelled CSI before fine-tuning: 'none', 'autoencoder'
+  # (Models 3, 4: reconstruction) or 'chart' (channel charting: the encoder plus a small
+  # head to a 2-D chart, trained to keep CSI dissimilarities; config.chart). A string
+  # so that a flag can set it; True / False in older configs mean autoencoder / none.
+  config.model.pretrain = 'none'
   # Reuse the finished pretraining of another run's workdir instead of pretraining here
   # (the label-efficiency sweep pretrains once per autoencoder). Empty: pretrain here.
   config.model.pretrained_dir = ''
@@ -185,10 +188,50 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     pc.log_every_steps = 50
     return pc
 
-  # Autoencoder pretraining on unlabelled data (Models 3, 4).
+  # Pretraining on unlabelled data (Models 3, 4: the autoencoder; or the chart network).
   config.pretrain = phase(100)
   # Position-model training / fine-tuning on labelled data.
   config.finetune = phase(100)
+
+  # Channel charting (config.model.pretrain='chart'; docs/csi.md, 'Channel charting').
+  config.chart = ml_collections.ConfigDict()
+  # CSI feature the dissimilarities are computed on (its own cache, raw): 'covariance'
+  # (R/tr(R): directions of arrival, fading averaged out) or 'angle_delay' (beamspace
+  # power profile: directions and delays).
+  config.chart.dissimilarity = 'covariance'
+  # 'cmd': correlation-matrix distance 1 - <R1, R2> / (|R1| |R2|) (cosine distance of
+  # the feature vectors; scale-free), or 'euclidean' on the feature vectors.
+  config.chart.distance = 'cmd'
+  # Replace the direct dissimilarity by the shortest path over the unlabelled set's
+  # k-nearest-neighbour graph (geodesic_neighbours): a direct dissimilarity saturates
+  # beyond a short range, a sum of small steps keeps growing with distance. Computed
+  # once (an [n, n] float32 file in WORKDIR/pretrain/chart; 5 GB for the real 36k set).
+  config.chart.geodesic = True
+  config.chart.geodesic_neighbours = 10
+  # 'siamese': pair stress (|f(a) - f(b)| - d_ab)^2, weighted; 'triplet': anchor, the
+  # closer and the farther partner by dissimilarity, margin loss.
+  config.chart.loss = 'siamese'
+  # Siamese pair weights: 'sammon' (1 / d_ab, relative errors, so the many far pairs do
+  # not drown the near ones that carry local geometry) or 'none'.
+  config.chart.weighting = 'sammon'
+  # Floor of d_ab in the Sammon weight, in units of the mean dissimilarity of random
+  # pairs (dissimilarities are divided by that mean): duplicates do not dominate.
+  config.chart.min_dissimilarity = 0.05
+  # Triplet margin, in chart units (it fixes the chart's scale).
+  config.chart.margin = 1.0
+  # Siamese: fraction of pairs whose partner is one of the anchor's close_neighbours
+  # nearest (the rest: any sample). Triplet: the close candidate is one of them.
+  config.chart.near_fraction = 0.5
+  config.chart.close_neighbours = 20
+  # Widths of the chart head's hidden layers between the encoder and the 2-D chart
+  # (ReLU); () = a linear map of the encoder's output, so the chart coordinates are
+  # linear in the features the position head will read.
+  config.chart.head_features = ()
+  config.chart.dimensions = 2
+  # Chart quality (metrics.json 'chart'): k of trustworthiness / continuity as a fraction
+  # of the points, and at most this many labelled points (a random subset beyond).
+  config.chart.eval_k_fraction = 0.05
+  config.chart.eval_max_points = 2000
 
   config.eval = ml_collections.ConfigDict()
   # Classic baselines computed on the run's own splits and written to metrics.json

@@ -39,6 +39,7 @@ from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
 from csiloc_jax.csi import input_pipeline
+from csiloc_jax.csi import models
 from csiloc_jax.csi import plots
 from csiloc_jax.csi import train
 
@@ -87,8 +88,9 @@ def table_one(results: dict[str, dict], paper_models: dict[str, dict]) -> str:
     for name, res in results.items():
       settings = paper_models[name]
       kind = 'CNN' if settings['encoder'] == 'cnn' else 'MLP'
-      pretrain = settings['pretrain']
-      row = [name, kind if pretrain else '', 'MLP' if pretrain else kind]
+      mode = models.pretrain_mode(settings['pretrain'])
+      pretrained = {'none': '', 'autoencoder': kind, 'chart': f'{kind} chart'}[mode]
+      row = [name, pretrained, 'MLP' if pretrained else kind]
       for m in metrics:
         digits = 2 if m in ('mae', 'rmse') else 4
         row += [f'{res["test"][m][a]:.{digits}f}' for a in AXES]
@@ -150,7 +152,8 @@ def _sweep_run(
 ) -> dict:
   """One fine-tuning run of the sweep: ``name`` with ``n`` labels, seed ``seed`` (model
   initialisation and the labelled split), pretraining reused from Table I's run."""
-  pretrained = os.path.join(workdir, name) if _paper_model(config, name)['pretrain'] else ''
+  pretrains = models.pretrain_mode(_paper_model(config, name)['pretrain']) != 'none'
+  pretrained = os.path.join(workdir, name) if pretrains else ''
   cfg = model_config(config, name, root, num_train_labels=n if n < num_train_all else -1)
   cfg.model.pretrained_dir = pretrained
   if seed != int(config.seed):

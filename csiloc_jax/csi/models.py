@@ -14,6 +14,10 @@ model (Models 3 and 4) — see :func:`transplant_encoder`.
 | 3 | MLP 256 → 128 → 64 → 32 (yes, MLP autoencoder) | MLP 128 → 64 → 3 |
 | 4 | CNN as Model 2 (yes, CNN autoencoder) | MLP 128 → 64 → 3 |
 
+Channel charting (``config.model.pretrain = 'chart'``) pretrains the same ``encoder``
+followed by a small ``chart_head`` to 2-D (:class:`ChartModel`) on pairs or triplets of
+unlabelled CSI; its encoder is transplanted the same way.
+
 Layer sizes come from the config (``config.model``, whose defaults in
 ``configs/ctw_base.py`` are exactly the paper's) so they can be varied; the modules
 carry no defaults of their own. Which settings make Models 1-4 is also the configs'
@@ -175,6 +179,17 @@ class PositionModel(nn.Module):
     return self.head(z)
 
 
+class ChartModel(nn.Module):
+  """encoder → chart head: the 2-D channel chart of each sample (docs/csi.md, 'Channel
+  charting')."""
+
+  encoder: nn.Module
+  chart_head: nn.Module
+
+  def __call__(self, x):
+    return self.chart_head(self.encoder(x))
+
+
 class AutoEncoder(nn.Module):
   """encoder → decoder, trained on the reconstruction MSE (paper eq. 1)."""
 
@@ -187,6 +202,21 @@ class AutoEncoder(nn.Module):
 
 # --------------------------------------------------------------------------------------
 # Construction from a config.
+
+PRETRAIN_MODES = ('none', 'autoencoder', 'chart')
+
+
+def pretrain_mode(value: Any) -> str:
+  """``config.model.pretrain`` as one of :data:`PRETRAIN_MODES`. ``True`` and ``False``
+  (the field was a bool before charting existed: configs and ``config.json`` files
+  written then) mean ``'autoencoder'`` and ``'none'``."""
+  if value is True:
+    return 'autoencoder'
+  if value is False or value is None or value == '':
+    return 'none'
+  if value not in PRETRAIN_MODES:
+    raise ValueError(f'config.model.pretrain must be one of {PRETRAIN_MODES}, got {value!r}')
+  return value
 
 
 def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
@@ -248,8 +278,42 @@ def build_autoencoder(
   return AutoEncoder(encoder=_encoder(model_config), decoder=decoder)
 
 
+def build_chart_model(
+  model_config: ml_collections.ConfigDict, chart_config: ml_collections.ConfigDict
+) -> ChartModel:
+  """The chart network whose encoder matches :func:`build_position_model`'s: the encoder,
+  then ``chart_config.head_features`` (ReLU) and a linear layer to
+  ``chart_config.dimensions``."""
+  if model_config.encoder == 'flatten':
+    # The flatten encoder has no parameters: a pretrained chart would leave nothing
+    # behind for the position model.
+    raise ValueError("only the mlp and cnn encoders can be pretrained, got 'flatten'")
+  head = MLPHead(
+    features=tuple(chart_config.head_features),
+    num_outputs=int(chart_config.dimensions),
+    zero_output=False,
+  )
+  return ChartModel(encoder=_encoder(model_config), chart_head=head)
+
+
+def build_pretraining_model(
+  model_config: ml_collections.ConfigDict,
+  chart_config: ml_collections.ConfigDict,
+  input_shape: Sequence[int],
+) -> nn.Module:
+  """The network ``config.model.pretrain`` trains on unlabelled CSI: the autoencoder or
+  the chart network."""
+  mode = pretrain_mode(model_config.pretrain)
+  if mode == 'autoencoder':
+    return build_autoencoder(model_config, input_shape)
+  if mode == 'chart':
+    return build_chart_model(model_config, chart_config)
+  raise ValueError('config.model.pretrain is none: there is no pretraining model')
+
+
 def transplant_encoder(position_params: Any, autoencoder_params: Any) -> Any:
-  """Position-model params with the encoder replaced by a pretrained one."""
+  """Position-model params with the encoder replaced by a pretrained one (of an
+  autoencoder or a chart network)."""
   enc_new = autoencoder_params['encoder']
   enc_old = position_params['encoder']
   shapes_new = jax.tree.map(np.shape, enc_new)

@@ -1,5 +1,5 @@
 """PNG plots of CSI localization runs: learning curves, error CDFs, positions on the XY
-plane (like the paper's Fig. 1) and the label-efficiency curve.
+plane (like the paper's Fig. 1), the channel chart and the label-efficiency curve.
 
 Called at the end of ``train.train_and_evaluate`` and ``compare``; uses matplotlib's
 Agg backend so it works on headless machines and in CI.
@@ -19,8 +19,11 @@ import numpy as np  # noqa: E402
 from csiloc_jax.core import plots as core_plots  # noqa: E402
 
 
-def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None:
-  """Train and validation loss per epoch, one panel per phase (pretrain, finetune)."""
+def learning_curves(
+  records: Sequence[dict], path: str, title: str = '', pretrain_ylabel: str = ''
+) -> None:
+  """Train and validation loss per epoch, one panel per phase (pretrain, finetune);
+  ``pretrain_ylabel`` names the pretraining loss (default: the autoencoder's)."""
   phases = [p for p in ('pretrain', 'finetune') if any(r.get('phase') == p for r in records)]
   fig, axes = plt.subplots(
     1, max(len(phases), 1), figsize=(5.5 * max(len(phases), 1), 4), squeeze=False
@@ -38,7 +41,9 @@ def learning_curves(records: Sequence[dict], path: str, title: str = '') -> None
     ax.set_yscale('log')
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
-    ax.set_ylabel('reconstruction MSE' if phase == 'pretrain' else 'position MSE (scaled)')
+    ax.set_ylabel(
+      (pretrain_ylabel or 'reconstruction MSE') if phase == 'pretrain' else 'position MSE (scaled)'
+    )
     ax.set_title(f'{title} {phase}'.strip())
     ax.legend()
   core_plots.save(fig, path)
@@ -57,6 +62,21 @@ def positions_xy(true: np.ndarray, pred: np.ndarray, path: str, title: str = '')
   ax.set_aspect('equal', adjustable='datalim')
   ax.set_title(title)
   ax.legend()
+  core_plots.save(fig, path)
+
+
+def chart(points: np.ndarray, positions: np.ndarray, path: str, title: str = '') -> None:
+  """A 2-D channel chart twice, its points coloured by the true x and by the true y: a
+  good chart shows both as smooth gradients across it (positions for colour only)."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+  for ax, axis, name in zip(axes, (0, 1), ('x', 'y')):
+    sc = ax.scatter(points[:, 0], points[:, 1], c=positions[:, axis], s=6, cmap='viridis')
+    fig.colorbar(sc, ax=ax, label=f'true {name} (m)')
+    ax.set_xlabel('chart coordinate 1')
+    ax.set_ylabel('chart coordinate 2')
+    ax.set_title(f'coloured by true {name}')
+  if title:
+    fig.suptitle(title)
   core_plots.save(fig, path)
 
 

@@ -5,8 +5,10 @@ The library function behind ``launch/train.py`` (and notebooks, tests, ``compare
 1. resolve the data root (generate the built-in synthetic CTW-layout set if asked);
 2. stream-preprocess the labelled (and unlabelled) sets into the feature cache;
 3. split labelled 90/5/5 and unlabelled 80/20 with a fixed seed;
-4. for Models 3/4: pretrain the autoencoder on unlabelled CSI (or load one already
-   pretrained by another run), transplant its encoder into the position model;
+4. with ``config.model.pretrain`` (Models 3/4: ``'autoencoder'``; ``'chart'``: channel
+   charting, :mod:`csiloc_jax.csi.charting`): pretrain that network on unlabelled CSI
+   (or load one already pretrained by another run), transplant its encoder into the
+   position model; for a chart, score the chart of the labelled set (``chart``);
 5. fine-tune / train the position model with early stopping on validation loss;
 6. evaluate the best weights on the test split; write metrics, predictions and plots.
 
@@ -35,6 +37,7 @@ from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
 from csiloc_jax.csi import baselines
+from csiloc_jax.csi import charting
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import metrics as metrics_lib
 from csiloc_jax.csi import models
@@ -136,7 +139,8 @@ def _load_normalizer(path: str) -> input_pipeline.Normalizer:
 
 
 def _load_pretrained(run_dir: str, autoencoder, input_shape):
-  """Best autoencoder params + normaliser of another run's finished pretraining."""
+  """Best params of ``autoencoder`` (the pretraining network: an autoencoder or a chart
+  network) + normaliser of another run's finished pretraining."""
   ckpt_dir = os.path.join(run_dir, 'pretrain', 'checkpoints', 'best')
   norm_path = os.path.join(run_dir, 'pretrain', 'normalizer.npz')
   if not os.path.isdir(ckpt_dir) or not os.path.exists(norm_path):
@@ -150,6 +154,64 @@ def _load_pretrained(run_dir: str, autoencoder, input_shape):
   restored, _ = ckpt.restore(jax.eval_shape(lambda: state))
   ckpt.close()
   return restored.params, _load_normalizer(norm_path)
+
+
+# The pretraining loss named on the learning-curve plot.
+PRETRAIN_YLABEL = {
+  'autoencoder': 'reconstruction MSE',
+  'chart': 'chart loss (per pair or triplet)',
+}
+
+
+def _dissimilarity_features(
+  config: ml_collections.ConfigDict, root: str, unlabelled: reader.CTWArrays
+) -> np.ndarray:
+  """The unlabelled set's raw ``config.chart.dissimilarity`` feature (its own cache,
+  like the kNN baselines'), or the model's input when they are the same feature."""
+  if config.chart.dissimilarity == config.data.feature:
+    return unlabelled.features
+  cfg = ml_collections.ConfigDict(config.data.to_dict())
+  cfg.feature = config.chart.dissimilarity
+  return reader.load_ctw(cfg, root, need_unlabelled=True)['unlabelled'].features
+
+
+def _chart_of_labelled(
+  config: ml_collections.ConfigDict,
+  chart_model,
+  params,
+  init_params,
+  normalizer: input_pipeline.Normalizer,
+  labelled: reader.CTWArrays,
+  splits: dict[str, np.ndarray],
+) -> tuple[np.ndarray, dict]:
+  """The chart of every labelled sample (pretrained and untrained network) and its
+  quality (``charting.evaluate_chart``)."""
+  every = np.arange(len(labelled))
+  kwargs = dict(
+    features=labelled.features,
+    indices=every,
+    normalizer=normalizer,
+    batch_size=config.pretrain.batch_size,
+    parallel_config=config.parallel,
+  )
+  points = trainer.embed(params, chart_model.apply, **kwargs)
+  untrained = trainer.embed(init_params, chart_model.apply, **kwargs)
+  quality = charting.evaluate_chart(
+    points, untrained, labelled.positions, splits, config.chart, config.data.split_seed
+  )
+  logging.info(
+    'chart of the labelled set: trustworthiness %.3f, continuity %.3f, Kruskal stress %.3f '
+    '(untrained network: %.3f, %.3f, %.3f); affine map on %d labels: test MAE avg %.2f m',
+    quality['trustworthiness'],
+    quality['continuity'],
+    quality['kruskal_stress'],
+    quality['untrained']['trustworthiness'],
+    quality['untrained']['continuity'],
+    quality['untrained']['kruskal_stress'],
+    quality['affine']['num_fit'],
+    quality['affine']['mae']['average'],
+  )
+  return points, quality
 
 
 def _run_stage(config: ml_collections.ConfigDict, workdir: str) -> runs.Stage:
@@ -171,7 +233,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mc = config.model
 
   root = resolve_data_root(config, workdir)
-  need_unlabelled = bool(mc.pretrain) and not mc.pretrained_dir
+  mode = models.pretrain_mode(mc.pretrain)
+  if mode == 'chart':
+    charting.check_config(config.chart)
+  need_unlabelled = mode != 'none' and not mc.pretrained_dir
   sets = reader.load_ctw(config.data, root, need_unlabelled=need_unlabelled)
   labelled = sets['labelled']
   input_shape = labelled.feature_shape
@@ -181,6 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   targets = scaler.transform(positions)
 
   rng_pretrain, rng_model = jax.random.split(jax.random.key(config.seed))
+  chart_points, chart_info = None, None
   position_model = models.build_position_model(mc)
   params = position_model.init(rng_model, jnp.zeros((1,) + input_shape))['params']
   summary: dict[str, Any] = {
@@ -197,10 +263,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     input_shape,
   )
 
-  if mc.pretrain:
-    autoencoder = models.build_autoencoder(mc, input_shape)
+  if mode != 'none':
+    pre_model = models.build_pretraining_model(mc, config.chart, input_shape)
+    pre_init = pre_model.init(rng_pretrain, jnp.zeros((1,) + input_shape))['params']
     if mc.pretrained_dir:
-      ae_params, normalizer = _load_pretrained(mc.pretrained_dir, autoencoder, input_shape)
+      pre_params, normalizer = _load_pretrained(mc.pretrained_dir, pre_model, input_shape)
       summary['pretrain'] = {'loaded_from': os.path.abspath(mc.pretrained_dir)}
     else:
       unlabelled = sets['unlabelled']
@@ -217,23 +284,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       )
       os.makedirs(os.path.join(workdir, 'pretrain'), exist_ok=True)
       _save_normalizer(os.path.join(workdir, 'pretrain', 'normalizer.npz'), normalizer)
-      ae_init = autoencoder.init(rng_pretrain, jnp.zeros((1,) + input_shape))['params']
-      logging.info('Autoencoder has %d parameters', models.count_params(ae_init))
+      if mode == 'autoencoder':
+        logging.info('Autoencoder has %d parameters', models.count_params(pre_init))
+        pre_data = trainer.PhaseData(unlabelled.features, None, u_train, u_val, normalizer)
+        pre_loss, pre_options = 'reconstruction', ()
+      else:
+        logging.info('Chart network has %d parameters', models.count_params(pre_init))
+        pre_data, chart_info = charting.build_tuple_data(
+          unlabelled.features,
+          _dissimilarity_features(config, root, unlabelled),
+          u_train,
+          u_val,
+          normalizer,
+          config.chart,
+          config.pretrain.seed,
+          workdir,
+        )
+        pre_loss = charting.loss_name(config.chart)
+        pre_options = charting.loss_options(config.chart)
       result = trainer.fit(
         phase='pretrain',
-        model=autoencoder,
-        init_params=ae_init,
-        loss='reconstruction',
-        data=trainer.PhaseData(unlabelled.features, None, u_train, u_val, normalizer),
+        model=pre_model,
+        init_params=pre_init,
+        loss=pre_loss,
+        data=pre_data,
         train_config=config.pretrain,
         parallel_config=config.parallel,
         workdir=workdir,
         writer=writer,
+        loss_options=pre_options,
       )
-      ae_params = result.params
+      pre_params = result.params
       summary['pretrain'] = _phase_summary(result, len(u_train), len(u_val))
-      summary['model']['autoencoder_params'] = models.count_params(ae_init)
-    params = models.transplant_encoder(params, ae_params)
+      key = 'autoencoder_params' if mode == 'autoencoder' else 'chart_params'
+      summary['model'][key] = models.count_params(pre_init)
+    params = models.transplant_encoder(params, pre_params)
+    if mode == 'chart':
+      chart_points, summary['chart'] = _chart_of_labelled(
+        config, pre_model, pre_params, pre_init, normalizer, labelled, splits
+      )
+      if chart_info is not None:
+        summary['chart']['dissimilarity'] = chart_info
   else:
     normalizer = input_pipeline.feature_statistics(
       labelled.features,
@@ -337,7 +428,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary['wall_seconds'] = time.perf_counter() - t_start
   runs.write_json(os.path.join(workdir, 'metrics.json'), summary)
 
-  plots.learning_curves(writer.read(), os.path.join(workdir, 'learning_curves.png'), title=mc.name)
+  plots.learning_curves(
+    writer.read(),
+    os.path.join(workdir, 'learning_curves.png'),
+    title=mc.name,
+    pretrain_ylabel=PRETRAIN_YLABEL[mode] if mode != 'none' else '',
+  )
+  if chart_points is not None:
+    plots.chart(
+      chart_points,
+      positions,
+      os.path.join(workdir, 'chart.png'),
+      title=f'{mc.name}: channel chart of the labelled set',
+    )
   core_plots.error_cdf(
     os.path.join(workdir, 'error_cdf.png'),
     {mc.name: np.linalg.norm(test_pred - test_true, axis=1)},

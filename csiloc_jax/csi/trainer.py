@@ -28,7 +28,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import jax
@@ -51,13 +51,39 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class PhaseData:
-  """What one training phase sees: features, optional targets and its splits."""
+  """What one training phase sees: features, optional targets and its splits.
+
+  Its batches are single samples (:func:`input_pipeline.batches`); a subclass that
+  overrides :meth:`train_batches` and :meth:`eval_batches` trains on other examples
+  (the chart's pairs and triplets, :class:`csiloc_jax.csi.charting.TupleData`).
+  """
 
   features: np.ndarray
   targets: np.ndarray | None
   train_idx: np.ndarray
   val_idx: np.ndarray
   normalizer: input_pipeline.Normalizer
+
+  def train_batches(
+    self, batch_size: int, shuffle_seed: tuple[int, ...], min_steps: int
+  ) -> Iterator[dict]:
+    """One epoch's training batches, in an order drawn from ``shuffle_seed``."""
+    return input_pipeline.batches(
+      self.features,
+      self.targets,
+      self.train_idx,
+      batch_size,
+      shuffle_seed=shuffle_seed,
+      min_steps=min_steps,
+    )
+
+  def eval_batches(self, indices: np.ndarray, batch_size: int) -> Iterator[dict]:
+    """Batches over ``indices`` in their order, the same every time."""
+    return input_pipeline.batches(self.features, self.targets, indices, batch_size)
+
+  def fingerprint(self) -> tuple:
+    """What, besides the split sizes, decides the examples (part of the phase record)."""
+    return ()
 
 
 @dataclasses.dataclass
@@ -86,9 +112,7 @@ def _evaluate(
   """Mean loss (and predictions) over ``np.sort(indices)``, on replicated parameters."""
   indices = np.sort(np.asarray(indices))
   preds, total = [], 0.0
-  for batch in input_pipeline.prefetch(
-    input_pipeline.batches(data.features, data.targets, indices, batch_size)
-  ):
+  for batch in input_pipeline.prefetch(data.eval_batches(indices, batch_size)):
     pred, per_example = p_eval(p_params, dp.shard(batch), p_normalizer)
     # The padded end of the last batch has mask 0: its loss is already zero and its
     # predictions are dropped here.
@@ -125,6 +149,29 @@ def predict(
   )
 
 
+def embed(
+  params: Any,
+  apply_fn: Callable,
+  features: np.ndarray,
+  indices: np.ndarray,
+  normalizer: input_pipeline.Normalizer,
+  batch_size: int,
+  parallel_config: ml_collections.ConfigDict,
+) -> np.ndarray:
+  """The network's outputs (e.g. chart points) for ``features[np.sort(indices)]``, in
+  that order, data-parallel."""
+  dp = parallel.DataParallel(parallel_config.backend)
+  p_embed = dp.compile_eval_step(steps.embed_step, apply_fn=apply_fn)
+  p_params, p_normalizer = dp.replicate(params), dp.replicate(normalizer)
+  out = []
+  indices = np.sort(np.asarray(indices))
+  for batch in input_pipeline.prefetch(input_pipeline.batches(features, None, indices, batch_size)):
+    out.append(
+      dp.gather(p_embed(p_params, dp.shard(batch), p_normalizer))[: int(batch['mask'].sum())]
+    )
+  return np.concatenate(out) if out else np.zeros((0,))
+
+
 def _phase_stage(
   phase_dir: str,
   phase: str,
@@ -132,10 +179,13 @@ def _phase_stage(
   init_params: Any,
   data: PhaseData,
   train_config: ml_collections.ConfigDict,
+  loss_options: tuple = (),
 ) -> runs.Stage:
   """The phase's record: finished with this training config, loss, split sizes and
-  parameter shapes."""
+  parameter shapes (and the loss options and the data's own fingerprint, where set)."""
   shapes = jax.tree.map(lambda x: list(np.shape(x)), init_params)
+  # Appended only when present, so the records of phases without them stay valid.
+  extra = tuple(x for x in (list(loss_options), list(data.fingerprint())) if x)
   return runs.Stage(
     phase_dir,
     'phase',
@@ -146,6 +196,7 @@ def _phase_stage(
       shapes,
       len(data.train_idx),
       len(data.val_idx),
+      *extra,
     ),
   )
 
@@ -161,8 +212,11 @@ def fit(
   parallel_config: ml_collections.ConfigDict,
   workdir: str,
   writer: metric_writer.MetricWriter,
+  loss_options: tuple = (),
 ) -> PhaseResult:
-  """Trains ``model`` from ``init_params`` with early stopping; returns the best params."""
+  """Trains ``model`` from ``init_params`` with early stopping; returns the best params.
+
+  ``loss_options``: keyword ``(name, value)`` pairs of the loss (``steps.LOSSES``)."""
   tc = train_config
   dp = parallel.DataParallel(parallel_config.backend)
   if tc.batch_size % dp.num_devices:
@@ -175,7 +229,7 @@ def fit(
       f'({len(data.train_idx)} / {len(data.val_idx)} samples)'
     )
   phase_dir = os.path.join(workdir, phase)
-  stage = _phase_stage(phase_dir, phase, loss, init_params, data, tc)
+  stage = _phase_stage(phase_dir, phase, loss, init_params, data, tc, loss_options)
   latest = checkpointing.Checkpointer(os.path.join(phase_dir, 'checkpoints', 'latest'))
   best = checkpointing.Checkpointer(os.path.join(phase_dir, 'checkpoints', 'best'))
 
@@ -237,9 +291,15 @@ def fit(
     steps_per_epoch * tc.num_epochs, batch_size=tc.batch_size, done=steps_per_epoch * meta['epoch']
   )
   p_step = dp.compile_train_step(
-    steps.compute_gradients, steps.apply_gradients, loss=loss, axis_name=dp.axis_name
+    steps.compute_gradients,
+    steps.apply_gradients,
+    loss=loss,
+    axis_name=dp.axis_name,
+    loss_options=loss_options,
   )
-  p_eval = dp.compile_eval_step(steps.eval_step, apply_fn=model.apply, loss=loss)
+  p_eval = dp.compile_eval_step(
+    steps.eval_step, apply_fn=model.apply, loss=loss, loss_options=loss_options
+  )
   p_state = dp.replicate(state)
   p_normalizer = dp.replicate(data.normalizer)
   pending_best = None
@@ -271,14 +331,7 @@ def fit(
     t_epoch = time.perf_counter()
     for i, batch in enumerate(
       input_pipeline.prefetch(
-        input_pipeline.batches(
-          data.features,
-          data.targets,
-          data.train_idx,
-          tc.batch_size,
-          shuffle_seed=(tc.seed, epoch),
-          min_steps=tc.min_steps_per_epoch,
-        )
+        data.train_batches(tc.batch_size, (tc.seed, epoch), tc.min_steps_per_epoch)
       )
     ):
       p_state, metrics = p_step(p_state, dp.shard(batch), p_normalizer)
