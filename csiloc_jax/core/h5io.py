@@ -108,7 +108,11 @@ class _Prober:
     self._pid = os.getpid()
     self._buffer = b''
     # The probe says 'ready' once h5py is imported: its start is not the file's time.
-    if self._read_line(PROBE_START_S) != b'"ready"':
+    try:
+      ready = self._read_line(PROBE_START_S)
+    except EOFError:
+      ready = None
+    if ready != b'"ready"':
       self._stop()
       raise OSError(f'no answer within {PROBE_START_S:.0f} s')
 
@@ -145,24 +149,27 @@ class _Prober:
         self._proc.stdin.write(json.dumps(path).encode() + b'\n')
         self._proc.stdin.flush()
         line = self._read_line(timeout)
-      except OSError as e:  # A broken pipe: the probe died on the previous file.
+      except EOFError:  # The probe ended without an answer: it crashed on this file.
+        try:
+          code = self._proc.wait(timeout=10)
+          how = f'signal {signal.Signals(-code).name}' if code < 0 else f'exit status {code}'
+        except (subprocess.TimeoutExpired, ValueError):
+          how = 'its output closed'
+        self._stop()
+        raise _ProbeFailed(f'the HDF5 library crashed reading the metadata ({how})') from None
+      except OSError as e:  # A broken pipe: the probe died before it read the path.
         self._stop()
         raise _ProbeFailed(f'the HDF5 probe process failed ({_text(e)})') from e
       if line is None:
-        if self._proc.poll() is None:
-          self._stop()
-          raise _ProbeFailed(
-            f'the HDF5 library did not finish reading the metadata within {timeout:.0f} s '
-            '(it loops on some kinds of damage)'
-          )
-        code = self._proc.returncode
         self._stop()
-        how = f'signal {signal.Signals(-code).name}' if code < 0 else f'exit status {code}'
-        raise _ProbeFailed(f'the HDF5 library crashed reading the metadata ({how})')
+        raise _ProbeFailed(
+          f'the HDF5 library did not finish reading the metadata within {timeout:.0f} s '
+          '(it loops on some kinds of damage)'
+        )
       return json.loads(line)
 
   def _read_line(self, timeout: float) -> bytes | None:
-    """One line from the probe, or None on a timeout or its end."""
+    """One line from the probe, None on a timeout; EOFError when its output ends."""
     fd = self._proc.stdout.fileno()
     deadline = time.monotonic() + timeout
     while b'\n' not in self._buffer:
@@ -171,7 +178,7 @@ class _Prober:
         return None
       chunk = os.read(fd, 1 << 16)
       if not chunk:
-        return None
+        raise EOFError('the probe process ended')
       self._buffer += chunk
     line, self._buffer = self._buffer.split(b'\n', 1)
     return line
@@ -254,6 +261,9 @@ atexit.register(_PROBER.close)
 # The guarded file.
 
 
+_KINDS = {'group': 'a group', 'other': 'a link to nothing or to another file'}
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the probe saw of one dataset."""
@@ -316,7 +326,7 @@ class H5File:
     return name in self._layout['objects']
 
   def kind(self, name: str) -> str | None:
-    """'dataset', 'group', 'other' (a link to nothing, an external link) or None."""
+    """'dataset', 'group', 'other' (a soft link to nothing, an external link) or None."""
     obj = self._layout['objects'].get(name)
     return None if obj is None else obj['kind']
 
@@ -329,7 +339,7 @@ class H5File:
       raise self.error(f'{self.path}: dataset {name!r} is missing; expected {expected}')
     if obj['kind'] != 'dataset':
       raise self.error(
-        f'{self.path}: {name!r} is a {obj["kind"]}, not a dataset; expected {expected}'
+        f'{self.path}: {name!r} is {_KINDS[obj["kind"]]}, not a dataset; expected {expected}'
       )
     with guard(self.error, self.path, f'dataset {name!r}: reading its dtype', expected):
       dtype = np.dtype(obj['dtype'])

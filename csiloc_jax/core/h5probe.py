@@ -76,9 +76,17 @@ def describe(path: str) -> dict:
       out = {'objects': {}, 'attrs': {}}
       for name in names:
         step = 'opening the object'
-        # An external link would open another file: never followed.
+        # An external link would open another file: never followed. A soft link to
+        # nothing is the file's own business; any other failure to open an object is
+        # damage, reported with the library's message.
         link = f.get(name, getlink=True)
-        item = None if isinstance(link, h5py.ExternalLink) else f.get(name)
+        item = None
+        if not isinstance(link, h5py.ExternalLink):
+          try:
+            item = f[name]
+          except Exception:
+            if not isinstance(link, h5py.SoftLink):
+              raise
         if isinstance(item, h5py.Dataset):
           step = 'reading the dataset metadata'
           out['objects'][name] = _dataset(item)

@@ -115,7 +115,7 @@ def _check_file(path: str, require_positions: bool) -> SourceFile:
       if key not in f:
         raise CTWFormatError(f'{path}: missing dataset {key!r} (found {f.keys()})')
       if f.kind(key) != 'dataset':
-        raise CTWFormatError(f'{path}: {key!r} is a {f.kind(key)}, expected a dataset')
+        raise CTWFormatError(f'{path}: {key!r} is not a dataset ({f.kind(key)}), expected one')
     csi = 'a float dataset (sample, antenna, subcarrier, measurement)'
     re_info, im_info = f.info('H_Re', csi), f.info('H_Im', csi)
     re_shape, im_shape = re_info.shape, im_info.shape

@@ -125,7 +125,7 @@ def _read(
   if name not in f:
     raise MeasurementError(f'{path}: required dataset {name!r} is missing (present: {f.keys()})')
   if f.kind(name) != 'dataset':
-    raise MeasurementError(f'{path}: {name!r} must be a dataset, found a {f.kind(name)}')
+    raise MeasurementError(f'{path}: {name!r} must be a dataset, found: {f.kind(name)}')
   info = f.info(name, expected)
   if info.ndim != ndim:
     raise MeasurementError(
