@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from csiloc_jax.core import config_utils
 from csiloc_jax.mmwave import floorplan
 from csiloc_jax.mmwave import geometry
 from csiloc_jax.mmwave import simulator
@@ -426,3 +427,56 @@ def test_misassociation_and_spurious_paths_at_the_stated_rates():
   np.testing.assert_array_equal(spurious[:, :8], aoa[:, :8])
   # Off by default: the array is returned untouched.
   assert simulator.corrupt_association(aoa, rng, 0.0, 0.0) is aoa
+
+
+def test_misassociated_paths_go_only_to_anchors_undetected_at_that_sample():
+  # Two paths in three columns, every path drawn for moving: one lands in the column
+  # that was empty; the other has nowhere to go (the column the first one left belongs
+  # to an anchor the receiver did see) and stays.
+  aoa = np.array([[0.5, -0.7, np.nan]] * 200, np.float32)
+  moved = simulator.corrupt_association(aoa, np.random.default_rng(0), 1.0, 0.0)
+  assert np.isfinite(moved[:, 2]).all()
+  np.testing.assert_array_equal(np.isfinite(moved).sum(1), 2)
+  for j in (0, 1):  # A detected anchor's column holds its own path or nothing.
+    assert np.all(np.isnan(moved[:, j]) | (moved[:, j] == aoa[:, j]))
+
+
+def test_imperfection_options_reach_the_files_and_the_scenario_arguments(tmp_path):
+  options = dict(
+    detection_threshold_db=15.0,
+    detection_reference='sample',
+    aoa_outlier_fraction=0.05,
+    aoa_outlier_deg=25.0,
+    misassociation_rate=0.02,
+    spurious_rate=0.3,
+  )
+  summary = simulator.write_scenario(
+    str(tmp_path),
+    seed=0,
+    num_survey=10,
+    num_trajectory_steps=20,
+    floorplan='corridor_l',
+    **options,
+  )
+  for name in ('survey', 'trajectory'):
+    with h5py.File(summary[name], 'r') as f:
+      assert {k: f.attrs[k] for k in options} == options, name
+      assert json.loads(f.attrs['floorplan_json'])['name'] == 'corridor_l'
+  # config.data -> scenario_kwargs: every option is passed on (so it is part of the
+  # scenario stage's fingerprint), a floor plan by name included.
+  data = config_utils.load_config('configs/mmwave_tiny.py').data
+  defaults = simulator.scenario_kwargs(data)
+  assert {k: defaults[k] for k in options} == {
+    'detection_threshold_db': 20.0,
+    'detection_reference': 'ap',
+    'aoa_outlier_fraction': 0.0,
+    'aoa_outlier_deg': 30.0,
+    'misassociation_rate': 0.0,
+    'spurious_rate': 0.0,
+  }
+  overrides = {f'data.{k}': v for k, v in dict(options, floorplan='corridor_l').items()}
+  args = simulator.scenario_kwargs(
+    config_utils.load_config('configs/mmwave_tiny.py', overrides).data
+  )
+  assert {k: args[k] for k in options} == options and args['floorplan'] == 'corridor_l'
+  assert floorplan.load_floorplan(args['floorplan']).name == 'corridor_l'

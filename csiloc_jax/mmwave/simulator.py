@@ -233,10 +233,13 @@ def corrupt_association(
   for t in range(len(out)):  # Per sample: a handful of paths, a short loop.
     row = out[t]
     if misassociation_rate > 0:
-      seen = np.flatnonzero(np.isfinite(row))
+      undetected = np.isnan(aoa[t])
+      seen = np.flatnonzero(~undetected)
       moved = seen[rng.random(len(seen)) < misassociation_rate]
       for j in moved:
-        free = np.flatnonzero(np.isnan(row))
+        # Only anchors undetected at this sample take a path: a column another moved
+        # path left empty still belongs to an anchor the receiver did see.
+        free = np.flatnonzero(undetected & np.isnan(row))
         if len(free):
           row[rng.choice(free)], row[j] = row[j], np.nan
     if spurious_rate > 0:
