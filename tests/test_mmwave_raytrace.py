@@ -66,6 +66,8 @@ def test_files_follow_the_schema_and_read_back(traced):
   assert tdata['time_s'].dtype == np.float64 and np.all(np.diff(tdata['time_s']) > 0)
   assert attrs['aoa_noise_deg'] == 0.0 and attrs['frequency_hz'] == 60e9
   assert attrs['seed'] == 2 and attrs['detection_threshold_db'] == 20.0
+  assert attrs['detection_reference'] == 'ap' and attrs['aoa_outlier_fraction'] == 0.0
+  assert attrs['misassociation_rate'] == 0.0 and attrs['spurious_rate'] == 0.0
   assert 'Sionna RT' in attrs['description'] and attrs['source'] == 'sionna'
   plan = json.loads(attrs['floorplan_json'])
   assert plan['obstacles'] == [{'box': [8.5, 2.6, 9.5, 3.4], 'material': 'metal'}]
@@ -219,6 +221,30 @@ def test_hand_placed_clients():
   assert prop.statistics()['mismatched'] == 0
 
 
+def test_sample_detection_keeps_only_paths_near_the_strongest_of_any_ap():
+  fp = floorplan.load_floorplan(PLAN)
+  kw = dict(
+    detection_threshold_db=10.0,
+    wall_height_m=3.0,
+    wall_thickness_m=0.2,
+    device_height_m=1.5,
+    seed=0,
+    association_tolerance_deg=0.1,
+    **SOLVER,
+  )
+  # Close to one AP and far from the others, in both rooms.
+  clients = np.array([[2.0, 2.0], [5.0, 3.5], [9.8, 1.8], [10.5, 4.0]])
+  per_ap, arrival = raytrace.RaytracedPropagation(fp, **kw)(clients)
+  per_sample, arrival_s = raytrace.RaytracedPropagation(fp, detection_reference='sample', **kw)(
+    clients
+  )
+  # The same paths arrive; one dynamic range for all APs loses some of them.
+  np.testing.assert_array_equal(arrival, arrival_s)
+  assert not np.any(per_sample & ~per_ap)
+  assert per_sample.sum() < per_ap.sum()
+  assert per_sample.any(1).all()
+
+
 def test_scene_keeps_doorways_and_closes_corners():
   boxes = raytrace.scene_boxes(floorplan.load_floorplan(PLAN), 0.2)
   extent = {b.name: (b.corners.min(0), b.corners.max(0)) for b in boxes}
@@ -247,3 +273,5 @@ def test_bad_arguments_say_what_was_expected(tmp_path):
     raytrace.write_scenario(str(tmp_path), **dict(kw, floorplan=near_wall))
   with pytest.raises(ValueError, match='60 GHz'):
     raytrace.write_scenario(str(tmp_path), **dict(kw, floorplan=dict(PLAN, wall_material='brick')))
+  with pytest.raises(ValueError, match='detection_reference'):
+    raytrace.write_scenario(str(tmp_path), detection_reference='room', **kw)

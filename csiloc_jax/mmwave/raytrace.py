@@ -10,8 +10,9 @@ imports it)::
   floor plan ──> boxes (walls, obstacles) ──> Mitsuba scene of ITU materials
   ──> per AP: line of sight + first-order specular reflections to every client
   ──> each path mapped to its anchor through the face it reflected off, checked
-  against the mirrored AP ──> simulator.detect (per-AP relative threshold)
-  ──> simulator.measure_aoa (traced azimuth - heading + noise) ──> survey.h5,
+  against the mirrored AP ──> simulator.detect (relative threshold, per AP or per
+  sample) ──> simulator.measure_aoa (traced azimuth - heading + noise; outliers and
+  association errors as the built-in simulator adds them) ──> survey.h5,
   trajectory.h5 (docs/schemas.md) ──> reader, JADE, nets, tracker
 
 Scene. Every wall segment becomes a box ``wall_thickness_m`` thick (centred on the
@@ -41,8 +42,9 @@ warning), never kept under a wrong anchor.
 
 Received power is ``|a|^2`` of the traced path (free-space loss and the ITU
 reflection coefficient of the material at the angle of incidence included);
-detection is the built-in simulator's rule, ``detection_threshold_db`` below the
-strongest path of the same AP.
+detection is the built-in simulator's rule (:func:`.simulator.detect`):
+``detection_threshold_db`` below the strongest path of the same AP
+(``detection_reference='ap'``) or of any AP (``'sample'``).
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class RaytracedPropagation:
     fp: floorplan_lib.FloorPlan,
     *,
     detection_threshold_db: float,
+    detection_reference: str = 'ap',
     wall_height_m: float,
     wall_thickness_m: float,
     device_height_m: float,
@@ -197,8 +200,14 @@ class RaytracedPropagation:
       detection_threshold_db >= 0,
       f'detection_threshold_db must be >= 0, got {detection_threshold_db}',
     )
+    _check(
+      detection_reference in simulator.DETECTION_REFERENCES,
+      f'detection_reference must be one of {simulator.DETECTION_REFERENCES}, '
+      f'got {detection_reference!r}',
+    )
     self.fp = fp
     self.threshold_db = float(detection_threshold_db)
+    self.reference = detection_reference
     self.height = float(device_height_m)
     self.tolerance = np.deg2rad(association_tolerance_deg)
     self.progress = progress
@@ -274,7 +283,7 @@ class RaytracedPropagation:
     self.stats['samples'] += t
     self.stats['los_samples'] += int(los.sum())
     self.seconds += time.perf_counter() - start
-    return simulator.detect(power, self.table.ap, self.threshold_db), arrival
+    return simulator.detect(power, self.table.ap, self.threshold_db, self.reference), arrival
 
   def _check_outside(self, points: np.ndarray, what: str) -> None:
     # An antenna inside a wall box sees nothing or sees out of the wall's far side: the
@@ -362,6 +371,11 @@ def write_scenario(
   num_trajectory_steps: int = simulator.DEFAULT_TRAJECTORY_STEPS,
   floorplan=None,
   detection_threshold_db: float = 20.0,
+  detection_reference: str = 'ap',
+  aoa_outlier_fraction: float = 0.0,
+  aoa_outlier_deg: float = 30.0,
+  misassociation_rate: float = 0.0,
+  spurious_rate: float = 0.0,
   wall_height_m: float = 3.0,
   wall_thickness_m: float = 0.2,
   device_height_m: float = 1.5,
@@ -384,8 +398,13 @@ def write_scenario(
     floorplan: ``None`` for the default six-room plan, a plan name, a plan dict, a JSON
       path or a :class:`~csiloc_jax.mmwave.floorplan.FloorPlan` (walls, obstacles and
       their materials).
-    detection_threshold_db: paths weaker than the strongest path of their AP by more
-      than this are lost.
+    detection_threshold_db: paths weaker than the strongest path of their AP (or of
+      the sample) by more than this are lost.
+    detection_reference: ``'ap'`` or ``'sample'``, see :func:`.simulator.detect`.
+    aoa_outlier_fraction, aoa_outlier_deg: heavier-tailed AoA noise, as in
+      :func:`.simulator.write_scenario`.
+    misassociation_rate, spurious_rate: imperfect association, as in
+      :func:`.simulator.write_scenario`.
     wall_height_m: height of walls and obstacles.
     wall_thickness_m: wall thickness (boxes centred on the plan's segments).
     device_height_m: height of every AP and client antenna.
@@ -406,6 +425,7 @@ def write_scenario(
   propagation = RaytracedPropagation(
     fp,
     detection_threshold_db=detection_threshold_db,
+    detection_reference=detection_reference,
     wall_height_m=wall_height_m,
     wall_thickness_m=wall_thickness_m,
     device_height_m=device_height_m,
@@ -421,6 +441,10 @@ def write_scenario(
     aoa_noise_deg=aoa_noise_deg,
     num_survey=num_survey,
     num_trajectory_steps=num_trajectory_steps,
+    aoa_outlier_fraction=aoa_outlier_fraction,
+    aoa_outlier_deg=aoa_outlier_deg,
+    misassociation_rate=misassociation_rate,
+    spurious_rate=spurious_rate,
     propagation=propagation,
   )
   stats = propagation.statistics()
@@ -437,6 +461,11 @@ def write_scenario(
     'seed': int(seed),
     'floorplan_json': json.dumps(fp.to_dict()),
     'detection_threshold_db': float(detection_threshold_db),
+    'detection_reference': detection_reference,
+    'aoa_outlier_fraction': float(aoa_outlier_fraction),
+    'aoa_outlier_deg': float(aoa_outlier_deg),
+    'misassociation_rate': float(misassociation_rate),
+    'spurious_rate': float(spurious_rate),
     'source': 'sionna',
     'wall_height_m': float(wall_height_m),
     'wall_thickness_m': float(wall_thickness_m),
