@@ -15,10 +15,11 @@ Two ways a damaged file can hurt, and what this module does about each:
 * **Hangs and crashes.** libhdf5 can loop forever or crash on damaged metadata (a
   zeroed block over the global heap makes reading a string attribute spin inside the
   library with the GIL held: no thread or signal handler of this process can stop it).
-  So the first time a process opens a file (per path, size and modification time),
-  :func:`describe` has a separate probe process (:mod:`csiloc_jax.core.h5probe`) walk
-  the file's metadata under a timeout (:data:`PROBE_TIMEOUT_S`); a file whose walk
-  hangs, crashes or fails is refused before this process touches it. Listings and
+  So the first time a process opens a file (identified by path, size, times, inode and
+  a hash of both ends, so a file rewritten in place is probed again), :func:`describe`
+  has a separate probe process (:mod:`csiloc_jax.core.h5probe`) walk the file's
+  metadata under a timeout (:data:`PROBE_TIMEOUT_S`); a file whose walk hangs, crashes
+  or fails is refused before this process touches it. Listings and
   dataset metadata then come from the probe's answer; this process reads only
   attributes the probe has read and data whose extent lies inside the file.
 
