@@ -43,6 +43,7 @@ GROUPS = {
     'train_model3',
     'train_model4',
     'train_model3_finetune',
+    'train_chart',
   ),
   'ctw_read': ('ctw_read',),
   'jade': ('jade',),

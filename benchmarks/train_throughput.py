@@ -16,6 +16,10 @@ Which step each row times (batch 64, ``[56, 924, 1]`` inputs, float32):
 * ``train_model3_finetune``: Model 3's fine-tuning step (MLP encoder + head). Model 4's
   fine-tuning network is the same CNN encoder + head as Model 2, so ``train_model2``
   already times it.
+* ``train_chart``: the channel-charting pretraining step of ``configs/ctw_chart.py``
+  (Model 3's MLP encoder + a linear head to 2-D on the ``[56, 56, 2]`` covariance
+  feature), Sammon-weighted Siamese loss; an example is a pair, so a batch of 64 runs
+  128 samples through the network and the row counts pairs/s.
 
 Method: compile (excluded), warm up both sides, then ``rounds`` interleaved blocks of
 ``n`` steps each (``n`` chosen so a block lasts ~``block_s``); samples/s from the median
@@ -48,14 +52,20 @@ from csiloc_jax.csi import steps
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
-# row name -> (paper model, loss): 'position' = supervised / fine-tuning step,
-# 'reconstruction' = autoencoder pretraining step.
+# row name -> (config, loss): 'position' = supervised / fine-tuning step,
+# 'reconstruction' = autoencoder pretraining step, 'chart_siamese' = chart pretraining.
 SPECS: dict[str, tuple[str, str]] = {
   'train_model1': ('model1', 'position'),
   'train_model2': ('model2', 'position'),
   'train_model3': ('model3', 'reconstruction'),
   'train_model4': ('model4', 'reconstruction'),
   'train_model3_finetune': ('model3', 'position'),
+  'train_chart': ('chart', 'chart_siamese'),
+}
+STEP_NAMES = {
+  'position': 'position model',
+  'reconstruction': 'autoencoder pretraining',
+  'chart_siamese': 'chart pretraining (Siamese pairs)',
 }
 TARGET = 1.0
 
@@ -67,11 +77,21 @@ def _config(model_name: str):
 def _input_shape(config, quick: bool) -> tuple[int, int, int]:
   syn = config.data.synthetic
   subcarriers = 64 if quick else syn.num_subcarriers
-  return (syn.num_antennas, subcarriers, features.num_channels(config.data.feature))
+  return features.feature_shape(config.data.feature, syn.num_antennas, subcarriers)
 
 
-def _batches(batch_size: int, shape: tuple[int, ...], count: int = 2) -> list[dict]:
+def _batches(batch_size: int, shape: tuple[int, ...], loss: str, count: int = 2) -> list[dict]:
   rng = np.random.default_rng(0)
+  tuple_size = steps.TUPLE_SIZE.get(loss)
+  if tuple_size:  # pairs / triplets and their (positive) dissimilarities
+    return [
+      {
+        'x': rng.standard_normal((batch_size, tuple_size) + shape, dtype=np.float32),
+        'y': rng.uniform(0.05, 2.0, (batch_size, tuple_size - 1)).astype(np.float32),
+        'mask': np.ones((batch_size,), np.float32),
+      }
+      for _ in range(count)
+    ]
   return [
     {
       'x': rng.standard_normal((batch_size,) + shape, dtype=np.float32),
@@ -80,6 +100,42 @@ def _batches(batch_size: int, shape: tuple[int, ...], count: int = 2) -> list[di
     }
     for _ in range(count)
   ]
+
+
+def _torch_chart_trainer(torch_ref, config, shape, learning_rate: float, normalizer):
+  """The chart step in PyTorch: ``torch_reference``'s network for the same config fields
+  with the head of ``config.chart`` (its last layer to 2-D), and the same Sammon-
+  weighted pair loss as ``steps.chart_siamese``."""
+  import copy  # pylint: disable=g-import-not-at-top
+
+  import torch  # pylint: disable=g-import-not-at-top
+
+  mc = copy.deepcopy(config.model)
+  mc.head_features = tuple(config.chart.head_features)
+  model = torch_ref.position_model(mc, shape)
+  model[-1] = torch.nn.Linear(model[-1].in_features, int(config.chart.dimensions))
+  floor = max(float(config.chart.min_dissimilarity), 1e-12)
+
+  class ChartTrainer(torch_ref.TorchTrainer):
+    def step(self, batch: dict):
+      x = torch.from_numpy(batch['x'])
+      b, t = x.shape[:2]
+      x = x.reshape((b * t,) + tuple(x.shape[2:])).permute(0, 3, 1, 2)  # NHWC -> NCHW
+      x = (x - self.mean) * self.inv_std
+      d = torch.from_numpy(batch['y'])[:, 0]
+      mask = torch.from_numpy(batch['mask'])
+      self.opt.zero_grad(set_to_none=True)
+      pred = self.model(x).reshape(b, t, -1)
+      dist = torch.linalg.vector_norm(pred[:, 0] - pred[:, 1], dim=-1)
+      per_example = torch.square(dist - d) / torch.clamp(d, min=floor)
+      loss = torch.sum(per_example * mask) / torch.sum(mask)
+      loss.backward()
+      self.opt.step()
+      return loss
+
+  return ChartTrainer(
+    model, 'chart_siamese', learning_rate, normalizer.mean, normalizer.inv_std, False
+  )
 
 
 class JaxRunner:
@@ -93,14 +149,15 @@ class JaxRunner:
     backend: str,
     normalizer: input_pipeline.Normalizer,
     batches: list[dict],
+    loss_options: tuple = (),
   ):
     self.dp = parallel.DataParallel(backend)
     self.batches = batches
-    shape = batches[0]['x'].shape[1:]
+    shape = normalizer.mean.shape  # one sample's (a batch of tuples has a tuple axis)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.float32))['params']
     self.num_params = models.count_params(params)
     state = steps.create_train_state(model.apply, params, learning_rate)
-    options = dict(loss=loss, axis_name=self.dp.axis_name)
+    options = dict(loss=loss, axis_name=self.dp.axis_name, loss_options=loss_options)
     # As trainer.fit runs it: gradient and update as two programs.
     self.p_step = self.dp.compile_train_step(
       steps.compute_gradients, steps.apply_gradients, **options
@@ -186,10 +243,10 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
     if only is not None and name not in only:
       continue
     config = _config(model_name)
-    phase = config.pretrain if loss == 'reconstruction' else config.finetune
+    phase = config.finetune if loss == 'position' else config.pretrain
     shape = _input_shape(config, quick)
     batch_size = phase.batch_size
-    batches = _batches(batch_size, shape)
+    batches = _batches(batch_size, shape, loss)
     rng = np.random.default_rng(1)
     normalizer = input_pipeline.Normalizer(
       (0.01 * rng.standard_normal(shape)).astype(np.float32),
@@ -197,11 +254,18 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
     )
     use_backend = backend or config.parallel.backend
 
-    model = (
-      models.build_autoencoder(config.model, shape)
-      if loss == 'reconstruction'
-      else models.build_position_model(config.model)
-    )
+    loss_options = ()
+    if loss == 'reconstruction':
+      model = models.build_autoencoder(config.model, shape)
+    elif loss == 'chart_siamese':
+      model = models.build_chart_model(config.model, config.chart)
+      # As the chart phase runs it, but for the loss only: a benchmark has no data.
+      loss_options = (
+        ('min_dissimilarity', float(config.chart.min_dissimilarity)),
+        ('weighting', 'sammon'),
+      )
+    else:
+      model = models.build_position_model(config.model)
     logging.info(
       '%s: compiling (%s, batch %d, input %s, %s)...',
       name,
@@ -211,9 +275,14 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
       use_backend,
     )
     runners: dict[str, Any] = {
-      'ours': JaxRunner(model, loss, phase.learning_rate, use_backend, normalizer, batches)
+      'ours': JaxRunner(
+        model, loss, phase.learning_rate, use_backend, normalizer, batches, loss_options
+      )
     }
-    if torch_ref is not None:
+    if torch_ref is not None and loss == 'chart_siamese':
+      trainer = _torch_chart_trainer(torch_ref, config, shape, phase.learning_rate, normalizer)
+      runners['reference'] = TorchRunner(trainer, batches)
+    elif torch_ref is not None:
       tmodel = (
         torch_ref.autoencoder(config.model, shape)
         if loss == 'reconstruction'
@@ -265,7 +334,7 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
     model_flops = runners['reference'].flops if 'reference' in runners else None
     flops = model_flops or runners['ours'].xla_flops
     details = {
-      'step': 'autoencoder pretraining' if loss == 'reconstruction' else 'position model',
+      'step': STEP_NAMES[loss],
       'model': model_name,
       'batch_size': batch_size,
       'input_shape': list(shape),

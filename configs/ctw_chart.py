@@ -10,7 +10,7 @@ Choices (docs/csi.md, 'Channel charting'):
 * Network: Model 3's MLP encoder (256 -> 128 -> 64 -> 32) then the position head; Model
   1's flatten encoder has no parameters, so a chart could not pretrain anything of it.
 * Pretraining: the encoder plus a linear head to 2-D, trained on the unlabelled set with
-  the Sammon-weighted Siamese loss on geodesic correlation-matrix distances (10-nearest-
+  the Sammon-weighted Siamese loss on geodesic correlation-matrix distances (20-nearest-
   neighbour graph); then its encoder is fine-tuned with the head on the labels, exactly
   like Model 3's autoencoder encoder.
 """
