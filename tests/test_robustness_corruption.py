@@ -67,6 +67,10 @@ def _refused(error: BaseException, path: str) -> str:
   text = str(error)
   assert path in text, text
   assert '\n' not in text, text
+  if 'did not finish reading the metadata' in text:
+    return 'refused (libhdf5 looped: the probe timed out)'
+  if 'crashed reading the metadata' in text:
+    return 'refused (libhdf5 crashed in the probe)'
   return 'refused'
 
 

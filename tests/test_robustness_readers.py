@@ -130,6 +130,22 @@ def test_checksummed_data_damaged_after_writing_is_refused(tmp_path):
   assert not mm_reader.read_measurements(unchecked).validation['checksummed']
 
 
+def test_a_name_damaged_into_invalid_utf8_is_listed_not_fatal(tmp_path):
+  # A bit flip in a dataset's name ('H_Im' -> b'\xc8_Im', found by random damage) once
+  # ended the probe with a JSON error: now the name is listed, escaped, and the reader
+  # says which dataset is missing.
+  folder = tmp_path / ctw_reader.LABELLED_DIR
+  folder.mkdir()
+  with h5py.File(folder / 'file_1.hdf5', 'w') as f:
+    f['H_Re'] = np.ones((2, 2, 2, 2), np.float32)
+    f[b'\xc8_Im'] = np.ones((2, 2, 2, 2), np.float32)
+    f.attrs[b'\xff'] = 1
+  with pytest.raises(
+    ctw_reader.CTWFormatError, match=r"missing dataset 'H_Im' \(found \['H_Re', '\\\\xc8_Im'\]\)"
+  ):
+    ctw_reader.build_cache(str(folder), str(tmp_path / 'cache'))
+
+
 def test_data_claimed_past_the_end_of_the_file_is_refused_before_reading(tmp_path, monkeypatch):
   path = _survey(tmp_path / 's.h5')
   layout = h5io.describe(path, _Error)

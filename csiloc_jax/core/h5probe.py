@@ -75,6 +75,11 @@ def describe(path: str) -> dict:
       names = list(f.keys())
       out = {'objects': {}, 'attrs': {}}
       for name in names:
+        if isinstance(name, bytes):
+          # A name that is not UTF-8 (damaged, or another tool's encoding): listed under
+          # an escaped spelling, never opened; no schema asks for it.
+          out['objects'][name.decode('utf-8', 'backslashreplace')] = {'kind': 'other'}
+          continue
         step = 'opening the object'
         # An external link would open another file: never followed. A soft link to
         # nothing is the file's own business; any other failure to open an object is
@@ -93,13 +98,16 @@ def describe(path: str) -> dict:
         else:
           out['objects'][name] = {'kind': 'group' if isinstance(item, h5py.Group) else 'other'}
       step, name = 'listing the root attributes', None
-      attr_names = list(f.attrs.keys())
+      # Attribute names that are not UTF-8 are left out: no schema asks for them.
+      attr_names = [a for a in f.attrs.keys() if isinstance(a, str)]
       for name in attr_names:
         step = 'reading the attribute'
         # Reads the value: a string attribute's text lives in the global heap.
         value = np.asarray(f.attrs[name])
         out['attrs'][name] = {'dtype': value.dtype.str, 'shape': list(value.shape)}
   except Exception as e:  # Anything the library raises is the answer, not a crash.
+    if isinstance(name, bytes):  # A damaged name that is not UTF-8.
+      name = name.decode('utf-8', 'backslashreplace')
     return {
       'error': {
         'step': step,
@@ -116,7 +124,20 @@ def main() -> None:
   sys.stdout.flush()
   for line in sys.stdin:
     answer = describe(json.loads(line))
-    sys.stdout.write(json.dumps(answer) + '\n')
+    try:
+      text = json.dumps(answer)
+    except (TypeError, ValueError) as e:  # Names or values JSON cannot hold: damage too.
+      text = json.dumps(
+        {
+          'error': {
+            'step': 'describing the file',
+            'object': None,
+            'type': type(e).__name__,
+            'message': str(e),
+          }
+        }
+      )
+    sys.stdout.write(text + '\n')
     sys.stdout.flush()
 
 
