@@ -6,22 +6,17 @@ run. Each (floor, seed) scenario is generated once, with scenario seed = method 
 check, not the reported numbers).
 """
 
-import importlib.util
 import os
+import runpy
 
 import ml_collections
 
-
-def _base_config(arg):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mmwave_tiny.py')
-  spec = importlib.util.spec_from_file_location('_mmwave_tiny_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+# The method's config (configs/mmwave_tiny.py), run as a file: configs import no library.
+_BASE = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mmwave_tiny.py'))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = _base_config(arg)
+  config = _BASE['get_config'](arg)
   config.suite = ml_collections.ConfigDict()
   # Built-in floor plans by name (csiloc_jax/mmwave/floorplan.py, NAMED_PLANS).
   config.suite.floors = ('corridor_l', 'open_hall', 'six_rooms', 'two_rooms')

@@ -6,22 +6,17 @@ is fitted once; all thresholds and switching variants then run as one vmapped tr
 ``quick`` uses the quick method settings and a 2 x 3 grid.
 """
 
-import importlib.util
 import os
+import runpy
 
 import ml_collections
 
-
-def _base_config(arg):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mmwave_tiny.py')
-  spec = importlib.util.spec_from_file_location('_mmwave_tiny_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+# The method's config (configs/mmwave_tiny.py), run as a file: configs import no library.
+_BASE = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mmwave_tiny.py'))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = _base_config(arg)
+  config = _BASE['get_config'](arg)
   # The checkpoints of a sweep point would be overwritten by the next one: always train.
   config.resume = False
   # The sweep draws its own summary plots; per-point floor/trajectory plots are skipped.

@@ -80,18 +80,19 @@ def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
   return np.maximum(d2, 0.0)
 
 
-def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-  """Mean silhouette of a clustering of ``x [N, M]`` (Euclidean; 0.0 for one cluster)."""
+def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+  """Mean silhouette of a clustering, from the pairwise distances ``[N, N]`` of its points
+  (computed once by the caller, who scores many clusterings of the same points; 0.0 for
+  one cluster)."""
   ids = np.unique(labels)
   if len(ids) < 2:
     return 0.0
-  d = np.sqrt(_sq_dist(x, x))
   onehot = (labels[:, None] == ids[None]).astype(np.float64)  # [N, K]
-  sums = d @ onehot
+  sums = distances @ onehot
   counts = onehot.sum(0)
   own = np.searchsorted(ids, labels)
   n_own = counts[own]
-  a = np.where(n_own > 1, sums[np.arange(len(x)), own] / np.maximum(n_own - 1, 1), 0.0)
+  a = np.where(n_own > 1, sums[np.arange(len(distances)), own] / np.maximum(n_own - 1, 1), 0.0)
   mean_other = np.where(onehot > 0, np.inf, sums / counts[None])
   b = mean_other.min(1)
   s = np.where(n_own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
@@ -139,6 +140,7 @@ def choose_regions(
   solvable. Returns ``(labels [T], {k: silhouette or None if unsolvable})``.
   """
   x = visible.astype(np.float64)
+  distances = np.sqrt(_sq_dist(x, x))  # Shared by every count's silhouette.
   top = int(min(max_regions, max(1, len(x) // max(min_samples, 1))))
   scores, best, best_score = {}, np.zeros(len(x), np.int32), -np.inf
   for k in range(2, top + 1):
@@ -151,7 +153,7 @@ def choose_regions(
       min_anchor_fraction=min_anchor_fraction,
       min_samples=min_samples,
     )
-    scores[k] = silhouette(x, labels) if ok else None
+    scores[k] = silhouette(distances, labels) if ok else None
     if ok and scores[k] > best_score + 1e-6:
       best, best_score = labels, scores[k]
   return best, scores
