@@ -100,3 +100,23 @@ def test_error_cdf_draws_methods_with_missing_estimates(tmp_path):
     path, {'a': np.array([0.1, 0.5, 2.0]), 'b': np.array([np.inf, 0.3])}, log_x=True, mark_m=1.0
   )
   assert os.path.getsize(path) > 1000
+
+
+def test_distributed_initialize_checks_its_arguments_and_is_off_for_one_process(monkeypatch):
+  from csiloc_jax.core import distributed
+  from csiloc_jax.core import errors
+
+  for name in ('JAX_COORDINATOR_ADDRESS', 'SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv('TPU_WORKER_HOSTNAMES', 'localhost')  # A single-host TPU VM.
+  assert distributed.initialize() is False
+  assert distributed.initialize('localhost:1234', 1, 0) is False
+  with pytest.raises(errors.InputError, match='needs all of'):
+    distributed.initialize('localhost:1234', 2, None)
+  with pytest.raises(errors.InputError, match='--process_id=2 must be in'):
+    distributed.initialize('localhost:1234', 2, 2)
+  # One process: the helpers are no-ops.
+  assert distributed.is_primary() and distributed.process_shard(8) == slice(0, 8)
+  assert distributed.primary_first('x', lambda: 5) == 5
+  rows = {'a': np.arange(3)}
+  assert distributed.allgather_rows(rows) is rows

@@ -110,3 +110,46 @@ def test_spatial_split_holds_out_contiguous_areas():
   assert nearest_train(test) > 2 * d_random and nearest_train(val) > 2 * d_random
   with pytest.raises(ValueError, match='empty part'):
     input_pipeline.spatial_split_indices(pos[:10], (0.9, 0.05, 0.05), seed=0)
+
+
+class _RecordingFeatures:
+  """A feature array that records which rows were read."""
+
+  def __init__(self, array):
+    self.array = array
+    self.rows_read = []
+
+  def __getitem__(self, rows):
+    self.rows_read.extend(np.atleast_1d(rows).tolist())
+    return self.array[rows]
+
+
+@pytest.mark.parametrize('count', [2, 4])
+def test_each_process_reads_only_its_block_of_the_global_batch(monkeypatch, count):
+  import jax
+
+  features = np.arange(37 * 3, dtype=np.float32).reshape(37, 3)
+  targets = np.arange(37, dtype=np.float32)[:, None]
+  indices = np.arange(37)
+  kwargs = dict(batch_size=8, shuffle_seed=(3, 1))
+  global_batches = list(input_pipeline.batches(features, targets, indices, **kwargs))
+  monkeypatch.setattr(jax, 'process_count', lambda: count)
+  blocks, reads = [], []
+  for index in range(count):
+    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    recording = _RecordingFeatures(features)
+    blocks.append(list(input_pipeline.batches(recording, targets, indices, **kwargs)))
+    reads.append(recording.rows_read)
+  # Stacked in process order, the blocks are the global batches, padding and mask too.
+  for step, whole in enumerate(global_batches):
+    for key in whole:
+      joined = np.concatenate([blocks[p][step][key] for p in range(count)])
+      np.testing.assert_array_equal(joined, whole[key])
+    assert all(len(blocks[p][step]['x']) == 8 // count for p in range(count))
+  # Each process read its own rows only: together each row once (padding aside).
+  per_process = [len(r) for r in reads]
+  assert per_process == [len(global_batches) * 8 // count] * count
+  assert sorted(set().union(*map(set, reads))) == list(range(37))
+  monkeypatch.setattr(jax, 'process_count', lambda: 3)
+  with pytest.raises(ValueError, match='cannot be split over 3 processes'):
+    next(input_pipeline.batches(features, targets, indices, **kwargs))

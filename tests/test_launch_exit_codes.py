@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import ctw_files
 import h5py
 import numpy as np
 
@@ -53,17 +54,16 @@ def test_bad_ctw_folder_exits_2(tmp_path):
 
 def test_internal_error_exits_1_with_traceback(tmp_path):
   # A config value of the right type that the code cannot use is not a file problem:
-  # an internal error with its traceback.
+  # an internal error with its traceback (raised once the data are read).
+  root = ctw_files.write_dataset(
+    tmp_path / 'ctw', num_labelled=40, num_unlabelled=0, shape=(4, 6, 2), per_file=40
+  )
   proc = _run(
-    'launch/mmwave.py',
-    '--config=configs/mmwave_tiny.py:quick',
+    'launch/train.py',
+    '--config=configs/ctw_model1.py:quick',
     f'--workdir={tmp_path / "w"}',
-    '--config.tracker.scheme=nearest',
-    '--config.data.floorplan=two_rooms',
-    '--config.data.num_survey=30',
-    '--config.data.num_trajectory_steps=20',
-    '--config.nets.num_train_steps=10',
-    '--config.big_nn.num_train_steps=10',
+    f'--config.data.root={root}',
+    '--config.data.split_mode=diagonal',
   )
   assert proc.returncode == errors.EXIT_INTERNAL_ERROR, proc.stderr[-2000:]
   assert 'Traceback' in proc.stderr and 'bad input:' not in proc.stderr

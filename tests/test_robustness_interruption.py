@@ -33,20 +33,10 @@ import time
 
 import ctw_files
 import pytest
+import run_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int(os.environ.get('CSILOC_KILL_SEED') or random.SystemRandom().randrange(2**31))
-# Keys whose values differ between any two runs: wall-clock times and throughputs, and
-# whether the nets were restored rather than trained.
-VOLATILE = {
-  'timing_s',
-  'wall_seconds',
-  'train_seconds',
-  'steps_per_sec',
-  'examples_per_sec',
-  'seconds',
-  'restored_from_checkpoint',
-}
 
 
 @dataclasses.dataclass
@@ -132,17 +122,6 @@ def _run(args: list[str], workdir: str, point: KillPoint | None, timeout: float 
   return {'returncode': proc.returncode, 'killed': killed, 'log': ''.join(lines)}
 
 
-def _comparable(value, workdir: str):
-  """``value`` without volatile keys, with the workdir's path replaced."""
-  if isinstance(value, dict):
-    return {k: _comparable(v, workdir) for k, v in value.items() if k not in VOLATILE}
-  if isinstance(value, list):
-    return [_comparable(v, workdir) for v in value]
-  if isinstance(value, str):
-    return value.replace(workdir, 'WORKDIR')
-  return value
-
-
 def _differences(a, b, where='') -> list[str]:
   if isinstance(a, dict) and isinstance(b, dict):
     out = [f'{where}/{k}: only in one' for k in set(a) ^ set(b)]
@@ -202,9 +181,9 @@ def _kill_chain(args_for, ref_dir, work_dir, points):
   drain.join(timeout=10)
   assert _leftovers(work_dir) == [], f'seed {SEED}: {_leftovers(work_dir)}'
   with open(os.path.join(ref_dir, 'metrics.json')) as f:
-    ref = _comparable(json.load(f), ref_dir)
+    ref = run_metrics.comparable(json.load(f), ref_dir)
   with open(os.path.join(work_dir, 'metrics.json')) as f:
-    resumed = _comparable(json.load(f), work_dir)
+    resumed = run_metrics.comparable(json.load(f), work_dir)
   return ref, resumed, history
 
 

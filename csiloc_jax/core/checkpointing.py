@@ -5,6 +5,10 @@ A run directory keeps two managers: ``latest`` (for resuming after an interrupti
 Each checkpoint holds the train state (restored against an abstract target so arrays
 come back with the right types) and a JSON ``meta`` dict with the loop's bookkeeping
 (epoch, early-stopping counters) so a resumed run continues exactly where it stopped.
+
+Multi-process runs: every process calls the same methods with the same values; orbax
+synchronises them and process 0 writes the files, so a checkpoint does not depend on
+the number of processes that wrote it, and any number can restore it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class Checkpointer:
     # the same step again; orbax refuses an existing step even with force=True.
     if step in self._manager.all_steps():
       self._manager.delete(step)
+    # Host arrays: in a multi-process run every process holds the same state, and orbax
+    # writes a numpy array once (from process 0), where a device array of one process
+    # is refused.
+    state = jax.device_get(state)
     self._manager.save(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from absl import logging
 
 from csiloc_jax.core import config_utils
+from csiloc_jax.core import distributed
 from csiloc_jax.core import runs
 
 
@@ -56,17 +57,22 @@ def log_to_file(workdir: str, filename: str = 'log.txt') -> str:
 
 def start_run(config, workdir: str) -> tuple[str, 'MetricWriter']:
   """What every run does first: an absolute workdir with ``config.json``, absl lines
-  also in ``log.txt``, the config logged; returns ``(workdir, writer)``."""
+  also in ``log.txt``, the config logged; returns ``(workdir, writer)``. In a
+  multi-process run process 0 writes these, and process N logs to ``log.processN.txt``."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  config_utils.write_config(config, workdir)
-  log_to_file(workdir)
+  if distributed.is_primary():
+    config_utils.write_config(config, workdir)
+    log_to_file(workdir)
+  else:
+    log_to_file(workdir, f'log.process{distributed.process_index()}.txt')
   logging.info('config:\n%s', config)
   return workdir, MetricWriter(workdir)
 
 
 class MetricWriter:
-  """Writes scalars to the absl log and to a JSONL file in ``workdir``."""
+  """Writes scalars to the absl log and to a JSONL file in ``workdir`` (the file on
+  process 0 alone in a multi-process run)."""
 
   def __init__(self, workdir: str, filename: str = 'metrics.jsonl'):
     os.makedirs(workdir, exist_ok=True)
@@ -81,6 +87,8 @@ class MetricWriter:
       if k != 'step'
     )
     logging.info('[%d] %s', step, shown)
+    if not distributed.is_primary():
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 

@@ -14,6 +14,12 @@ device axis and a batch is reshaped to ``[num_devices, per_device, ...]``; under
 shard_map a replicated pytree is one global array and a batch keeps its global shape,
 sharded along its first axis. Callers never see the difference.
 
+Multi-process runs (:mod:`csiloc_jax.core.distributed`) use the same code: the devices
+are then every process's, a step's collectives span them all, and each process passes
+only its own block of every global batch (``distributed.process_shard``); global arrays
+are built from those local blocks (``jax.make_array_from_process_local_data``), never
+gathered on one host, and only outputs that a host needs whole (predictions) are.
+
 Data (parameters, normalisers) always travels as arguments and ``options`` (the loss
 name, the model's ``apply``) are hashable static arguments of module-level functions, so
 compiling the same step twice reuses jax's own compilation cache: nothing here keeps a
@@ -29,6 +35,8 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
+
+from csiloc_jax.core import distributed
 
 BACKENDS = ('pmap', 'shard_map')
 
@@ -75,15 +83,25 @@ _SHARD_MAPPED_DONATING = jax.jit(
 
 
 class DataParallel:
-  """Compiles a psum-style step for all local devices and lays out data for it."""
+  """Compiles a psum-style step for all devices and lays out data for it.
+
+  ``devices`` defaults to every device of every process (this process's alone in a
+  single-process run); ``num_devices`` counts them all and ``num_local_devices`` this
+  process's, which receive its block of each batch.
+  """
 
   def __init__(self, backend: str, axis_name: str = 'batch', devices: list | None = None):
     if backend not in BACKENDS:
       raise ValueError(f'parallel backend must be one of {BACKENDS}, got {backend!r}')
     self.backend = backend
     self.axis_name = axis_name
-    self.devices = list(devices) if devices is not None else jax.local_devices()
+    if devices is None:
+      devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    self.devices = list(devices)
     self.num_devices = len(self.devices)
+    me = jax.process_index()
+    self.local_devices = [d for d in self.devices if d.process_index == me]
+    self.num_local_devices = len(self.local_devices)
     self.mesh = jax.sharding.Mesh(np.asarray(self.devices), (axis_name,))
 
   # -- compilation ---------------------------------------------------------------------
@@ -159,38 +177,65 @@ class DataParallel:
       # identity, the copies are laid out exactly like a pmapped step's outputs, so the
       # step's first call (and an evaluation of fresh parameters) does not compile a
       # second program for another input layout.
+      # (Under pmap a step's outputs are this process's devices' alone, in every run.)
       stacked = jax.tree.map(
-        lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)), tree
+        lambda x: np.broadcast_to(np.asarray(x), (self.num_local_devices,) + np.shape(x)), tree
       )
       return jax.pmap(_identity, devices=self.devices)(stacked)
     # From a host copy, never an alias: the compiled step donates its state argument,
-    # which must not invalidate the caller's arrays.
-    return jax.device_put(jax.device_get(tree), NamedSharding(self.mesh, P()))
+    # which must not invalidate the caller's arrays. Every process holds the whole
+    # value and fills its own devices' copies.
+    sharding = NamedSharding(self.mesh, P())
+    return jax.tree.map(
+      lambda x: jax.make_array_from_callback(x.shape, sharding, lambda i: x[i]),
+      jax.tree.map(_host_value, jax.device_get(tree)),
+    )
 
   def unreplicate(self, tree: Any) -> Any:
     """One host copy of a replicated pytree (state or metrics)."""
     if self.backend == 'pmap':
       return jax.device_get(jax.tree.map(lambda x: x[0], tree))
-    return jax.device_get(tree)
+    # This process's copy: in a multi-process run the global array spans devices that
+    # it cannot read.
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
   def shard(self, batch: Any) -> Any:
-    """Splits a host batch (leading axis divisible by num_devices) across devices."""
+    """Splits this process's block of a batch (``distributed.process_shard``; the whole
+    batch in a single-process run) across its devices, as one global batch."""
 
     def check(x):
-      if x.shape[0] % self.num_devices:
+      if x.shape[0] % self.num_local_devices:
         raise ValueError(
-          f'batch axis {x.shape[0]} is not divisible by the {self.num_devices} devices'
+          f'batch axis {x.shape[0]} is not divisible by the {self.num_local_devices} devices'
+          + (' of this process' if jax.process_count() > 1 else '')
         )
       return x
 
     batch = jax.tree.map(check, batch)
     if self.backend == 'pmap':
-      return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
-    return jax.device_put(batch, NamedSharding(self.mesh, P(self.axis_name)))
+      return jax.tree.map(lambda x: x.reshape((self.num_local_devices, -1) + x.shape[1:]), batch)
+    sharding = NamedSharding(self.mesh, P(self.axis_name))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def gather(self, tree: Any) -> Any:
-    """Host arrays in batch order from :meth:`compile_eval_step`'s sharded outputs."""
-    tree = jax.device_get(tree)
+    """Host arrays of the whole global batch, in batch order, on every process, from
+    :meth:`compile_eval_step`'s sharded outputs."""
     if self.backend == 'pmap':
-      return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
-    return tree
+      local = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), tree)
+    elif jax.process_count() == 1:
+      local = jax.device_get(tree)
+    else:
+      local = jax.tree.map(_local_rows, tree)
+    return distributed.allgather_rows(local)
+
+
+def _host_value(x: Any) -> np.ndarray:
+  """A host array of the dtype jax would give it (a Python float becomes float32)."""
+  x = np.asarray(x)
+  return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+
+
+def _local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of an array sharded along its first axis, in order."""
+  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])

@@ -12,6 +12,9 @@ systems answer it the same way:
   everything the stage produced, so a stage interrupted at any point is simply redone,
   and a stage whose inputs changed is redone rather than trusted.
 
+In a multi-process run (:mod:`csiloc_jax.core.distributed`) every process reads the
+records, and only process 0 writes or removes them.
+
 Resuming *inside* a stage (the trainer's epoch checkpoints) is orbax's job
 (:mod:`csiloc_jax.core.checkpointing`), not this module's.
 """
@@ -24,6 +27,8 @@ import os
 from typing import Any
 
 import numpy as np
+
+from csiloc_jax.core import distributed
 
 
 def to_json_value(value: Any) -> Any:
@@ -83,10 +88,12 @@ class Stage:
 
   def finish(self, result: dict | None = None) -> None:
     """Records the stage as done (call after everything it produced is on disk)."""
+    if not distributed.is_primary():
+      return
     os.makedirs(self.directory, exist_ok=True)
     write_json(self.path, {'fingerprint': self.fingerprint, 'result': result or {}})
 
   def reset(self) -> None:
     """Forgets a finished stage (before redoing it)."""
-    if os.path.exists(self.path):
+    if distributed.is_primary() and os.path.exists(self.path):
       os.remove(self.path)

@@ -29,6 +29,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from csiloc_jax.core import distributed
 from csiloc_jax.core import runs
 from csiloc_jax.csi import input_pipeline
 from csiloc_jax.csi import metrics
@@ -274,11 +275,15 @@ class TupleData(trainer.PhaseData):
       self._position[split] = position
 
   def _batches(self, tuples: np.ndarray, batch_size: int) -> Iterator[dict]:
+    # This process's block of each batch (all of it in a single-process run).
+    block = distributed.process_shard(batch_size)
     for lo in range(0, len(tuples), batch_size):
       chunk = tuples[lo : lo + batch_size]
       real = len(chunk)
       if real < batch_size:
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+      mask = np.concatenate([np.ones(real, np.float32), np.zeros(batch_size - real, np.float32)])
+      chunk, mask = chunk[block], mask[block]
       flat = chunk.reshape(-1)
       # Sorted, de-duplicated reads of the memory-mapped features.
       unique, inverse = np.unique(flat, return_inverse=True)
@@ -290,9 +295,7 @@ class TupleData(trainer.PhaseData):
       yield {
         'x': x.reshape(chunk.shape + x.shape[1:]),
         'y': y.astype(np.float32),
-        'mask': np.concatenate(
-          [np.ones(real, np.float32), np.zeros(batch_size - real, np.float32)]
-        ),
+        'mask': mask,
       }
 
   def train_batches(self, batch_size: int, shuffle_seed: tuple, min_steps: int) -> Iterator[dict]:

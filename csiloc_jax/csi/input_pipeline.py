@@ -7,7 +7,9 @@ lets an interrupted run resume and end bit-for-bit where an uninterrupted one wo
 
 Batches always have the configured size: the last, partial one is padded and carries a
 ``mask`` (1 = real example, 0 = padding) that the losses weight by, so no example is
-dropped and no recompilation happens for a ragged batch.
+dropped and no recompilation happens for a ragged batch. In a multi-process run each
+process gets, and reads from disk, only its block of every batch
+(``distributed.process_shard``); the global batch is the same for any process count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Iterator, Sequence
 
 import jax
 import numpy as np
+
+from csiloc_jax.core import distributed
 
 
 def split_indices(num: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -204,7 +208,8 @@ def batches(
   shuffle_seed: tuple[int, ...] | None = None,
   min_steps: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Yields ``{'x', 'y', 'mask'}`` batches over ``indices``.
+  """Yields ``{'x', 'y', 'mask'}`` batches over ``indices`` (this process's block of
+  each, ``batch_size / process_count`` rows).
 
   With ``shuffle_seed`` the order is a permutation drawn from that seed (e.g.
   ``(seed, epoch)``); without, the order is ``indices``' own (evaluation). For an
@@ -223,6 +228,7 @@ def batches(
       ]
     else:
       indices = indices[rng.permutation(len(indices))]
+  block = distributed.process_shard(batch_size)
   for start in range(0, len(indices), batch_size):
     chunk = indices[start : start + batch_size]
     real = len(chunk)
@@ -232,10 +238,9 @@ def batches(
     pad = batch_size - real
     if pad:
       chunk = np.concatenate([chunk, np.full(pad, chunk[0])])
-    batch = {
-      'x': np.asarray(features[chunk], np.float32),
-      'mask': np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)]),
-    }
+    mask = np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])
+    chunk, mask = chunk[block], mask[block]
+    batch = {'x': np.asarray(features[chunk], np.float32), 'mask': mask}
     if targets is not None:
       batch['y'] = np.asarray(targets[chunk], np.float32)
     yield batch

@@ -17,6 +17,14 @@ run records a :class:`csiloc_jax.core.runs.Stage` (``run.done.json``) with the
 fingerprint of its config, and running the same config again returns its
 ``metrics.json`` without touching the workdir. Workdir layout: docs/data_flow.md;
 ``metrics.json``: docs/schemas.md.
+
+Multi-process runs (``launch/train.py --num_processes``; :mod:`csiloc_jax.core.
+distributed`): every process runs this function with the same config. Process 0 builds
+the shared files first (generated data, feature caches, the chart's tables) and the
+others then read them; every process reads its own block of each batch and takes part
+in training and evaluation; process 0 alone writes metrics, predictions, plots and
+records and runs the (host-only) classic baselines, and the others return the
+``metrics.json`` it wrote.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import numpy as np
 
 from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
+from csiloc_jax.core import distributed
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import plots as core_plots
 from csiloc_jax.core import runs
@@ -232,12 +241,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir, writer = metric_writer.start_run(config, workdir)
   mc = config.model
 
-  root = resolve_data_root(config, workdir)
+  root = distributed.primary_first('data', lambda: resolve_data_root(config, workdir))
   mode = models.pretrain_mode(mc.pretrain)
   if mode == 'chart':
     charting.check_config(config.chart)
   need_unlabelled = mode != 'none' and not mc.pretrained_dir
-  sets = reader.load_ctw(config.data, root, need_unlabelled=need_unlabelled)
+  sets = distributed.primary_first(
+    'feature cache', lambda: reader.load_ctw(config.data, root, need_unlabelled=need_unlabelled)
+  )
   labelled = sets['labelled']
   input_shape = labelled.feature_shape
   positions = labelled.positions
@@ -282,23 +293,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config.data.normalization,
         sample_rms=_sample_rms(config.data),
       )
-      os.makedirs(os.path.join(workdir, 'pretrain'), exist_ok=True)
-      _save_normalizer(os.path.join(workdir, 'pretrain', 'normalizer.npz'), normalizer)
+      if distributed.is_primary():
+        os.makedirs(os.path.join(workdir, 'pretrain'), exist_ok=True)
+        _save_normalizer(os.path.join(workdir, 'pretrain', 'normalizer.npz'), normalizer)
       if mode == 'autoencoder':
         logging.info('Autoencoder has %d parameters', models.count_params(pre_init))
         pre_data = trainer.PhaseData(unlabelled.features, None, u_train, u_val, normalizer)
         pre_loss, pre_options = 'reconstruction', ()
       else:
         logging.info('Chart network has %d parameters', models.count_params(pre_init))
-        pre_data, chart_info = charting.build_tuple_data(
-          unlabelled.features,
-          _dissimilarity_features(config, root, unlabelled),
-          u_train,
-          u_val,
-          normalizer,
-          config.chart,
-          config.pretrain.seed,
-          workdir,
+        pre_data, chart_info = distributed.primary_first(
+          'chart tables',
+          lambda: charting.build_tuple_data(
+            unlabelled.features,
+            _dissimilarity_features(config, root, unlabelled),
+            u_train,
+            u_val,
+            normalizer,
+            config.chart,
+            config.pretrain.seed,
+            workdir,
+          ),
         )
         pre_loss = charting.loss_name(config.chart)
         pre_options = charting.loss_options(config.chart)
@@ -387,14 +402,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary['test' if split == 'test' else 'validation'] = metrics_lib.localization_metrics(
       pred, true, ranges
     )
-    if split == 'test':
+    if split == 'test' and distributed.is_primary():
       np.savez(
         os.path.join(workdir, 'test_predictions.npz'),
         pred=pred,
         true=true,
         index=np.sort(splits[split]),
       )
+    if split == 'test':
       test_pred, test_true = pred, true
+  if not distributed.is_primary():
+    # What remains (baselines, metrics, plots) is process 0's alone.
+    distributed.barrier('metrics written')
+    return runs.read_json(os.path.join(workdir, 'metrics.json'))
   # Classic baselines on the same splits (docs/csi.md, 'Baselines').
   summary['baselines'] = baselines.run_baselines(
     config.data, root, splits, names=tuple(config.eval.baselines)
@@ -454,6 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     title=f'{mc.name}: test positions (XY plane)',
   )
   stage.finish()
+  distributed.barrier('metrics written')
   t = summary['test']
   logging.info(
     '%s test: MAE avg %.3f m, RMSE avg %.3f m, median distance %.3f m',

@@ -115,14 +115,14 @@ def _evaluate(
   for batch in input_pipeline.prefetch(data.eval_batches(indices, batch_size)):
     pred, per_example = p_eval(p_params, dp.shard(batch), p_normalizer)
     # The padded end of the last batch has mask 0: its loss is already zero and its
-    # predictions are dropped here.
+    # predictions are dropped below. Gathered, the outputs are the global batch's.
     total += float(dp.gather(per_example).sum())
     if with_predictions:
-      preds.append(dp.gather(pred)[: int(batch['mask'].sum())])
+      preds.append(dp.gather(pred))
   mean = total / max(len(indices), 1)
   if not with_predictions:
     return mean, None
-  return mean, np.concatenate(preds) if preds else np.zeros((0,))
+  return mean, np.concatenate(preds)[: len(indices)] if preds else np.zeros((0,))
 
 
 def predict(
@@ -166,10 +166,9 @@ def embed(
   out = []
   indices = np.sort(np.asarray(indices))
   for batch in input_pipeline.prefetch(input_pipeline.batches(features, None, indices, batch_size)):
-    out.append(
-      dp.gather(p_embed(p_params, dp.shard(batch), p_normalizer))[: int(batch['mask'].sum())]
-    )
-  return np.concatenate(out) if out else np.zeros((0,))
+    out.append(dp.gather(p_embed(p_params, dp.shard(batch), p_normalizer)))
+  # The last batch's padding is cut off here.
+  return np.concatenate(out)[: len(indices)] if out else np.zeros((0,))
 
 
 def _phase_stage(
