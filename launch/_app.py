@@ -54,9 +54,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 # absl's flag errors, and what ml_collections raises for an unknown field (with "did you
 # mean"), a value of the wrong type, or a config file that cannot be read.
 _COMMAND_LINE_ERRORS = (
-  flags.IllegalFlagValueError,
-  flags.UnrecognizedFlagError,
-  flags.ValidationError,
+  flags.Error,  # Every absl flag error, and ml_collections' (e.g. an override before --config).
   AttributeError,
   KeyError,
   TypeError,

@@ -8,11 +8,12 @@ own figure still measured, never a crash.
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ('train_model1', 'ctw_read', 'jade', 'tracker_k1', 'tracker_batch')
+ROWS = ('train_model1', 'ctw_read', 'jade', 'tracker_k16', 'tracker_batch')
 
 
 def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
@@ -47,15 +48,22 @@ def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
       assert r['reference_unavailable'], name
       assert r['ratio'] is None
     else:
-      assert r['reference'] > 0
-      expected = (
-        r['ours'] / r['reference'] if r['unit'].endswith('/s') else r['reference'] / r['ours']
-      )
-      assert math.isclose(r['ratio'], expected, rel_tol=1e-9), name
-  # Results of the library agree with the reference's where both ran.
-  assert rows['tracker_k1']['net_agreement'] == 1.0
+      assert r['reference'] > 0 and r['ratio'] > 0
+  # The reported figures are the medians of the interleaved rounds.
+  read = rows['ctw_read']
+  assert read['ours'] == statistics.median(read['ours_all_mb_per_s'])
+  assert read['reference'] == statistics.median(read['reference_all_mb_per_s'])
+  assert len(read['ours_all_mb_per_s']) == read['rounds'] >= 2
+  # Streaming the cache build keeps its peak memory flat from the small set to the big.
+  assert read['memory_flat'] is True, read['peak_rss_mb']
+  small, big = read['peak_rss_mb'].values()
+  assert 0 < big <= 1.1 * small + 50
+  # Results of the library agree with the reference's where both ran: the same net at
+  # every step, among several nets actually chosen.
+  tracker = rows['tracker_k16']
+  assert tracker['distinct_nets_chosen'] >= 2, tracker
+  assert tracker['net_agreement'] == 1.0 and tracker['max_position_diff_m'] < 1e-3, tracker
   assert rows['tracker_batch']['vmapped_equals_single']
-  assert rows['ctw_read']['memory_flat'] in (True, False)
 
   machine = result['machine']
   assert machine['cores'] >= 1 and machine['cpu']['processor']
@@ -64,3 +72,24 @@ def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
   # The printed table carries every row.
   for name in ROWS:
     assert name in proc.stdout
+
+
+def test_ratio_is_the_speed_up_of_ours_in_either_sense():
+  sys.path.insert(0, ROOT)
+  from benchmarks import common
+
+  # Throughput (higher is better): 300 MB/s against 100 MB/s is 3x.
+  fast = common.Row('read', 300.0, 100.0, 'MB/s', target=2.0).to_json()
+  assert fast['ratio'] == 3.0 and fast['meets_target'] is True
+  # Time (lower is better): 2 ms against 10 ms per step is 5x; 10 against 2 is 0.2x.
+  assert common.Row('step', 2.0, 10.0, 'ms/step', sense='time').ratio == 5.0
+  slow = common.Row('step', 10.0, 2.0, 'ms/step', sense='time', target=1.5).to_json()
+  assert slow['ratio'] == 0.2 and slow['meets_target'] is False
+  assert common.Row('x', 1.0, None, 's', sense='time').ratio is None
+  assert common.spread([2.0, 3.0, 2.5]) == 0.5
+  # Rounds alternate their order, so a slow spell hits both sides.
+  calls = []
+  common.interleaved(
+    {'a': lambda: calls.append('a') or 1.0, 'b': lambda: calls.append('b') or 2.0}, 3
+  )
+  assert calls == ['a', 'b', 'b', 'a', 'a', 'b']

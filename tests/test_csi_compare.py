@@ -12,6 +12,9 @@ from csiloc_jax.csi import compare
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+METRICS = ('mae', 'nmae', 'rmse', 'nrmse')
+
+
 def test_comparison_writes_table_one_and_label_sweep(tmp_path):
   root = ctw_files.write_dataset(
     tmp_path / 'data', num_labelled=120, num_unlabelled=64, shape=(6, 8, 2), per_file=40
@@ -80,3 +83,43 @@ def test_launcher_rejects_unknown_config_field(tmp_path):
   assert proc.returncode != 0
   assert 'rooot' in proc.stderr and 'root' in proc.stderr
   assert not os.path.exists(tmp_path / 'config.json')
+
+
+def _metric_block(base: float) -> dict:
+  return {a: base + i for i, a in enumerate(('x', 'y', 'z'))} | {'average': base + 3}
+
+
+def test_table_one_puts_each_metric_in_its_column():
+  # Distinct numbers everywhere: a metric in the wrong column, axis or row shows.
+  results = {
+    name: {
+      'test': {m: _metric_block(100 * k + 10 * j) for j, m in enumerate(METRICS)},
+      'baselines': {
+        'knn_covariance': {m: _metric_block(1000 + 10 * j) for j, m in enumerate(METRICS)}
+      },
+    }
+    for k, name in ((1, 'model1'), (4, 'model4'))
+  }
+  settings = {
+    'model1': {'encoder': 'mlp', 'pretrain': 'none'},
+    'model4': {'encoder': 'cnn', 'pretrain': 'autoencoder'},
+  }
+  tables = compare.table_one(results, settings).strip().split('\n\n')
+  assert len(tables) == 2
+  for table, metrics in zip(tables, (('mae', 'nmae'), ('rmse', 'nrmse'))):
+    header, _, *rows = [
+      [c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()
+    ]
+    cells = {row[0]: dict(zip(header, row)) for row in rows}
+    assert list(cells) == ['model1', 'model4', 'knn_covariance']
+    for name, row in cells.items():
+      res = (
+        results['model1']['baselines'][name] if name == 'knn_covariance' else results[name]['test']
+      )
+      for m in metrics:
+        digits = 2 if m in ('mae', 'rmse') else 4
+        for axis in ('x', 'y', 'z', 'average'):
+          assert row[f'{m.upper()} {axis}'] == f'{res[m][axis]:.{digits}f}', (name, m, axis)
+    assert cells['model4']['Pretraining'] == 'CNN' and cells['model4']['Finetuning'] == 'MLP'
+    assert cells['model1']['Pretraining'] == '' and cells['model1']['Finetuning'] == 'MLP'
+    assert cells['knn_covariance']['Pretraining'] == 'baseline'

@@ -23,7 +23,15 @@ def test_metrics_match_hand_computation():
   assert m['rmse']['z'] == pytest.approx(np.sqrt(2.0))
   # RMSE average: root of the mean over axes and samples of squared error.
   assert m['rmse']['average'] == pytest.approx(np.sqrt((9 + 16 + 0 + 0 + 0 + 4) / 6))
+  assert m['nrmse']['x'] == pytest.approx(np.sqrt(4.5) / 100)
   assert m['nrmse']['y'] == pytest.approx(np.sqrt(8.0) / 200)
+  assert m['nrmse']['z'] == pytest.approx(np.sqrt(2.0) / 4)
+  # NRMSE average: the mean of the per-axis NRMSEs (docs/csi.md), not the pooled RMSE
+  # over the mean range (0.0285 here) nor the RMSE average over a range.
+  assert m['nrmse']['average'] == pytest.approx(
+    (np.sqrt(4.5) / 100 + np.sqrt(8.0) / 200 + np.sqrt(2.0) / 4) / 3
+  )
+  assert m['num_samples'] == 2 and m['ranges_m']['z'] == 4.0
   assert m['distance_m']['mean'] == pytest.approx((5.0 + 2.0) / 2)
   assert m['distance_m']['median'] == pytest.approx(3.5)
   assert m['distance_m']['p90'] == pytest.approx(2.0 + 0.9 * 3.0)

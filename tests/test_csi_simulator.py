@@ -191,9 +191,26 @@ def test_labelled_and_unlabelled_share_environment_not_positions():
   p_lab = simulator.sample_positions(model, simulator.LABELLED_SET, 0, 50)
   p_unl = simulator.sample_positions(model, simulator.UNLABELLED_SET, 0, 50)
   assert not np.allclose(p_lab, p_unl)
-  # Same position -> same noise-free channel, whichever set it came from.
-  np.testing.assert_array_equal(
-    simulator.clean_channel(model, p_lab[:4]), simulator.clean_channel(model, p_lab[:4])
+  # One environment: each set's samples are the measurement of the shared model's
+  # noise-free channel at that set's own positions (a set with its own scatterers, or
+  # channels drawn from the other set's positions, would differ here).
+  for set_id, positions in ((simulator.LABELLED_SET, p_lab), (simulator.UNLABELLED_SET, p_unl)):
+    re, im, snr, pos = simulator.generate_samples(model, set_id, 0, 4, 3)
+    np.testing.assert_array_equal(pos, positions[:4])
+    clean = simulator.clean_channel(model, positions[:4])
+    want = measurement.measure_indices(model, set_id, 0, clean, 3)
+    for got, expected in zip((re, im, snr), want):
+      np.testing.assert_array_equal(got, expected)
+  # The noise-free channel at a position does not depend on the set it came from, nor
+  # on the other positions computed with it.
+  mixed = np.concatenate([p_lab[:3], p_unl[:3]])
+  np.testing.assert_allclose(
+    simulator.clean_channel(model, mixed),
+    np.concatenate(
+      [simulator.clean_channel(model, p_lab[:3]), simulator.clean_channel(model, p_unl[:3])]
+    ),
+    rtol=1e-6,
+    atol=1e-12,
   )
   # Positions depend on (seed, set, index) only, not on the array/OFDM shape.
   other = simulator.make_channel_model(0, 30, 7)

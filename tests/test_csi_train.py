@@ -10,6 +10,7 @@ import pytest
 
 from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
+from csiloc_jax.core import metric_writer
 from csiloc_jax.csi import train
 
 
@@ -134,6 +135,32 @@ def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch)
   ref_pred = np.load(tmp_path / 'ref' / 'test_predictions.npz')['pred']
   res_pred = np.load(os.path.join(workdir, 'test_predictions.npz'))['pred']
   np.testing.assert_allclose(res_pred, ref_pred, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('interval', [0.0, 30.0])
+def test_epochs_redone_after_a_crash_are_logged_once(root, tmp_path, monkeypatch, interval):
+  # A crash right after fine-tuning logged epoch 3, before that epoch's checkpoint: with
+  # checkpoints every epoch the run resumes after epoch 2, at the default 30 s interval
+  # (no checkpoint yet in so short a phase) from the start of fine-tuning. Either way,
+  # epochs are redone, logged once, and end where an uninterrupted run ends.
+  overrides = {'finetune.checkpoint_every_secs': interval}
+  reference = train.train_and_evaluate(_config(1, root, **overrides), str(tmp_path / 'ref'))
+  workdir = str(tmp_path / 'crashed')
+  original = metric_writer.MetricWriter.write
+
+  def write(self, step, scalars, **tags):
+    original(self, step, scalars, **tags)
+    if tags == {'phase': 'finetune', 'epoch': 3}:
+      raise _Interrupt('after logging finetune epoch 3')
+
+  monkeypatch.setattr(metric_writer.MetricWriter, 'write', write)
+  with pytest.raises(_Interrupt):
+    train.train_and_evaluate(_config(1, root, **overrides), workdir)
+  assert [r['epoch'] for r in _records(workdir)] == [0, 1, 2, 3]
+  monkeypatch.setattr(metric_writer.MetricWriter, 'write', original)
+  resumed = train.train_and_evaluate(_config(1, root, **overrides), workdir)
+  assert [r['epoch'] for r in _records(workdir)] == [0, 1, 2, 3, 4]
+  assert resumed['test']['mae'] == reference['test']['mae']
 
 
 def test_label_budget_and_reused_pretraining(root, tmp_path):

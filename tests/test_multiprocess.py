@@ -3,9 +3,10 @@
 ``launch/train.py`` runs as 2 processes (``--coordinator_address``, ``--num_processes``,
 ``--process_id``; one CPU device each, gloo collectives) and as 1 process with 2 CPU
 devices, with the same global batch. A run trained by 1 process and resumed by 2 from
-its checkpoints ends with the same ``metrics.json`` and the same best checkpoints as a
-run of 2 processes all along (within float tolerance: the summed gradients are the same
-numbers, reduced by another runtime). Only process 0 writes the run's files.
+its checkpoints (through ``jit(shard_map)``) ends with the same ``metrics.json`` and the
+same best checkpoints as a run of 2 processes all along (through ``pmap``), within
+float tolerance: the summed gradients are the same numbers, reduced by another runtime.
+Only process 0 writes the run's files.
 
 Where no test reaches: a real pod slice or several GPU hosts (README.md, 'Several
 hosts', has the commands).
@@ -107,9 +108,10 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
     tmp_path / 'ctw', num_labelled=120, num_unlabelled=96, shape=(8, 12, 3), per_file=40
   )
 
-  def args(workdir, finetune_epochs=3):
+  def args(workdir, finetune_epochs=3, backend='pmap'):
     return [
       '--config=configs/ctw_model3.py:quick',
+      f'--config.parallel.backend={backend}',
       f'--workdir={workdir}',
       f'--config.data.root={root}',
       '--config.pretrain.num_epochs=2',
@@ -120,10 +122,11 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
     ]
 
   # 'mixed': 1 process trains, stopping fine-tuning after 2 epochs; 2 processes then
-  # resume it for the third. 'two': 2 processes all along.
+  # resume it for the third, both through jit(shard_map). 'two': 2 processes all along,
+  # through pmap.
   mixed, two = tmp_path / 'mixed', tmp_path / 'two'
-  _launch(tmp_path, args(mixed, finetune_epochs=2), num_processes=1)
-  resumed_logs = _launch(tmp_path, args(mixed), num_processes=2)
+  _launch(tmp_path, args(mixed, finetune_epochs=2, backend='shard_map'), num_processes=1)
+  resumed_logs = _launch(tmp_path, args(mixed, backend='shard_map'), num_processes=2)
   logs = _launch(tmp_path, args(two), num_processes=2)
   for log in logs + resumed_logs:
     assert '2 device(s)' in log

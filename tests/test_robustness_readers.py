@@ -279,15 +279,21 @@ def test_launcher_refuses_a_looping_survey_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-  'args, needle',
+  'before, after, needle',
   [
-    (['--config.finetune.num_epohs=3'], 'num_epohs'),
-    (['--config.finetune.num_epochs=three'], 'three'),
+    ([], ['--config.finetune.num_epohs=3'], 'num_epohs'),
+    ([], ['--config.finetune.num_epochs=three'], 'three'),
+    # An override before the config it overrides (absl's flag errors, all of them).
+    (['--config.finetune.num_epochs=3'], [], 'before a value for --config'),
   ],
 )
-def test_launcher_command_line_errors_exit_2_with_one_line(tmp_path, args, needle):
+def test_launcher_command_line_errors_exit_2_with_one_line(tmp_path, before, after, needle):
   proc = _launch(
-    'launch/train.py', '--config=configs/ctw_model1.py:quick', f'--workdir={tmp_path}', *args
+    'launch/train.py',
+    *before,
+    '--config=configs/ctw_model1.py:quick',
+    f'--workdir={tmp_path}',
+    *after,
   )
   _one_bad_input_line(proc, 'command line', needle)
   assert not (tmp_path / 'config.json').exists()

@@ -92,6 +92,22 @@ class MetricWriter:
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 
+  def forget_after(self, phase: str, epoch: int) -> int:
+    """Drops the records of ``phase`` with an epoch after ``epoch``; returns how many.
+
+    A resumed phase continues after its last checkpoint and logs the epochs that
+    followed it again (a run killed between logging an epoch and checkpointing it, or
+    before the first checkpoint of a ``checkpoint_every_secs`` interval): their first
+    records go, so every epoch is logged once. The file is rewritten atomically.
+    """
+    records = self.read()
+    keep = [r for r in records if not (r.get('phase') == phase and r.get('epoch', -1) > epoch)]
+    if len(keep) < len(records) and distributed.is_primary():
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in keep)
+      os.replace(self.path + '.tmp', self.path)
+    return len(records) - len(keep)
+
   def read(self) -> list[dict]:
     """All records written so far (e.g. to draw learning curves)."""
     if not os.path.exists(self.path):

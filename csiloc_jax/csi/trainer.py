@@ -269,7 +269,8 @@ def fit(
     'bad_epochs': 0,
     'train_seconds': 0.0,
   }
-  if latest.latest_step() is not None:
+  resumed = latest.latest_step() is not None
+  if resumed:
     state, meta = latest.restore(abstract)
     meta.pop('done', None)  # Written by earlier versions; completion is the Stage's.
     logging.info(
@@ -279,6 +280,11 @@ def fit(
       meta['best_val_loss'],
       meta['best_epoch'],
     )
+  # Epochs after the resume point (all of them, and epoch 0's validation, without a
+  # checkpoint) run again and are logged again: their earlier records go.
+  dropped = writer.forget_after(phase, meta['epoch'] if resumed else -1)
+  if dropped:
+    logging.info('%s: %d records of epochs after the resume point will be redone', phase, dropped)
   if meta['bad_epochs'] >= tc.patience or meta['epoch'] >= tc.num_epochs:
     # Interrupted after its last checkpoint but before its record: nothing to train.
     return finish(meta, float('nan'))
