@@ -73,7 +73,10 @@ def _run_group(group: str, rows_wanted: set[str] | None, args) -> list[common.Ro
   if group == 'train':
     from benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
 
-    return train_throughput.run(args.quick, rows_wanted, backend=args.backend)
+    compile_ = {'auto': None, 'on': True, 'off': False}[args.reference_compile]
+    return train_throughput.run(
+      args.quick, rows_wanted, backend=args.backend, reference_compile=compile_
+    )
   if group == 'ctw_read':
     from benchmarks import ctw_read  # pylint: disable=g-import-not-at-top
 
@@ -150,6 +153,13 @@ def main(argv=None) -> int:
     choices=('pmap', 'shard_map'),
     default=None,
     help="parallel backend for the train rows (default: the config's)",
+  )
+  parser.add_argument(
+    '--reference_compile',
+    choices=('auto', 'on', 'off'),
+    default='auto',
+    help='train rows: also try torch.compile for the PyTorch reference (auto: in a full '
+    'run, not with --quick)',
   )
   parser.add_argument(
     '--workdir', default=None, help='folder for generated datasets (default: a temporary folder)'

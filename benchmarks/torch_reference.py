@@ -130,8 +130,24 @@ def autoencoder(mc, input_shape: Sequence[int]) -> nn.Module:
   raise ValueError(f'only the mlp and cnn encoders can be pretrained, got {mc.encoder!r}')
 
 
+# The settings a competent PyTorch user would try for speed (benchmarks/README.md,
+# 'References'): Adam's implementation ('default': the per-parameter loop PyTorch uses on
+# CPU; 'foreach'; 'fused'), whether zero_grad frees the gradients (set_to_none) or zeroes
+# them in place, channels-last memory for the CNNs, and torch.compile of the model.
+ADAM_IMPLEMENTATIONS = ('default', 'foreach', 'fused')
+
+
+def adam(params, learning_rate: float, implementation: str) -> torch.optim.Optimizer:
+  if implementation not in ADAM_IMPLEMENTATIONS:
+    raise ValueError(f'Adam implementation must be one of {ADAM_IMPLEMENTATIONS}')
+  kwargs = {} if implementation == 'default' else {implementation: True}
+  return torch.optim.Adam(params, lr=learning_rate, **kwargs)
+
+
 class TorchTrainer:
-  """One model, its Adam optimizer and the masked-MSE train step on numpy batches."""
+  """One model, its Adam optimizer and the masked-MSE train step on numpy batches, with
+  the speed settings of ``settings`` (keys: ``adam``, ``set_to_none``, ``channels_last``,
+  ``compile``; missing keys take PyTorch's defaults)."""
 
   def __init__(
     self,
@@ -141,20 +157,33 @@ class TorchTrainer:
     mean: np.ndarray,
     inv_std: np.ndarray,
     nhwc_target: bool,
+    settings: dict | None = None,
   ):
+    self.settings = dict(settings or {})
+    self.channels_last = bool(self.settings.get('channels_last', False))
+    self.set_to_none = bool(self.settings.get('set_to_none', True))
+    if self.channels_last:
+      model = model.to(memory_format=torch.channels_last)
     self.model = model
+    self.forward = torch.compile(model) if self.settings.get('compile') else model
     self.loss = loss
     self.nhwc_target = nhwc_target
-    self.opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    self.opt = adam(model.parameters(), learning_rate, self.settings.get('adam', 'default'))
     self.mean = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))
     self.inv_std = torch.from_numpy(np.ascontiguousarray(inv_std.transpose(2, 0, 1)))
 
+  def inputs(self, x: np.ndarray) -> torch.Tensor:
+    """NHWC numpy -> NCHW tensor, laid out channels-last or contiguous as set."""
+    x = torch.from_numpy(x).permute(0, 3, 1, 2)
+    fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
   def step(self, batch: dict) -> torch.Tensor:
-    x = torch.from_numpy(batch['x']).permute(0, 3, 1, 2)  # NHWC -> NCHW
+    x = self.inputs(batch['x'])
     x = (x - self.mean) * self.inv_std
     mask = torch.from_numpy(batch['mask'])
-    self.opt.zero_grad(set_to_none=True)
-    pred = self.model(x)
+    self.opt.zero_grad(set_to_none=self.set_to_none)
+    pred = self.forward(x)
     if self.loss == 'position':
       per_example = torch.sum(torch.square(pred - torch.from_numpy(batch['y'])), dim=-1)
     else:

@@ -7,7 +7,11 @@ Ours is the library exactly as ``trainer.fit`` runs it: the model from
 config's backend (pmap), the state and the input normaliser replicated (the state
 donated), and a host numpy batch sharded onto the device every step (as the input
 pipeline delivers it). The reference
-is :mod:`torch_reference` on the same numpy batches in the same process.
+is :mod:`torch_reference` on the same numpy batches in the same process, with the
+fastest of the settings a competent PyTorch user would try (:func:`fastest_reference`:
+Adam's default, foreach and fused implementations, ``zero_grad(set_to_none)`` both ways,
+channels-last for the CNNs, ``torch.compile``); every setting's step time and the winner
+are in the row's ``reference_settings``.
 
 Which step each row times (batch 64, ``[56, 924, 1]`` inputs, float32):
 * ``train_model1`` / ``train_model2``: the supervised position-model step.
@@ -102,7 +106,7 @@ def _batches(batch_size: int, shape: tuple[int, ...], loss: str, count: int = 2)
   ]
 
 
-def _torch_chart_trainer(torch_ref, config, shape, learning_rate: float, normalizer):
+def _torch_chart_trainer(torch_ref, config, shape, learning_rate: float, normalizer, settings):
   """The chart step in PyTorch: ``torch_reference``'s network for the same config fields
   with the head of ``config.chart`` (its last layer to 2-D), and the same Sammon-
   weighted pair loss as ``steps.chart_siamese``."""
@@ -118,14 +122,13 @@ def _torch_chart_trainer(torch_ref, config, shape, learning_rate: float, normali
 
   class ChartTrainer(torch_ref.TorchTrainer):
     def step(self, batch: dict):
-      x = torch.from_numpy(batch['x'])
-      b, t = x.shape[:2]
-      x = x.reshape((b * t,) + tuple(x.shape[2:])).permute(0, 3, 1, 2)  # NHWC -> NCHW
+      b, t = batch['x'].shape[:2]
+      x = self.inputs(batch['x'].reshape((b * t,) + batch['x'].shape[2:]))
       x = (x - self.mean) * self.inv_std
       d = torch.from_numpy(batch['y'])[:, 0]
       mask = torch.from_numpy(batch['mask'])
-      self.opt.zero_grad(set_to_none=True)
-      pred = self.model(x).reshape(b, t, -1)
+      self.opt.zero_grad(set_to_none=self.set_to_none)
+      pred = self.forward(x).reshape(b, t, -1)
       dist = torch.linalg.vector_norm(pred[:, 0] - pred[:, 1], dim=-1)
       per_example = torch.square(dist - d) / torch.clamp(d, min=floor)
       loss = torch.sum(per_example * mask) / torch.sum(mask)
@@ -134,7 +137,7 @@ def _torch_chart_trainer(torch_ref, config, shape, learning_rate: float, normali
       return loss
 
   return ChartTrainer(
-    model, 'chart_siamese', learning_rate, normalizer.mean, normalizer.inv_std, False
+    model, 'chart_siamese', learning_rate, normalizer.mean, normalizer.inv_std, False, settings
   )
 
 
@@ -191,11 +194,13 @@ class JaxRunner:
 
 
 class TorchRunner:
-  def __init__(self, trainer, batches: list[dict]):
+  def __init__(self, trainer, batches: list[dict], flops: int | None = None):
     self.trainer = trainer
     self.batches = batches
     self.num_params = sum(p.numel() for p in trainer.model.parameters())
-    self.flops = trainer.flops_per_step(batches[0])  # Also the first (warm-up) step.
+    # Counted eagerly (PyTorch's counter does not see inside a compiled graph); also the
+    # first (warm-up) step.
+    self.flops = flops if flops is not None else trainer.flops_per_step(batches[0])
     self.last_loss = None
 
   def block(self, n: int) -> float:
@@ -205,6 +210,56 @@ class TorchRunner:
       loss = self.trainer.step(self.batches[i % 2])
     self.last_loss = float(loss.item())
     return time.perf_counter() - t0
+
+
+def setting_name(settings: dict) -> str:
+  """``adam=fused, set_to_none=False, channels_last, compile``."""
+  parts = [f'adam={settings.get("adam", "default")}']
+  parts.append(f'set_to_none={bool(settings.get("set_to_none", True))}')
+  parts += [k for k in ('channels_last', 'compile') if settings.get(k)]
+  return ', '.join(parts)
+
+
+def fastest_reference(
+  make_trainer, batches: list[dict], *, cnn: bool, try_compile: bool, block_s: float
+) -> tuple[dict, dict, int]:
+  """The fastest PyTorch settings a competent user would try, greedily: Adam's three
+  implementations with set_to_none, then zeroing in place with the best; for the CNNs,
+  channels-last with the best so far; then torch.compile of the model with the best so
+  far. Each setting is warmed up (compilation included), then timed over two blocks of
+  about ``block_s / 2``; its best block counts. Returns the winner, every setting's
+  milliseconds per step, and the step's FLOPs (counted on the eager default)."""
+  tried: dict[str, float] = {}
+  flops = None
+
+  def time_setting(settings: dict) -> float:
+    nonlocal flops
+    name = setting_name(settings)
+    if name in tried:  # The incumbent of an earlier stage: timed already.
+      return tried[name] / 1e3
+    trainer = make_trainer(settings)
+    if flops is None:
+      flops = trainer.flops_per_step(batches[0])
+    t = min(common.timed(lambda: trainer.step(batches[i % 2]))[0] for i in range(3))
+    n = max(1, int(round(block_s / 2 / max(t, 1e-6))))
+    per_step = min(
+      common.timed(lambda: [trainer.step(batches[i % 2]) for i in range(n)])[0] / n
+      for _ in range(2)
+    )
+    tried[name] = 1e3 * per_step
+    return per_step
+
+  def best_of(candidates: list[dict]) -> dict:
+    return min(candidates, key=time_setting)
+
+  best = best_of([{'adam': a, 'set_to_none': True} for a in ('default', 'foreach', 'fused')])
+  best = best_of([best, dict(best, set_to_none=False)])
+  if cnn:
+    best = best_of([best, dict(best, channels_last=True)])
+  if try_compile:
+    best = best_of([best, dict(best, compile=True)])
+  gc.collect()
+  return best, tried, flops
 
 
 def _matmul_gflops(torch_mod, size: int, reps: int = 5) -> dict:
@@ -225,7 +280,16 @@ def _matmul_gflops(torch_mod, size: int, reps: int = 5) -> dict:
   return out
 
 
-def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -> list[common.Row]:
+def run(
+  quick: bool,
+  only: set[str] | None = None,
+  backend: str | None = None,
+  reference_compile: bool | None = None,
+) -> list[common.Row]:
+  """The ``train_*`` rows. ``reference_compile``: also try torch.compile for the
+  reference (default: in a full run, not in ``quick``, where compiling dominates)."""
+  if reference_compile is None:
+    reference_compile = not quick
   torch_mod = common.optional_import('torch')
   torch_ref = None
   why_no_torch = 'torch is not installed (pip install -e .[bench])'
@@ -279,24 +343,39 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
         model, loss, phase.learning_rate, use_backend, normalizer, batches, loss_options
       )
     }
-    if torch_ref is not None and loss == 'chart_siamese':
-      trainer = _torch_chart_trainer(torch_ref, config, shape, phase.learning_rate, normalizer)
-      runners['reference'] = TorchRunner(trainer, batches)
-    elif torch_ref is not None:
-      tmodel = (
-        torch_ref.autoencoder(config.model, shape)
-        if loss == 'reconstruction'
-        else torch_ref.position_model(config.model, shape)
+    reference_settings = None
+    if torch_ref is not None:
+
+      def make_trainer(settings, config=config, shape=shape, phase=phase, loss=loss):
+        if loss == 'chart_siamese':
+          return _torch_chart_trainer(
+            torch_ref, config, shape, phase.learning_rate, normalizer, settings
+          )
+        tmodel = (
+          torch_ref.autoencoder(config.model, shape)
+          if loss == 'reconstruction'
+          else torch_ref.position_model(config.model, shape)
+        )
+        return torch_ref.TorchTrainer(
+          tmodel,
+          loss,
+          phase.learning_rate,
+          normalizer.mean,
+          normalizer.inv_std,
+          nhwc_target=loss == 'reconstruction' and config.model.encoder == 'mlp',
+          settings=settings,
+        )
+
+      settings, tried, ref_flops = fastest_reference(
+        make_trainer,
+        batches,
+        cnn=config.model.encoder == 'cnn',
+        try_compile=reference_compile,
+        block_s=block_s,
       )
-      trainer = torch_ref.TorchTrainer(
-        tmodel,
-        loss,
-        phase.learning_rate,
-        normalizer.mean,
-        normalizer.inv_std,
-        nhwc_target=loss == 'reconstruction' and config.model.encoder == 'mlp',
-      )
-      runners['reference'] = TorchRunner(trainer, batches)
+      reference_settings = {'tried_ms_per_step': tried, 'fastest': setting_name(settings)}
+      logging.info('%s: PyTorch settings (ms/step): %s', name, tried)
+      runners['reference'] = TorchRunner(make_trainer(settings), batches, flops=ref_flops)
 
     # Warm-up (one more step each after compilation / the FLOP-counting step), then
     # size the blocks from it.
@@ -355,6 +434,8 @@ def run(quick: bool, only: set[str] | None = None, backend: str | None = None) -
     if quick:
       details['shape_note'] = f'quick: input {list(shape)}'
 
+    if reference_settings is not None:
+      details['reference_settings'] = reference_settings
     if 'reference' in stats:
       details.update(
         reference_best=batch_size / stats['reference']['min_s'],
