@@ -126,17 +126,17 @@ class _RecordingFeatures:
 
 @pytest.mark.parametrize('count', [2, 4])
 def test_each_process_reads_only_its_block_of_the_global_batch(monkeypatch, count):
-  import jax
+  from csiloc_jax.core import distributed
 
   features = np.arange(37 * 3, dtype=np.float32).reshape(37, 3)
   targets = np.arange(37, dtype=np.float32)[:, None]
   indices = np.arange(37)
   kwargs = dict(batch_size=8, shuffle_seed=(3, 1))
   global_batches = list(input_pipeline.batches(features, targets, indices, **kwargs))
-  monkeypatch.setattr(jax, 'process_count', lambda: count)
+  monkeypatch.setattr(distributed, 'process_count', lambda: count)
   blocks, reads = [], []
   for index in range(count):
-    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    monkeypatch.setattr(distributed, 'process_index', lambda index=index: index)
     recording = _RecordingFeatures(features)
     blocks.append(list(input_pipeline.batches(recording, targets, indices, **kwargs)))
     reads.append(recording.rows_read)
@@ -150,6 +150,6 @@ def test_each_process_reads_only_its_block_of_the_global_batch(monkeypatch, coun
   per_process = [len(r) for r in reads]
   assert per_process == [len(global_batches) * 8 // count] * count
   assert sorted(set().union(*map(set, reads))) == list(range(37))
-  monkeypatch.setattr(jax, 'process_count', lambda: 3)
+  monkeypatch.setattr(distributed, 'process_count', lambda: 3)
   with pytest.raises(ValueError, match='cannot be split over 3 processes'):
     next(input_pipeline.batches(features, targets, indices, **kwargs))

@@ -93,21 +93,23 @@ def initialize(
 
 
 def process_count() -> int:
-  return jax.process_count()
+  # Without the multi-controller runtime there is one process: answered without starting
+  # JAX's backends (file bookkeeping asks this long before any device is used).
+  return jax.process_count() if jax.distributed.is_initialized() else 1
 
 
 def process_index() -> int:
-  return jax.process_index()
+  return jax.process_index() if jax.distributed.is_initialized() else 0
 
 
 def is_primary() -> bool:
   """Whether this process writes the run's files (process 0)."""
-  return jax.process_index() == 0
+  return process_index() == 0
 
 
 def process_shard(num_rows: int) -> slice:
   """This process's contiguous block of a global batch of ``num_rows`` rows."""
-  count, index = jax.process_count(), jax.process_index()
+  count, index = process_count(), process_index()
   if num_rows % count:
     raise ValueError(f'a batch of {num_rows} rows cannot be split over {count} processes')
   per = num_rows // count
@@ -116,7 +118,7 @@ def process_shard(num_rows: int) -> slice:
 
 def barrier(name: str) -> None:
   """Waits until every process reaches the barrier of this ``name``."""
-  if jax.process_count() > 1:
+  if process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
     multihost_utils.sync_global_devices(name)
@@ -130,7 +132,7 @@ def primary_first(name: str, fn: Callable[[], T]) -> T:
   then read what it built instead of racing it. A failure on process 0 is raised there;
   the others then stop at the barrier's timeout, which JAX's runtime reports.
   """
-  if jax.process_count() == 1:
+  if process_count() == 1:
     return fn()
   result = fn() if is_primary() else None
   barrier(f'{name}: built by process 0')
@@ -139,7 +141,7 @@ def primary_first(name: str, fn: Callable[[], T]) -> T:
 
 def allgather_rows(tree: Any) -> Any:
   """Each process's host rows (first axis), concatenated in process order, everywhere."""
-  if jax.process_count() == 1:
+  if process_count() == 1:
     return tree
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
