@@ -127,7 +127,8 @@ def test_affine_fit_needs_more_pairs_than_dimensions_and_works_in_double():
   np.testing.assert_allclose(coef, [[2, 0], [0, 2], [1000, 1000]], atol=1e-9)
   shift = np.array([[1, 0], [0, 1], [0.1, 0]], np.float16)
   out = metrics.apply_affine(shift, np.array([[1000.0, 1.0]], np.float16))
-  assert out[0, 0] == pytest.approx(1000.0 + float(np.float16(0.1)), abs=1e-9)
+  # (As a Python float: numpy would compare in float16, where the two are equal.)
+  assert float(out[0, 0]) == pytest.approx(1000.0 + float(np.float16(0.1)), abs=1e-9)
 
 
 def test_pairwise_distances_in_double_and_their_shape_check():
