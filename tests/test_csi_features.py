@@ -30,7 +30,19 @@ def test_average_matches_the_complex_numpy_definition(m):
       scale = np.abs(re if part == 're' else im).sum(-1) / np.maximum(count, 1)
       bound = 4 * np.finfo(np.float32).eps * np.maximum(scale, np.finfo(np.float32).tiny)
       assert np.all(np.abs(a - b) <= bound), (average, part)
-      np.testing.assert_array_equal(a == 0, b == 0)  # Exact zeros stay exact.
+      np.testing.assert_array_equal(a == 0, b == 0)  # Exact zeros stay exact,
+      np.testing.assert_array_equal(np.signbit(a[a == 0]), np.signbit(b[b == 0]))  # signed.
+
+
+def test_average_covers_every_block_of_rows():
+  # More antenna-subcarrier entries than two blocks of rows (2 x 2**14): every block is
+  # averaged, each into its own place.
+  rng = np.random.default_rng(0)
+  re = rng.normal(size=(2, 64, 300, 2)).astype(np.float32)
+  im = rng.normal(size=(2, 64, 300, 2)).astype(np.float32)
+  assert re[..., 0].size > 2 * 2**14
+  got = features.average_measurements(re, im, 'mean')
+  np.testing.assert_allclose(got, (re + 1j * im).mean(-1), rtol=1e-6, atol=1e-7)
 
 
 def test_feature_maps_and_channel_counts():
