@@ -112,6 +112,10 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
     return [
       '--config=configs/ctw_model3.py:quick',
       f'--config.parallel.backend={backend}',
+      # Checkpoints every few epochs by the clock: each process's clock would decide
+      # differently, and orbax's save is collective (process 0 decides for all).
+      '--config.pretrain.checkpoint_every_secs=0.3',
+      '--config.finetune.checkpoint_every_secs=0.3',
       f'--workdir={workdir}',
       f'--config.data.root={root}',
       '--config.pretrain.num_epochs=2',

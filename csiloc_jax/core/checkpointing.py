@@ -25,8 +25,18 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 1):
     self.directory = os.path.abspath(directory)
+    # In a multi-process run orbax's processes meet at barriers named after the step;
+    # two managers saving the same step at once ('best' and 'latest' after an improving
+    # epoch), or the same step of another phase, would share a barrier and wait forever.
+    # The key's prefix names this manager: its last three path parts.
+    prefix = '_'.join(self.directory.split(os.sep)[-3:])
     self._manager = ocp.CheckpointManager(
-      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix),
+      ),
     )
 
   def latest_step(self) -> int | None:

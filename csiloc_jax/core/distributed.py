@@ -14,8 +14,9 @@ runtime and answers the questions the rest of the library asks about it:
   caches; orbax's own multi-process protocol decides who writes checkpoint files;
 * :func:`primary_first` -- a step that may build a shared file (the generated data set,
   a feature cache) runs on process 0 first, then on the others, who find it built;
-* :func:`barrier` and :func:`allgather_rows` -- synchronisation and the gathering of
-  per-process rows (predictions) into the global order.
+* :func:`barrier`, :func:`agree` and :func:`allgather_rows` -- synchronisation, one
+  decision for all (process 0's), and the gathering of per-process rows (predictions)
+  into the global order.
 
 The data layout is fixed by :func:`process_shard`: a global batch of ``B`` examples is
 split into ``process_count`` contiguous blocks, block ``p`` being process ``p``'s, so
@@ -137,6 +138,17 @@ def primary_first(name: str, fn: Callable[[], T]) -> T:
   result = fn() if is_primary() else None
   barrier(f'{name}: built by process 0')
   return result if is_primary() else fn()
+
+
+def agree(flag: bool) -> bool:
+  """Process 0's ``flag`` on every process: for decisions taken from a local clock (when
+  to write a checkpoint), which must be the same everywhere because orbax's save is a
+  collective: a process that saves while another does not waits forever."""
+  if process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.bool_)))
 
 
 def allgather_rows(tree: Any) -> Any:

@@ -38,6 +38,7 @@ import numpy as np
 
 from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
+from csiloc_jax.core import distributed
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import parallel
 from csiloc_jax.core import runs
@@ -399,7 +400,8 @@ def fit(
     # checkpoint_every_secs (and at the end). A pending 'best' is always flushed first,
     # so the best-on-validation weights on disk are never older than 'latest' says.
     now = time.perf_counter()
-    save_now = done or now - last_save >= tc.checkpoint_every_secs
+    # One decision for every process (process 0's clock): saving is collective.
+    save_now = distributed.agree(done or now - last_save >= tc.checkpoint_every_secs)
     if improved:
       # The next step donates p_state's buffers: a best state kept for a later save
       # is a device copy.
