@@ -46,7 +46,7 @@ GROUPS = {
     'train_chart',
   ),
   'ctw_read': ('ctw_read',),
-  'jade': ('jade',),
+  'jade': ('jade', 'jade_cold'),
   'tracker': ('tracker_k1', 'tracker_k4', 'tracker_k16', 'tracker_k64', 'tracker_batch'),
 }
 

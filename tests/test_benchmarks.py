@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ('train_model1', 'ctw_read', 'jade', 'tracker_k16', 'tracker_batch')
+ROWS = ('train_model1', 'ctw_read', 'jade', 'jade_cold', 'tracker_k16', 'tracker_batch')
 
 
 def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
@@ -64,6 +64,30 @@ def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
   assert tracker['distinct_nets_chosen'] >= 2, tracker
   assert tracker['net_agreement'] == 1.0 and tracker['max_position_diff_m'] < 1e-3, tracker
   assert rows['tracker_batch']['vmapped_equals_single']
+  # JADE: SciPy's settings were all tried, the winner is the fastest of those that reached
+  # the lowest cost, and both rows (warm, cold) share its interleaved rounds.
+  warm, cold = rows['jade'], rows['jade_cold']
+  settings = warm['reference_settings']
+  finished = {n: t for n, t in settings['tried'].items() if t['s'] is not None}
+  assert {'hybrid', 'trf_exact', 'trf_lsmr'} <= set(settings['tried'])
+  assert settings['fastest'] in finished
+  lowest = min(t['cost'] for t in finished.values())
+  assert finished[settings['fastest']]['cost'] <= lowest * (1 + 1e-3)
+  assert all(
+    t['s'] >= finished[settings['fastest']]['s']
+    for t in finished.values()
+    if t['cost'] <= lowest * (1 + 1e-3)
+  )
+  for t in settings['tried'].values():
+    if t['s'] is None:  # stopped: it was already slower than twice a finished setting
+      assert t['stopped_after_s'] >= 2 * min(f['s'] for f in finished.values()) - 1e-9
+  assert warm['reference'] == cold['reference'] == statistics.median(warm['reference_all_s'])
+  assert warm['ours'] == statistics.median(warm['ours_all_s'])
+  assert cold['ours'] == statistics.median(cold['ours_all_s'])
+  assert len(warm['reference_all_s']) == len(cold['ours_all_s']) == warm['rounds'] >= 2
+  # Compilation is in the cold figure only.
+  assert cold['ours'] > warm['ours']
+  assert warm['same_final_cost'] is True, warm['cost_relative_gap_max']
 
   machine = result['machine']
   assert machine['cores'] >= 1 and machine['cpu']['processor']
