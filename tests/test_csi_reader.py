@@ -384,3 +384,76 @@ def test_splits_are_deterministic_disjoint_and_complete():
   assert [len(p) for p in a] == [91, 5, 5]
   with pytest.raises(ValueError, match='sum to 1'):
     input_pipeline.split_indices(10, (0.5, 0.2), seed=0)
+
+
+def test_positions_with_two_zero_coordinates_are_suspect_and_far_ones_refused():
+  pos = np.array([[1, 2, 3], [0, 0, 5], [0, 4, 0], [0, 1, 2], [0, 0, 0]], np.float64)
+  np.testing.assert_array_equal(
+    reader._check_positions(pos, 'f.hdf5'), [False, True, True, False, True]
+  )
+  far = np.ones((5, 3))
+  far[3] = [2e5, 0, 0]
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r'f\.hdf5: dataset Pos has 1 position\(s\) beyond 1e\+05 m of the base station '
+    r'\(first: sample 3, \[200000\.0, 0\.0, 0\.0\]\)',
+  ):
+    reader._check_positions(far, 'f.hdf5')
+
+
+def test_validation_summary_counts_and_warns_about_suspect_samples(caplog):
+  files = [
+    reader.SourceFile('a.hdf5', 10, 4, 3, 2, True, True),
+    reader.SourceFile('b.hdf5', 6, 4, 3, 2, True, False),
+  ]
+  with caplog.at_level('WARNING'):
+    out = reader._validation_summary(files, {'a.hdf5': (2, 1), 'b.hdf5': (0, 0)}, 'DIR')
+  assert out == {
+    'num_samples': 16,
+    'suspect_samples': 3,
+    'half_zero_csi_samples': 2,
+    'zero_position_samples': 1,
+    'suspect_by_file': {'a.hdf5': 3},
+    'checksummed_files': 1,
+    'num_files': 2,
+  }
+  assert (
+    'DIR: 3 suspect sample(s) of 16 (CSI with one part of a value exactly zero: 2; '
+    'position with two or more coordinates exactly zero: 1)'
+  ) in caplog.text
+
+
+def test_layout_errors_name_the_dataset_and_what_was_expected(tmp_path):
+  shape = (2, 4, 3, 2)
+  group = tmp_path / 'group.hdf5'
+  with h5py.File(group, 'w') as f:
+    f.create_group('H_Re')
+    f['H_Im'] = np.zeros(shape, np.float32)
+  with pytest.raises(
+    reader.CTWFormatError, match=r"group\.hdf5: 'H_Re' is not a dataset \(group\), expected one"
+  ):
+    reader._check_file(str(group), require_positions=False)
+  # Data stored outside the file is refused with what the dataset should be.
+  nbytes = int(np.prod(shape)) * 4
+  (tmp_path / 'raw.bin').write_bytes(bytes(nbytes))
+  external = tmp_path / 'external.hdf5'
+  with h5py.File(external, 'w') as f:
+    f.create_dataset('H_Re', shape, np.float32, external=[(str(tmp_path / 'raw.bin'), 0, nbytes)])
+    f['H_Im'] = np.zeros(shape, np.float32)
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r"external\.hdf5: dataset 'H_Re' is stored as external data; expected a float "
+    r'dataset \(sample, antenna, subcarrier, measurement\) stored in the file itself',
+  ):
+    reader._check_file(str(external), require_positions=False)
+  (tmp_path / 'pos.bin').write_bytes(bytes(2 * 3 * 8))
+  positions = tmp_path / 'positions.hdf5'
+  with h5py.File(positions, 'w') as f:
+    f['H_Re'] = np.zeros(shape, np.float32)
+    f['H_Im'] = np.zeros(shape, np.float32)
+    f.create_dataset('Pos', (2, 3), np.float64, external=[(str(tmp_path / 'pos.bin'), 0, 48)])
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r"dataset 'Pos' is stored as external data; expected positions of shape \(2, 3\)",
+  ):
+    reader._check_file(str(positions), require_positions=True)

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from csiloc_jax.mmwave import features
 from csiloc_jax.mmwave import geometry
@@ -68,3 +69,53 @@ def test_encode_runs_under_jit_and_vmap():
   out = jax.jit(jax.vmap(features.encode))(aoa)
   np.testing.assert_allclose(out, features.encode(aoa), atol=1e-6)
   assert features.num_features(5) == out.shape[-1] == 15
+
+
+def test_encode_units_defaults_to_the_mean_reference_and_a_bad_one_is_named():
+  rng = np.random.default_rng(3)
+  aoa = rng.uniform(-3, 3, (6, 5)).astype(np.float32)
+  aoa[rng.random(aoa.shape) < 0.3] = np.nan
+  np.testing.assert_array_equal(
+    features.encode_units(*features.unit_vectors(aoa)), features.encode(aoa)
+  )
+  with pytest.raises(
+    ValueError, match=r"feature reference must be one of \('mean', 'anchor'\), got 'median'"
+  ):
+    features.encode(aoa, reference='median')
+  with pytest.raises(ValueError, match="reference='anchor' needs a priority per anchor"):
+    features.encode(aoa, reference='anchor')
+
+
+def test_a_balanced_set_of_paths_takes_the_reference_zero():
+  # Opposite paths: their unit vectors sum to (nearly) zero, so no mean direction.
+  aoa = np.array([[0.0, np.pi, np.nan]], np.float32)
+  cos, sin, vis = _blocks(np.asarray(features.encode(aoa)), 3)
+  np.testing.assert_allclose(cos[0], [1, -1, 0], atol=1e-6)
+  np.testing.assert_allclose(sin[0], [0, 0, 0], atol=1e-6)
+  np.testing.assert_array_equal(vis[0], [1, 1, 0])
+
+
+def test_the_anchor_reference_on_one_step_and_on_a_batch_of_walks():
+  rng = np.random.default_rng(4)
+  aoa = rng.uniform(-3, 3, (2, 5, 6)).astype(np.float32)
+  aoa[rng.random(aoa.shape) < 0.4] = np.nan
+  aoa[1, 2] = np.nan  # a step without any path
+  kw = {'reference': 'anchor', 'priority': np.array([3.0, 0, 5, 1, 4, 2])}
+  full = np.asarray(features.encode(aoa, **kw))
+  for i in range(2):
+    np.testing.assert_allclose(features.encode(aoa[i], **kw), full[i], atol=1e-6)
+    for t in range(5):
+      np.testing.assert_allclose(features.encode(aoa[i, t], **kw), full[i, t], atol=1e-6)
+  assert np.all(full[1, 2] == 0)
+  assert full.dtype == np.float32
+
+
+def test_survey_priority_is_how_often_each_anchor_was_seen():
+  aoa = np.full((4, 3), np.nan)
+  aoa[:, 0] = 0.1
+  aoa[:2, 1] = 0.2
+  aoa[3, 2] = 0.3
+  priority = features.survey_priority(aoa)
+  np.testing.assert_array_equal(priority, [1.0, 0.5, 0.25])
+  assert priority.dtype == np.float32
+  np.testing.assert_array_equal(features.path_counts(aoa), [2, 2, 1, 2])

@@ -397,3 +397,97 @@ def test_trust_rules_each_reject_their_own_outlier():
   line = np.stack([np.linspace(0, 4, n), np.full(n, 1.5) + 1e-3 * rng.normal(size=n)], -1)
   ones = np.ones((1, n), bool)
   assert jade.trust_labels(line[None], std * 0, cost * 0 + 1e-3, ones, FAST).all()
+
+
+def test_collinear_anchor_sets_are_found_set_by_set():
+  points = np.array(
+    [
+      [[1, 0], [2, 1], [3, 2], [6, 5]],  # on the line y = x - 1, off the origin
+      [[0, 0], [1, 0], [0, 1], [9, 9]],  # a triangle (the fourth point has no weight)
+      [[0, 0], [3, 1], [7, 7], [1, 1]],  # two weighted points
+      [[5, 5], [4, 0], [0, 3], [2, 2]],  # one weighted point
+      [[0, 0], [4, 0], [0, 3], [2, 2]],  # a triangle, heavier weights
+      [[0, 0], [4, 0], [0, 3], [2, 2]],  # no weighted point
+    ],
+    np.float64,
+  )
+  weights = np.array(
+    [[1, 1, 1, 1], [1, 1, 1, 0], [2, 3, 0, 0], [1, 0, 0, 0], [10, 20, 30, 0], [0, 0, 0, 0]],
+    np.float64,
+  )
+  expected = [True, False, True, True, False, True]
+  np.testing.assert_array_equal(jade._collinear(points, weights), expected)
+  for i in range(len(points)):
+    assert jade._collinear(points[i], weights[i]) == expected[i]
+
+
+def _similarity_gauge(anchors):
+  """The 4 flat directions of any anchor layout ``[K, 2]``, as d/d(eps) of a similarity
+  (translations, rotation and scale about the origin) applied to it: ``[2K, 4]``."""
+  x, y = anchors[:, 0], anchors[:, 1]
+  one, zero = np.ones_like(x), np.zeros_like(x)
+  return np.stack(
+    [
+      np.stack([one, zero], -1).ravel(),
+      np.stack([zero, one], -1).ravel(),
+      np.stack([-y, x], -1).ravel(),
+      np.stack([x, y], -1).ravel(),
+    ],
+    -1,
+  )
+
+
+def test_gauge_free_conditioning_sees_only_directions_off_the_gauge():
+  rng = np.random.default_rng(0)
+  anchors = rng.uniform(-5, 5, (4, 2))
+  q, _ = np.linalg.qr(_similarity_gauge(anchors), mode='complete')
+  off = q[:, 4:] @ q[:, 4:].T  # the identity off the gauge, zero on it
+  assert jade.gauge_free_conditioning(off, anchors) == pytest.approx(1.0, abs=1e-9)
+  # Weakening one direction off the gauge shows; a flat gauge direction does not.
+  weak = off - 0.9 * np.outer(q[:, 5], q[:, 5])
+  assert jade.gauge_free_conditioning(weak, anchors) == pytest.approx(0.1, abs=1e-9)
+  # A padding anchor counts like the data's average diagonal entry: 4 / 8 here.
+  padded = np.zeros((10, 10))
+  padded[:8, :8] = off
+  anchors5 = np.concatenate([anchors, [[100.0, -30.0]]])
+  used = np.array([True, True, True, True, False])
+  got = jade.gauge_free_conditioning(padded, anchors5, used)
+  assert got == pytest.approx(0.5, abs=1e-9)
+  batch = jade.gauge_free_conditioning(np.stack([off, weak]), np.stack([anchors, anchors]))
+  np.testing.assert_allclose(batch, [1.0, 0.1], atol=1e-9)
+
+
+def test_fix_gauge_in_a_batch_unmirrors_only_the_mirrored_set():
+  rng = np.random.default_rng(1)
+  ap = rng.uniform(0, 10, (3, 4, 2))
+  rot = np.array([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]])
+  anchors = 0.3 * ap @ rot.T + 2.0  # the solver's frame: a similarity away
+  anchors[1, :, 1] *= -1  # set 1 is mirrored
+  weights = np.ones((3, 4))
+  (scale, r, t), res, reflected = jade.fix_gauge(anchors, weights, ap, 'auto')
+  assert reflected.dtype == bool
+  np.testing.assert_array_equal(reflected, [False, True, False])
+  np.testing.assert_allclose(res, 0.0, atol=1e-9)
+  np.testing.assert_allclose(geometry.apply_similarity(anchors, scale, r, t), ap, atol=1e-9)
+  for i in range(3):
+    (s1, r1, t1), res1, ref1 = jade.fix_gauge(anchors[i], weights[i], ap[i], 'auto')
+    assert bool(ref1) == reflected[i]
+    np.testing.assert_allclose(r1, r[i], atol=1e-12)
+  _, res_never, never = jade.fix_gauge(anchors, weights, ap, 'never')
+  assert never.dtype == bool and not never.any()
+  assert res_never[1] > 1.0
+
+
+def test_robust_loss_is_scipys_cauchy_loss():
+  # rho(f) = 0.5 s^2 log(1 + (f/s)^2) and the IRLS weight rho'(f) / f = 1 / (1 + (f/s)^2)
+  # (SciPy's loss='cauchy' with f_scale=s, halved as least_squares halves its cost);
+  # plain least squares with s = 0.
+  f = jnp.array([0.0, 0.05, -0.3, 2.0])
+  for s in (0.1, 0.5):
+    rho, w = jade._robust(f, s)
+    z = (np.asarray(f) / s) ** 2
+    np.testing.assert_allclose(rho, 0.5 * s**2 * np.log1p(z), rtol=1e-6)
+    np.testing.assert_allclose(w, 1.0 / (1.0 + z), rtol=1e-6)
+  rho, w = jade._robust(f, 0.0)
+  np.testing.assert_allclose(rho, 0.5 * np.asarray(f) ** 2, rtol=1e-6)
+  np.testing.assert_array_equal(w, 1.0)

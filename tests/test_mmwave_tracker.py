@@ -356,3 +356,24 @@ def test_a_lost_track_is_reacquired():
   )
   assert not out['updated'][20:24].any() and out['updated'][24:].all()
   np.testing.assert_allclose(out['position'][24:, 1], 30.0, atol=1e-4)
+
+
+def test_the_smoother_runs_only_when_asked_and_a_gate_under_one_still_gates():
+  feats, t, _ = _walk(30)
+  feats = feats.copy()
+  feats[10, 1] += 3.0  # NIS well over 1, under the default gate
+  bank = _bank([[0.0, 0.0]])
+  args = (bank, feats, np.full(30, 5), t)
+  assert 'smoothed' in tracker.make_tracker(MODEL, _options())(*args)
+  assert 'smoothed' not in tracker.make_tracker(MODEL, _options(), smooth=False)(*args)
+  # filter_candidates smooths by default (the baselines' Kalman filters call it so).
+  cand = jnp.asarray(feats[:, None, :2])
+  ones = jnp.ones((30, 1), bool)
+  first = jnp.zeros(30, jnp.int32)
+  usable = jnp.ones(30, bool)
+  assert 'smoothed' in tracker.filter_candidates(cand, ones, first, usable, t, _options())
+  # Any positive gate gates, also one under 1: the jump is rejected, and much more.
+  tight = tracker.filter_candidates(cand, ones, first, usable, t, _options(nis_gate=0.5))
+  loose = tracker.filter_candidates(cand, ones, first, usable, t, _options(nis_gate=0.0))
+  assert np.asarray(loose['updated']).all()
+  assert not np.asarray(tight['updated'])[10]

@@ -365,8 +365,9 @@ def rts_smooth(state, cov, pred_state, pred_cov, dts, reset) -> jax.Array:
   a 2x2 matrix shared by x and y.
   """
 
-  def back(carry, inputs):
-    xs_next, ps_next = carry
+  # The smoothed means need only the filtered and predicted covariances (the gains), not
+  # the smoothed covariance, which no output uses: the backward pass carries the mean.
+  def back(xs_next, inputs):
     x, p, xp_next, pp_next, dt_next, reset_next = inputs
     a, b, c = p[0], p[1], p[2]
     a2, b2, c2 = pp_next[0], pp_next[1], pp_next[2]
@@ -381,17 +382,9 @@ def rts_smooth(state, cov, pred_state, pred_cov, dts, reset) -> jax.Array:
     dpos = xs_next[:2] - xp_next[:2]
     dvel = xs_next[2:] - xp_next[2:]
     xs = x + jnp.concatenate([g00 * dpos + g01 * dvel, g10 * dpos + g11 * dvel])
-    da, db, dc = ps_next[0] - a2, ps_next[1] - b2, ps_next[2] - c2
-    # P_s = P + C dP C^T.
-    m00, m01 = g00 * da + g01 * db, g00 * db + g01 * dc
-    m10, m11 = g10 * da + g11 * db, g10 * db + g11 * dc
-    ps = jnp.stack(
-      [a + m00 * g00 + m01 * g01, b + m00 * g10 + m01 * g11, c + m10 * g10 + m11 * g11]
-    )
     # No smoothing into a step whose successor restarts the track (another track).
     xs = jnp.where(reset_next, x, xs)
-    ps = jnp.where(reset_next, p, ps)
-    return (xs, ps), xs
+    return xs, xs
 
   inputs = (
     state[:-1],
@@ -401,7 +394,7 @@ def rts_smooth(state, cov, pred_state, pred_cov, dts, reset) -> jax.Array:
     dts[1:],
     reset[1:],
   )
-  _, xs = jax.lax.scan(back, (state[-1], cov[-1]), inputs, reverse=True)
+  _, xs = jax.lax.scan(back, state[-1], inputs, reverse=True)
   return jnp.concatenate([xs, state[-1:]], 0)[:, :2]
 
 
