@@ -9,7 +9,8 @@ Prints a table (name, ours, reference, unit, ratio = ours/reference for throughp
 reference/ours for times, so higher is better for ours) and writes the same rows to
 ``--out`` with the machine (CPU model, cores, device kind) and package versions.
 Row groups (one module each): ``train`` (train_throughput.py, vs PyTorch),
-``ctw_read`` (ctw_read.py, vs a plain sequential read), ``jade`` (jade_bench.py, vs
+``csi_data`` (ctw_read.py: ``ctw_read`` vs a plain sequential read, ``features_*`` vs a
+user's h5py + numpy pipeline), ``jade`` (jade_bench.py: ``jade`` and ``jade_cold`` vs
 SciPy least_squares) and ``tracker`` (tracker_bench.py, vs Python loops). A missing
 reference library (torch, scipy) gives a row whose reference is marked unavailable,
 never a crash. Timings are never asserted anywhere: CI may run ``--quick`` only to prove
@@ -45,7 +46,13 @@ GROUPS = {
     'train_model3_finetune',
     'train_chart',
   ),
-  'ctw_read': ('ctw_read',),
+  # The CSI data rows: the cache build of the paper's feature and of the realistic ones.
+  'csi_data': (
+    'ctw_read',
+    'features_covariance',
+    'features_angle_delay',
+    'features_magnitude_db',
+  ),
   'jade': ('jade', 'jade_cold'),
   'tracker': ('tracker_k1', 'tracker_k4', 'tracker_k16', 'tracker_k64', 'tracker_batch'),
 }
@@ -77,10 +84,10 @@ def _run_group(group: str, rows_wanted: set[str] | None, args) -> list[common.Ro
     return train_throughput.run(
       args.quick, rows_wanted, backend=args.backend, reference_compile=compile_
     )
-  if group == 'ctw_read':
+  if group == 'csi_data':
     from benchmarks import ctw_read  # pylint: disable=g-import-not-at-top
 
-    return ctw_read.run(args.quick, workdir=args.workdir)
+    return ctw_read.run(args.quick, workdir=args.workdir, wanted=rows_wanted)
   if group == 'jade':
     from benchmarks import jade_bench  # pylint: disable=g-import-not-at-top
 

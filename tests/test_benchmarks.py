@@ -13,7 +13,15 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ('train_model1', 'ctw_read', 'jade', 'jade_cold', 'tracker_k16', 'tracker_batch')
+ROWS = (
+  'train_model1',
+  'ctw_read',
+  'features_angle_delay',
+  'jade',
+  'jade_cold',
+  'tracker_k16',
+  'tracker_batch',
+)
 
 
 def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
@@ -58,6 +66,14 @@ def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
   assert read['memory_flat'] is True, read['peak_rss_mb']
   small, big = read['peak_rss_mb'].values()
   assert 0 < big <= 1.1 * small + 50
+  # The feature row's user pipeline computes the same features as the cache build, and
+  # both sides' figures are the medians of their interleaved rounds.
+  feat = rows['features_angle_delay']
+  assert feat['feature_shape'] == [64, 32, 1]
+  assert feat['max_abs_diff_relative'] < 1e-5, feat['max_abs_diff_relative']
+  assert feat['ours'] == statistics.median(feat['ours_all_mb_per_s'])
+  assert feat['reference'] == statistics.median(feat['reference_all_mb_per_s'])
+  assert len(feat['reference_all_mb_per_s']) == feat['rounds'] >= 2
   # Results of the library agree with the reference's where both ran: the same net at
   # every step, among several nets actually chosen.
   tracker = rows['tracker_k16']
