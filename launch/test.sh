@@ -6,14 +6,16 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test,raytrace]'
-# Sionna RT's CPU backend loads an LLVM shared library at run time; install it from the
-# system's packages when it is missing and we can (root with apt, as on CI).
-if ! .venv/bin/python -c 'import sionna.rt' >/dev/null 2>&1; then
+# Sionna RT's CPU backend loads an LLVM shared library at run time; install one from the
+# system's packages when it is missing or too old (raytracer.MIN_LLVM) and we can (root
+# with apt, as on CI).
+USABLE='from csiloc_jax.core import raytracer; raytracer.require()'
+if ! .venv/bin/python -c "$USABLE" >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -q libllvm19 >/dev/null 2>&1 \
       || { apt-get update -q >/dev/null && apt-get install -y -q libllvm19 >/dev/null; }
   fi
-  .venv/bin/python -c 'import sionna.rt' \
+  .venv/bin/python -c "$USABLE" \
     || { echo "Sionna RT cannot start: install an LLVM library (apt-get install libllvm19)" >&2; exit 1; }
 fi
 set +e

@@ -111,3 +111,24 @@ def test_missing_llvm_names_what_to_install():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
   assert 'ERROR:' in out.stdout, out.stdout + out.stderr
   assert 'apt-get install libllvm19' in out.stdout and 'DRJIT_LIBLLVM_PATH' in out.stdout
+
+
+def test_an_llvm_too_old_is_refused_before_tracing(monkeypatch):
+  # Dr.Jit picks an old system LLVM (Debian 12's 15) when no newer one is installed;
+  # Sionna RT's path solver then aborts the process, so require() must refuse it.
+  monkeypatch.setattr(raytracer, '_llvm_version', lambda: (15, 0, 6))
+  with pytest.raises(raytracer.RaytracerUnavailable, match=r'LLVM 15\.0\.6, older than'):
+    raytracer.require()
+  monkeypatch.setattr(raytracer, '_llvm_version', lambda: raytracer.MIN_LLVM)
+  assert raytracer.require() is not None
+
+
+def test_the_loaded_llvm_version_is_read():
+  raytracer.require()
+  import mitsuba as mi
+
+  version = raytracer._llvm_version()
+  if mi.variant().startswith('llvm'):
+    assert len(version) == 3 and version >= raytracer.MIN_LLVM
+  else:
+    assert version is None

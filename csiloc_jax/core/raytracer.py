@@ -40,8 +40,15 @@ NONE, SPECULAR, DIFFUSE, REFRACTION, DIFFRACTION = 0, 1, 2, 4, 8
 NO_OBJECT = 2**32 - 1
 
 
+# The oldest LLVM that Dr.Jit's CPU backend may load here. With LLVM 15 (Debian 12's
+# libllvm15, which Dr.Jit picks when no newer one is installed) Sionna RT 2.2's path
+# solver aborts the whole process (in ``extract_hashes_from_u64``); LLVM 19 is the one
+# tested.
+MIN_LLVM = (16, 0, 0)
+
+
 class RaytracerUnavailable(ImportError):
-  """Sionna RT or the LLVM library that its CPU backend needs is missing."""
+  """Sionna RT or the LLVM library that its CPU backend needs is missing or unusable."""
 
 
 def require() -> Any:
@@ -54,7 +61,28 @@ def require() -> Any:
     raise RaytracerUnavailable(
       f'Sionna RT could not start its CPU backend ({type(e).__name__}: {e}): {INSTALL_HINT}'
     ) from e
+  llvm = _llvm_version()
+  if llvm is not None and llvm < MIN_LLVM:
+    raise RaytracerUnavailable(
+      f'Dr.Jit loaded LLVM {".".join(map(str, llvm))}, older than the '
+      f'{".".join(map(str, MIN_LLVM))} that Sionna RT needs here (with LLVM 15 its path '
+      f'solver aborts the process): {INSTALL_HINT}'
+    )
   return rt
+
+
+def _llvm_version() -> tuple[int, ...] | None:
+  """The LLVM version Dr.Jit's CPU backend loaded, or None when the ray tracer runs on
+  another backend (CUDA) or Dr.Jit does not say."""
+  import drjit as dr  # pylint: disable=g-import-not-at-top
+  import mitsuba as mi  # pylint: disable=g-import-not-at-top
+
+  if not str(mi.variant() or '').startswith('llvm'):
+    return None
+  try:
+    return tuple(int(v) for v in dr.detail.llvm_version())
+  except Exception:  # pylint: disable=broad-except
+    return None
 
 
 def builtin_scenes() -> list[str]:
