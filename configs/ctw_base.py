@@ -140,6 +140,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # predictor (validation also runs before the first epoch, and early stopping keeps
   # the best): a run never ends worse than the mean on validation. The paper is silent.
   config.model.zero_init_output = True
+  # Members of a deep ensemble of the position model (1: a single network). Members
+  # differ only in their initialisation, train in one vmapped step on the same batches,
+  # and the prediction is their mean (csiloc_jax.csi.models.build_position_model).
+  config.model.ensemble_size = 1
   # MLP encoder widths (paper Model 3: 256 -> 128 -> 64 -> 32, ReLU); the decoder mirrors
   # them back to the input size.
   config.model.mlp_encoder_features = (256, 128, 64, 32)

@@ -104,3 +104,96 @@ def test_frozen_encoder_gets_no_gradient():
   grads = jax.grad(lambda p: jnp.sum((pm.apply({'params': p}, x) - 1.0) ** 2))(params)
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads['encoder']))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads['head']))
+
+
+def _ensemble_config(k, size):
+  cfg = _config(k).model
+  cfg.ensemble_size = size
+  cfg.zero_init_output = False
+  return cfg
+
+
+def test_an_ensemble_is_k_independently_initialised_members_of_the_same_model():
+  shape = (8, 12, 1)
+  x = jax.random.normal(jax.random.key(2), (5,) + shape)
+  single = models.build_position_model(_config(3).model)
+  ensemble = models.build_position_model(_ensemble_config(3, 4))
+  p1 = single.init(jax.random.key(0), x)['params']
+  pk = ensemble.init(jax.random.key(0), x)['params']
+  assert jax.tree.structure(p1) == jax.tree.structure(pk)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(pk)):
+    assert b.shape == (4,) + a.shape
+  kernels = pk['encoder']['dense_0']['kernel']
+  assert not np.allclose(kernels[0], kernels[1])
+  out = ensemble.apply({'params': pk}, x)
+  assert out.shape == (5, 4, 3)
+  # Member k is the single model with member k's parameters.
+  for k in range(4):
+    member = jax.tree.map(lambda v, k=k: v[k], pk)
+    np.testing.assert_allclose(out[:, k], single.apply({'params': member}, x), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_members_train_on_their_own_errors():
+  from csiloc_jax.csi import steps
+
+  shape = (8, 12, 1)
+  x = jax.random.normal(jax.random.key(2), (6,) + shape)
+  y = jax.random.normal(jax.random.key(3), (6, 3))
+  single = models.build_position_model(_config(3).model)
+  ensemble = models.build_position_model(_ensemble_config(3, 3))
+  pk = ensemble.init(jax.random.key(0), x)['params']
+  per_example = steps.position_error(ensemble.apply({'params': pk}, x), None, y)
+  assert per_example.shape == (6,)
+  member_losses = [
+    steps.position_error(
+      single.apply({'params': jax.tree.map(lambda v, k=k: v[k], pk)}, x), None, y
+    )
+    for k in range(3)
+  ]
+  np.testing.assert_allclose(per_example, np.mean(member_losses, axis=0), rtol=1e-5)
+  # The gradient for member k is that of member k's own loss, over the member count.
+  grads = jax.grad(
+    lambda p: jnp.mean(steps.position_error(ensemble.apply({'params': p}, x), None, y))
+  )(pk)
+  for k in range(3):
+    member = jax.tree.map(lambda v, k=k: v[k], pk)
+    own = jax.grad(
+      lambda p: jnp.mean(steps.position_error(single.apply({'params': p}, x), None, y))
+    )(member)
+    for g, o in zip(
+      jax.tree.leaves(jax.tree.map(lambda v, k=k: v[k], grads)), jax.tree.leaves(own)
+    ):
+      np.testing.assert_allclose(g, o / 3, rtol=1e-4, atol=1e-7)
+
+
+def test_a_pretrained_encoder_starts_every_member_and_the_heads_stay_their_own():
+  shape = (8, 12, 1)
+  cfg = _ensemble_config(3, 3)
+  x = jax.random.normal(jax.random.key(2), (4,) + shape)
+  ae_params = models.build_autoencoder(cfg, shape).init(jax.random.key(0), x)['params']
+  pk = models.build_position_model(cfg).init(jax.random.key(1), x)['params']
+  with pytest.raises(ValueError, match='does not match'):
+    models.transplant_encoder(pk, ae_params)
+  merged = models.transplant_encoder(pk, ae_params, members=3)
+  for k in range(3):
+    np.testing.assert_array_equal(
+      merged['encoder']['dense_0']['kernel'][k], ae_params['encoder']['dense_0']['kernel']
+    )
+  assert merged['head'] is pk['head']
+
+
+def test_the_ensemble_prediction_is_the_members_mean():
+  members = np.arange(24.0).reshape(2, 4, 3)
+  np.testing.assert_array_equal(models.ensemble_mean(members), members.mean(axis=1))
+  np.testing.assert_array_equal(models.ensemble_mean(members[:, 0]), members[:, 0])
+
+
+@pytest.mark.parametrize('bad', [0, -2, 1.5, True, '3'])
+def test_ensemble_size_must_be_a_positive_integer(bad):
+  cfg = _config(1).model
+  cfg.ensemble_size = 1
+  assert models.ensemble_size(cfg) == 1
+  with cfg.ignore_type():
+    cfg.ensemble_size = bad
+  with pytest.raises(ValueError, match='ensemble_size must be an integer >= 1'):
+    models.build_position_model(cfg)

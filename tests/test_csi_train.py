@@ -230,8 +230,19 @@ def test_best_config_beats_the_raw_csi_fingerprint_on_iid_positions(tmp_path_fac
     'finetune.checkpoint_every_secs': 60.0,
   }
   config = config_utils.load_config('configs/ctw_best.py', overrides)
-  summary = train.train_and_evaluate(config, str(tmp_path_factory.mktemp('best')))
+  summary_dir = str(tmp_path_factory.mktemp('best'))
+  summary = train.train_and_evaluate(config, summary_dir)
   mae = summary['test']['mae']['average']
   assert mae < summary['baselines']['train_mean']['mae']['average']
   assert mae < summary['baselines']['knn_magnitude']['mae']['average']
   assert summary['data']['feature'] == 'covariance'
+  # A deep ensemble: the prediction is the members' mean, each member's own error is
+  # reported, and the members differ.
+  members = summary['test']['member_mae_average']
+  assert len(members) == config.model.ensemble_size == 5
+  assert len(set(members)) == 5
+  # Per axis and sample |mean of members - truth| <= mean of |member - truth|.
+  assert mae <= np.mean(members) + 1e-9
+  saved = np.load(os.path.join(summary_dir, 'test_predictions.npz'))
+  assert saved['member_pred'].shape == (len(saved['pred']), 5, 3)
+  np.testing.assert_allclose(saved['pred'], saved['member_pred'].mean(1))

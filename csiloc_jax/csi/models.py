@@ -238,19 +238,53 @@ def _encoder(model_config: ml_collections.ConfigDict) -> nn.Module:
   raise ValueError(f'config.model.encoder must be flatten, mlp or cnn; got {kind!r}')
 
 
+def ensemble_size(model_config: ml_collections.ConfigDict) -> int:
+  """``config.model.ensemble_size`` (1 when absent: configs written before ensembles)."""
+  size = model_config.get('ensemble_size', 1)
+  if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    raise ValueError(f'config.model.ensemble_size must be an integer >= 1, got {size!r}')
+  return size
+
+
 def build_position_model(
   model_config: ml_collections.ConfigDict, num_outputs: int = 3
-) -> PositionModel:
+) -> nn.Module:
+  """The position model; with ``config.model.ensemble_size = K > 1`` a deep ensemble of K.
+
+  The ensemble is the same :class:`PositionModel` under ``nn.vmap``: every parameter gets
+  a leading member axis ``K``, each member its own initialisation (the ``params`` RNG is
+  split), all members see the same input, and the output is ``[batch, K, num_outputs]``.
+  The position loss averages the members' own errors (:func:`steps.position_error`), so
+  each member is trained as if alone (Adam is per parameter), while one compiled step
+  trains them all; the prediction is the members' mean (:func:`ensemble_mean`).
+  """
   head = MLPHead(
     features=tuple(model_config.head_features),
     num_outputs=num_outputs,
     zero_output=bool(model_config.zero_init_output),
   )
-  return PositionModel(
+  size = ensemble_size(model_config)
+  cls = PositionModel
+  if size > 1:
+    cls = nn.vmap(
+      PositionModel,
+      variable_axes={'params': 0},
+      split_rngs={'params': True},
+      in_axes=None,
+      out_axes=1,
+      axis_size=size,
+    )
+  return cls(
     encoder=_encoder(model_config),
     head=head,
     stop_encoder_gradient=bool(model_config.freeze_encoder),
   )
+
+
+def ensemble_mean(pred: np.ndarray) -> np.ndarray:
+  """A position model's prediction ``[N, out]``: an ensemble's ``[N, K, out]`` averaged
+  over its members, a single model's returned as is."""
+  return pred.mean(axis=1) if pred.ndim == 3 else pred
 
 
 def build_autoencoder(
@@ -311,10 +345,13 @@ def build_pretraining_model(
   raise ValueError('config.model.pretrain is none: there is no pretraining model')
 
 
-def transplant_encoder(position_params: Any, autoencoder_params: Any) -> Any:
+def transplant_encoder(position_params: Any, autoencoder_params: Any, members: int = 1) -> Any:
   """Position-model params with the encoder replaced by a pretrained one (of an
-  autoencoder or a chart network)."""
+  autoencoder or a chart network). The ``members`` of an ensemble all start from that
+  encoder; their heads keep their own initialisations."""
   enc_new = autoencoder_params['encoder']
+  if members > 1:
+    enc_new = jax.tree.map(lambda v: jnp.broadcast_to(v, (members,) + np.shape(v)), enc_new)
   enc_old = position_params['encoder']
   shapes_new = jax.tree.map(np.shape, enc_new)
   shapes_old = jax.tree.map(np.shape, enc_old)

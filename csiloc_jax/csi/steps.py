@@ -45,8 +45,15 @@ def reconstruction_error(pred: jnp.ndarray, x: jnp.ndarray, y: Any = None) -> jn
 
 
 def position_error(pred: jnp.ndarray, x: Any, y: jnp.ndarray) -> jnp.ndarray:
-  """Paper eq. 3 per example: squared Euclidean error of the (scaled) position."""
+  """Paper eq. 3 per example: squared Euclidean error of the (scaled) position.
+
+  An ensemble's ``pred`` ``[B, K, 3]`` (``models.build_position_model``) gives the mean
+  over its K members of each member's own error: every member's gradient is that of
+  its own loss (scaled by 1/K, to which Adam is blind), so they train independently.
+  """
   del x
+  if pred.ndim == y.ndim + 1:
+    return jnp.mean(jnp.sum(jnp.square(pred - y[:, None]), axis=-1), axis=1)
   return jnp.sum(jnp.square(pred - y), axis=-1)
 
 

@@ -333,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       summary['pretrain'] = _phase_summary(result, len(u_train), len(u_val))
       key = 'autoencoder_params' if mode == 'autoencoder' else 'chart_params'
       summary['model'][key] = models.count_params(pre_init)
-    params = models.transplant_encoder(params, pre_params)
+    params = models.transplant_encoder(params, pre_params, models.ensemble_size(mc))
     if mode == 'chart':
       chart_points, summary['chart'] = _chart_of_labelled(
         config, pre_model, pre_params, pre_init, normalizer, labelled, splits
@@ -397,17 +397,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config.finetune.batch_size,
       config.parallel,
     )
-    pred = scaler.inverse(pred_scaled)
+    member_pred = scaler.inverse(pred_scaled)
+    pred = models.ensemble_mean(member_pred)
     true = positions[np.sort(splits[split])]
-    summary['test' if split == 'test' else 'validation'] = metrics_lib.localization_metrics(
-      pred, true, ranges
-    )
+    split_metrics = metrics_lib.localization_metrics(pred, true, ranges)
+    if member_pred.ndim == 3:
+      # What the ensemble adds: each member's own MAE average beside the members' mean.
+      split_metrics['member_mae_average'] = [
+        metrics_lib.localization_metrics(member_pred[:, k], true, ranges)['mae']['average']
+        for k in range(member_pred.shape[1])
+      ]
+    summary['test' if split == 'test' else 'validation'] = split_metrics
     if split == 'test' and distributed.is_primary():
+      extra = {'member_pred': member_pred} if member_pred.ndim == 3 else {}
       np.savez(
         os.path.join(workdir, 'test_predictions.npz'),
         pred=pred,
         true=true,
         index=np.sort(splits[split]),
+        **extra,
       )
     if split == 'test':
       test_pred, test_true = pred, true
