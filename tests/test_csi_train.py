@@ -12,6 +12,7 @@ from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
 from csiloc_jax.core import metric_writer
 from csiloc_jax.csi import train
+from csiloc_jax.csi import trainer
 
 
 def _config(k, root, **overrides):
@@ -135,6 +136,48 @@ def test_interrupted_run_resumes_to_the_same_result(root, tmp_path, monkeypatch)
   ref_pred = np.load(tmp_path / 'ref' / 'test_predictions.npz')['pred']
   res_pred = np.load(os.path.join(workdir, 'test_predictions.npz'))['pred']
   np.testing.assert_allclose(res_pred, ref_pred, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  'change, named',
+  [
+    ({'model.ensemble_size': 2}, 'parameter_shapes'),
+    ({'seed': 7}, 'initial_parameters'),
+    ({'finetune.learning_rate': 1e-2}, 'train_config.learning_rate'),
+  ],
+)
+def test_checkpoints_of_another_configuration_are_refused(
+  root, tmp_path, monkeypatch, change, named
+):
+  # A workdir interrupted in fine-tuning, restarted with another configuration: its
+  # checkpoints must not be resumed (other shapes crashed inside flax; same shapes
+  # silently continued the other run). Only the resumable fields may change.
+  workdir = str(tmp_path / 'w')
+  original = checkpointing.Checkpointer.save
+
+  def save(self, step, state, meta):
+    original(self, step, state, meta)
+    if 'finetune/checkpoints/latest' in self.directory and step == 2:
+      self.wait()
+      raise _Interrupt('finetune 2')
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', save)
+  with pytest.raises(_Interrupt):
+    train.train_and_evaluate(_config(1, root), workdir)
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', original)
+  conflict = rf'finetune: holds checkpoints of another configuration \(differs in [^;]*{named}[,;]'
+  with pytest.raises(trainer.WorkdirConflict, match=conflict):
+    train.train_and_evaluate(_config(1, root, **change), workdir)
+  # More epochs, more patience, another log interval: the same run, continued.
+  resumed = train.train_and_evaluate(
+    _config(
+      1, root, **{'finetune.num_epochs': 5, 'finetune.patience': 20, 'finetune.log_every_steps': 3}
+    ),
+    workdir,
+  )
+  assert resumed['finetune']['epochs_run'] == 5
+  seen = [r['epoch'] for r in _records(workdir) if r.get('phase') == 'finetune']
+  assert sorted(seen) == sorted(set(seen)) == list(range(6))
 
 
 @pytest.mark.parametrize('interval', [0.0, 30.0])

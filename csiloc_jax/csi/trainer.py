@@ -10,12 +10,17 @@ loss — the paper's protocol. It writes under ``workdir/<phase>/``:
 * ``checkpoints/best`` — the best-on-validation state;
 * lines in the run's ``metrics.jsonl`` (train loss, validation loss, steps/s, ETA);
 * ``phase.done.json`` — a :class:`csiloc_jax.core.runs.Stage` record of the finished
-  phase (written after both checkpoints), holding its :class:`PhaseResult` numbers.
+  phase (written after both checkpoints), holding its :class:`PhaseResult` numbers;
+* ``resume_identity.json`` — what the checkpoints belong to (parameter shapes, a digest
+  of the starting parameters, loss, split sizes, the training config but for the fields
+  in :data:`RESUMABLE_CHANGES`), written when the phase starts from scratch.
 
 Resuming: a run restarted on the same workdir restores ``latest`` and continues with
 the epoch after it. Batch order depends only on ``(seed, epoch)``, so a resumed run ends
 with exactly the parameters of an uninterrupted one. A phase recorded as finished with
-the same inputs returns the best parameters without training.
+the same inputs returns the best parameters without training. Checkpoints that another
+configuration wrote are refused (:class:`WorkdirConflict`, naming what differs) rather
+than resumed.
 
 Training and evaluation both run through :class:`csiloc_jax.core.parallel.DataParallel`
 on the replicated state; a host copy of the state is made only when a checkpoint is
@@ -25,6 +30,8 @@ written. Layout and records: docs/data_flow.md, 'Checkpoints and stage records'.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import time
@@ -39,6 +46,7 @@ import numpy as np
 from csiloc_jax.core import checkpointing
 from csiloc_jax.core import config_utils
 from csiloc_jax.core import distributed
+from csiloc_jax.core import errors
 from csiloc_jax.core import metric_writer
 from csiloc_jax.core import parallel
 from csiloc_jax.core import runs
@@ -201,6 +209,75 @@ def _phase_stage(
   )
 
 
+class WorkdirConflict(errors.InputError):
+  """A phase directory holds checkpoints that another configuration wrote."""
+
+
+# Training-config fields that may change between an interrupted run and its resumption
+# (train longer, stop later, log or checkpoint at another interval); every other field,
+# like the parameters it starts from, must be the same for a checkpoint to be resumed.
+RESUMABLE_CHANGES = (
+  'num_epochs',
+  'patience',
+  'min_delta',
+  'checkpoint_every_secs',
+  'log_every_steps',
+)
+
+
+def _params_digest(params: Any) -> str:
+  """A digest of the parameter values (shapes, dtypes and bytes) a phase starts from."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    value = np.asarray(leaf)
+    digest.update(f'{value.shape}{value.dtype}'.encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  return digest.hexdigest()
+
+
+def _resume_identity(phase, loss, init_params, data, train_config, loss_options) -> dict:
+  """What a checkpoint must share with this phase to be resumed by it."""
+  config = config_utils.config_to_dict(train_config)
+  return {
+    'phase': phase,
+    'loss': loss,
+    'loss_options': [list(o) for o in loss_options],
+    'parameter_shapes': jax.tree.map(lambda x: list(np.shape(x)), init_params),
+    'initial_parameters': _params_digest(init_params),
+    'num_train': len(data.train_idx),
+    'num_val': len(data.val_idx),
+    'data': list(data.fingerprint()),
+    'train_config': {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES},
+  }
+
+
+def _check_resumable(path: str, identity: dict) -> None:
+  """Refuses to resume checkpoints that another configuration wrote (their record at
+  ``path`` differs from ``identity``): they would crash on other shapes or, worse,
+  silently continue another run. Checkpoints without a record (older workdirs) are
+  resumed as before."""
+  if not os.path.exists(path):
+    return
+  try:
+    recorded = runs.read_json(path)
+  except (OSError, ValueError):
+    return
+  expected = json.loads(json.dumps(identity, sort_keys=True, default=str))
+  if recorded == expected:
+    return
+  keys = sorted(set(recorded) | set(expected))
+  differ = [k for k in keys if recorded.get(k) != expected.get(k)]
+  if 'train_config' in differ:
+    old, new = recorded.get('train_config', {}), expected['train_config']
+    fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    differ = [d for d in differ if d != 'train_config'] + [f'train_config.{k}' for k in fields]
+  raise WorkdirConflict(
+    f'{os.path.dirname(path)}: holds checkpoints of another configuration (differs in '
+    f'{", ".join(differ)}; recorded in {path}). Use a new workdir, or delete that '
+    'directory to train this phase from the start.'
+  )
+
+
 def fit(
   *,
   phase: str,
@@ -270,7 +347,14 @@ def fit(
     'bad_epochs': 0,
     'train_seconds': 0.0,
   }
+  identity_path = os.path.join(phase_dir, 'resume_identity.json')
+  identity = _resume_identity(phase, loss, init_params, data, tc, loss_options)
   resumed = latest.latest_step() is not None
+  if resumed:
+    _check_resumable(identity_path, identity)
+  elif distributed.is_primary():
+    os.makedirs(phase_dir, exist_ok=True)
+    runs.write_json(identity_path, identity)
   if resumed:
     state, meta = latest.restore(abstract)
     meta.pop('done', None)  # Written by earlier versions; completion is the Stage's.
