@@ -12,6 +12,8 @@ import statistics
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = (
   'train_model1',
@@ -79,6 +81,19 @@ def test_quick_benchmark_writes_rows_machine_and_versions(tmp_path):
   tracker = rows['tracker_k16']
   assert tracker['distinct_nets_chosen'] >= 2, tracker
   assert tracker['net_agreement'] == 1.0 and tracker['max_position_diff_m'] < 1e-3, tracker
+  # Each side is reported in its faster state (cold or warm), and the figures are that
+  # state's medians.
+  chosen = tracker['protocol']
+  assert set(chosen) == {'ours', 'batched', 'per_step'}
+  for side, state in chosen.items():
+    cold, warm = tracker['cold_us_per_step'][side], tracker['warm_us_per_step'][side]
+    assert state == ('cold' if cold <= warm else 'warm'), (side, cold, warm)
+  assert tracker['ours'] == pytest.approx(
+    min(tracker['cold_us_per_step']['ours'], tracker['warm_us_per_step']['ours'])
+  )
+  fastest = tracker['reference_settings']['fastest']
+  best_ref = min(tracker['cold_us_per_step'][fastest], tracker['warm_us_per_step'][fastest])
+  assert tracker['reference'] == pytest.approx(best_ref)
   assert rows['tracker_batch']['vmapped_equals_single']
   # JADE: SciPy's settings were all tried, the winner is the fastest of those that reached
   # the lowest cost, and both rows (warm, cold) share its interleaved rounds.
