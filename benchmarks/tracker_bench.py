@@ -18,9 +18,9 @@ the same bank, so their outputs must agree (checked and reported).
   states, cold (one call, right after the other side's) and warm (right after an untimed
   call of its own), and reported in whichever was faster for it (``protocol``,
   ``cold_us_per_step``, ``warm_us_per_step``): after a numpy loop XLA's worker threads
-  are asleep, and waking them slows the nets' batched call by ~0.8 ms. The net evaluation is the same
-  compiled computation on both sides, so it bounds the ratio from above: at K = 16 and
-  the default floor's 339 features it is most of our time.
+  are asleep, and waking them slows the nets' batched call by ~0.8 ms. The net
+  evaluation is the same compiled computation on both sides, so it bounds the ratio from
+  above: at K = 16 on the default floor's features it is most of our time.
 * ``tracker_batch`` — ours: the same tracker ``vmap``-ed over 1,000 trajectories
   (the trajectory with independent 5 deg AoA noise redrawn per copy), in
   trajectory-steps per second. Reference: the same compiled per-trajectory scan called
