@@ -256,21 +256,20 @@ def run(quick: bool, only: set[str] | None = None) -> list[common.Row]:
       return common.timed(call)[0]
 
     warm = common.interleaved({n: lambda c=c: warm_block(c) for n, c in calls.items()}, repeats)
+    states = {'cold': cold, 'warm': warm}
     protocol = {
-      n: min(
-        ('cold', 'warm'), key=lambda p, n=n: statistics.median({'cold': cold, 'warm': warm}[p][n])
-      )
-      for n in calls
+      n: min(states, key=lambda state, n=n: statistics.median(states[state][n])) for n in calls
     }
-    times = {n: {'cold': cold, 'warm': warm}[protocol[n]][n] for n in calls}
+    times = {n: states[protocol[n]][n] for n in calls}
     settings = {s: statistics.median(times[s]) / steps * 1e6 for s in loops}
     best = min(settings, key=settings.get)
     times['reference'] = times[best]
     ref_out = loops[best](feats, num_paths, time_s)
     ours_us = statistics.median(times['ours']) / steps * 1e6
     ref_us = statistics.median(times['reference']) / steps * 1e6
-    cold_us = {n: statistics.median(v) / steps * 1e6 for n, v in cold.items()}
-    warm_us = {n: statistics.median(v) / steps * 1e6 for n, v in warm.items()}
+    cold_us, warm_us = (
+      {n: statistics.median(v) / steps * 1e6 for n, v in state.items()} for state in (cold, warm)
+    )
     details = {
       'num_nets': k,
       'steps': steps,

@@ -16,8 +16,8 @@ Choices (docs/csi.md, 'Features'; docs/raytrace.md for the measurements):
   initialisations, trained together in one vmapped step, the prediction their mean.
 * Long training: up to 300 epochs, early stopping only after 100 epochs without a
   better validation loss. The validation split is small (5 %: 50 samples of 1,000)
-  and its squared loss is noisy, so the paper-protocol patience of 10 stopped at
-  epochs 19-53, far from converged (docs/csi.md, 'ctw_best.py').
+  and its squared loss is noisy, so the paper-protocol patience of 10 kept epochs
+  19-61, far from converged (docs/csi.md, 'ctw_best.py').
 * No autoencoder pretraining: on the covariance, the MLP autoencoder of Model 3 did not
   help (Munich ray-traced set, 1,000 labels: 3.0 m against 1.9 m test MAE average).
 """

@@ -191,7 +191,7 @@ def _phase_stage(
 ) -> runs.Stage:
   """The phase's record: finished with this training config, loss, split sizes and
   parameter shapes (and the loss options and the data's own fingerprint, where set)."""
-  shapes = jax.tree.map(lambda x: list(np.shape(x)), init_params)
+  shapes = _param_shapes(init_params)
   # Appended only when present, so the records of phases without them stay valid.
   extra = tuple(x for x in (list(loss_options), list(data.fingerprint())) if x)
   return runs.Stage(
@@ -207,6 +207,10 @@ def _phase_stage(
       *extra,
     ),
   )
+
+
+def _param_shapes(params: Any) -> Any:
+  return jax.tree.map(lambda x: list(np.shape(x)), params)
 
 
 class WorkdirConflict(errors.InputError):
@@ -236,19 +240,21 @@ def _params_digest(params: Any) -> str:
 
 
 def _resume_identity(phase, loss, init_params, data, train_config, loss_options) -> dict:
-  """What a checkpoint must share with this phase to be resumed by it."""
+  """What a checkpoint must share with this phase to be resumed by it, as the JSON values
+  that ``resume_identity.json`` holds (so a record read back compares equal)."""
   config = config_utils.config_to_dict(train_config)
-  return {
+  identity = {
     'phase': phase,
     'loss': loss,
     'loss_options': [list(o) for o in loss_options],
-    'parameter_shapes': jax.tree.map(lambda x: list(np.shape(x)), init_params),
+    'parameter_shapes': _param_shapes(init_params),
     'initial_parameters': _params_digest(init_params),
     'num_train': len(data.train_idx),
     'num_val': len(data.val_idx),
     'data': list(data.fingerprint()),
     'train_config': {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES},
   }
+  return json.loads(json.dumps(identity, default=runs.to_json_value))
 
 
 def _check_resumable(path: str, identity: dict) -> None:
@@ -262,13 +268,12 @@ def _check_resumable(path: str, identity: dict) -> None:
     recorded = runs.read_json(path)
   except (OSError, ValueError):
     return
-  expected = json.loads(json.dumps(identity, sort_keys=True, default=str))
-  if recorded == expected:
+  if recorded == identity:
     return
-  keys = sorted(set(recorded) | set(expected))
-  differ = [k for k in keys if recorded.get(k) != expected.get(k)]
+  keys = sorted(set(recorded) | set(identity))
+  differ = [k for k in keys if recorded.get(k) != identity.get(k)]
   if 'train_config' in differ:
-    old, new = recorded.get('train_config', {}), expected['train_config']
+    old, new = recorded.get('train_config', {}), identity['train_config']
     fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     differ = [d for d in differ if d != 'train_config'] + [f'train_config.{k}' for k in fields]
   raise WorkdirConflict(
