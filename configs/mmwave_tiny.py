@@ -137,6 +137,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'never': AoAs are counter-clockwise as in the schema, so the gauge is a proper
   # similarity; 'auto': also try a mirrored alignment (unknown angle convention).
   config.jade.gauge_reflection = 'never'
+  # After the gauge fix, re-solve each region with its physical anchors held at their
+  # APs' ap_position: with 3+ APs the known positions then constrain the layout's shape,
+  # not only its gauge (docs/mmwave.md, 'Pinned APs'). A region keeps its free solution
+  # when pinning raises its cost more than the noise explains (chi-square p-value under
+  # gauge_check_p_value: the mounting positions disagree with the angles).
+  config.jade.pin_aps = True
   # Label trust (docs/mmwave.md, 'Label trust'; jade.trust_labels). A solved region whose
   # gauge-free conditioning is under this is reported 'ill_conditioned': its anchor
   # layout has a nearly flat direction (measured: the range of a far virtual anchor).

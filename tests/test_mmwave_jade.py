@@ -372,12 +372,73 @@ def test_an_ill_conditioned_regions_anchors_give_way_in_the_anchor_map():
   pos = np.concatenate([spot + 0.05 * rng.normal(size=(80, 2)), rng.uniform(0, 6, (40, 2))])
   aoa, ap, kind, ap_pos = _synthetic(anchors, pos, np.zeros(8))
   aoa = geometry.wrap(aoa + np.deg2rad(2.0) * rng.normal(size=aoa.shape)).astype(np.float32)
-  res = jade.run_jade(aoa, np.repeat([0, 1], [80, 40]), ap, kind, ap_pos, FAST)
+  # Free layouts: pinned, every anchor here (all APs) would sit at its known position.
+  res = jade.run_jade(aoa, np.repeat([0, 1], [80, 40]), ap, kind, ap_pos, _options(pin_aps=False))
   assert res.status == {0: jade.ILL_CONDITIONED, 1: jade.OK}  # Measured: 1.2e-7, 0.048.
   # The map takes the spread region's estimates although region 0 saw every anchor
   # more often (its own are metres off: measured 5.5 m).
   np.testing.assert_array_equal(res.anchor_map, res.anchor_estimates[1])
   assert np.abs(res.anchor_estimates[0] - anchors).max() > 1.0
+
+
+@pytest.fixture(scope='module')
+def open_hall_pins():
+  """open_hall at 5 deg noise (100 samples per hall), solved free and with pinned APs."""
+  fp = floorplan.load_floorplan('open_hall')
+  s = simulator.simulate(fp, seed=0, aoa_noise_deg=5.0, num_survey=100, num_trajectory_steps=10)
+  s = s['survey']
+  return s, _run(s, _options(pin_aps=False)), _run(s)
+
+
+def _anchor_errors(s, res):
+  return [
+    np.linalg.norm(est - s['anchor_position'][cols], axis=-1)
+    for cols, est in zip(res.anchor_index, res.anchor_estimates)
+  ]
+
+
+def test_pinned_aps_shape_the_layout_not_only_its_gauge(open_hall_pins):
+  s, free, pinned = open_hall_pins
+  assert list(free.region_ids) == list(pinned.region_ids) == [0, 1]
+  for i, r in enumerate(pinned.region_ids):
+    d = pinned.diagnostics[r]
+    assert d['pinned_aps'] and d['pin_p_value'] > 0.01  # Measured: 1.0, 0.28.
+    assert not free.diagnostics[r]['pinned_aps']
+    # Physical anchors sit exactly at their APs' mounting positions.
+    cols = pinned.anchor_index[i]
+    phys = s['anchor_kind'][cols] == 0
+    np.testing.assert_allclose(
+      pinned.anchor_estimates[i][phys], s['ap_position'][s['anchor_ap'][cols][phys]], atol=1e-6
+    )
+  # Both halls see 3-4 APs, so their positions constrain the layout's shape. Measured,
+  # median anchor error free / pinned: 0.51 / 0.20 m and 1.75 / 0.27 m; labels 0.52 /
+  # 0.40 m and 1.02 / 0.55 m.
+  free_err, pinned_err = _anchor_errors(s, free), _anchor_errors(s, pinned)
+  assert np.median(pinned_err[0]) < 0.6 * np.median(free_err[0])
+  assert np.median(pinned_err[1]) < 0.3 * np.median(free_err[1])
+  for r in (0, 1):
+    rows = s['region'] == r
+    free_lab = np.linalg.norm(free.labels[rows] - s['position'][rows], axis=-1)
+    pinned_lab = np.linalg.norm(pinned.labels[rows] - s['position'][rows], axis=-1)
+    assert np.median(pinned_lab) < 0.85 * np.median(free_lab)
+  # The pinned labels' covariance is calibrated (no gauge left to project out).
+  err = np.linalg.norm(pinned.labels - s['position'], axis=-1)
+  assert 0.85 < np.mean(err < 2 * pinned.label_std_m) < 0.995
+
+
+def test_ap_positions_that_disagree_with_the_angles_are_not_pinned(open_hall_pins):
+  s, _, _ = open_hall_pins
+  moved = s['ap_position'].copy()
+  moved[0] += [1.0, 0.0]  # AP 0 is a physical anchor of hall 0 only.
+  res = _run(s, ap_position=moved)
+  free = _run(s, _options(pin_aps=False), ap_position=moved)
+  # Forcing hall 0's layout onto a wrong AP raises its cost far beyond the noise
+  # (measured p-value 2e-4): it keeps its free solution. Hall 1 is still pinned.
+  assert not res.diagnostics[0]['pinned_aps'] and res.diagnostics[0]['pin_p_value'] < 0.01
+  assert res.diagnostics[1]['pinned_aps']
+  hall0 = res.label_region == 0
+  np.testing.assert_array_equal(res.labels[hall0], free.labels[hall0])
+  np.testing.assert_array_equal(res.label_std_m[hall0], free.label_std_m[hall0])
 
 
 def test_trust_rules_each_reject_their_own_outlier():

@@ -110,6 +110,7 @@ class JadeOptions:
   max_cost_z: float
   plausible_fence: float
   plausible_margin_m: float
+  pin_aps: bool
   seed: int
 
 
@@ -294,11 +295,34 @@ def _levenberg_marquardt(state, propose, cost, num_iters: int):
   return state, final
 
 
+def _lm_step(a, p, psi, lam, theta, mask, sample_ok, free, scale: float):
+  """One damped Gauss-Newton step of a region, the samples eliminated (Schur complement).
+
+  Only the anchors in ``free [K]`` move: the others (padding, or physical anchors pinned
+  at their APs) get identity blocks and no cross terms, so their step is zero.
+  """
+  u, b_x, v, b_a, cross = _normal_equations(a, p, psi, theta, mask, scale)
+  u = jnp.where(sample_ok[:, None, None], u, jnp.eye(3))
+  v = jnp.where(free[:, None, None], v, jnp.eye(2))
+  b_a = jnp.where(free[:, None], b_a, 0.0)
+  cross = jnp.where(jnp.repeat(free, 2)[None, None, :], cross, 0.0)
+  u_d = _damp(u, lam)
+  v_d = _damp(v, lam)
+  u_inv = jnp.linalg.inv(u_d)
+  z = u_inv @ cross  # [N, 3, 2K]
+  s = _block_diag(v_d) - jnp.einsum('nia,nib->ab', cross, z)
+  rhs = -b_a.reshape(-1) + jnp.einsum('nia,ni->a', cross, jnp.einsum('nij,nj->ni', u_inv, b_x))
+  da = jnp.linalg.solve(s, rhs)
+  dx = -jnp.einsum('nij,nj->ni', u_inv, b_x + cross @ da)
+  a_new = a + jnp.where(free[:, None], da.reshape(-1, 2), 0.0)
+  dx = jnp.where(sample_ok[:, None], dx, 0.0)
+  return a_new, p + dx[:, :2], geometry.wrap(psi + dx[:, 2])
+
+
 def _lm_region(
   anchors, clients, heading, theta, mask, sample_ok, anchor_ok, *, num_iters: int, scale: float
 ):
   """Levenberg-Marquardt with Schur elimination of the samples, for one region."""
-  eye3, eye2 = jnp.eye(3), jnp.eye(2)
 
   def normalise(a, p):
     # Angles are blind to translation and scale; keeping the layout centred with unit
@@ -308,21 +332,7 @@ def _lm_region(
     return (a - centre) / spread, (p - centre) / spread
 
   def propose(state, lam):
-    a, p, psi = state
-    u, b_x, v, b_a, cross = _normal_equations(a, p, psi, theta, mask, scale)
-    u = jnp.where(sample_ok[:, None, None], u, eye3)
-    v = jnp.where(anchor_ok[:, None, None], v, eye2)
-    u_d = _damp(u, lam)
-    v_d = _damp(v, lam)
-    u_inv = jnp.linalg.inv(u_d)
-    z = u_inv @ cross  # [N, 3, 2K]
-    s = _block_diag(v_d) - jnp.einsum('nia,nib->ab', cross, z)
-    rhs = -b_a.reshape(-1) + jnp.einsum('nia,ni->a', cross, jnp.einsum('nij,nj->ni', u_inv, b_x))
-    da = jnp.linalg.solve(s, rhs)
-    dx = -jnp.einsum('nij,nj->ni', u_inv, b_x + cross @ da)
-    a_new = a + jnp.where(anchor_ok[:, None], da.reshape(-1, 2), 0.0)
-    dx = jnp.where(sample_ok[:, None], dx, 0.0)
-    p_new, psi_new = p + dx[:, :2], geometry.wrap(psi + dx[:, 2])
+    a_new, p_new, psi_new = _lm_step(*state, lam, theta, mask, sample_ok, anchor_ok, scale)
     a_new, p_new = normalise(a_new, p_new)
     return a_new, p_new, psi_new
 
@@ -331,6 +341,30 @@ def _lm_region(
     (anchors, clients, heading), propose, lambda state: _cost(*state, theta, mask, scale), num_iters
   )
   return a, p, psi, cost
+
+
+@functools.partial(jax.jit, static_argnames=('num_iters', 'scale'))
+def _refine_pinned(anchors, clients, theta, mask, free, *, num_iters: int, scale: float):
+  """Re-solves every region in the ``ap_position`` frame with only ``free [R, K]`` anchors
+  moving (the physical ones stay at their APs), from a gauge-fixed solution.
+
+  No normalisation: the pinned anchors fix translation, rotation and scale. Returns
+  ``(anchors, clients, heading, cost)``, batched over regions.
+  """
+
+  def one(a, p, theta, mask, free):
+    sample_ok = mask.any(-1)
+    psi = geometry.best_heading(theta, mask, geometry.bearing(a[None], p[:, None]))
+
+    def propose(state, lam):
+      return _lm_step(*state, lam, theta, mask, sample_ok, free, scale)
+
+    (a, p, psi), cost = _levenberg_marquardt(
+      (a, p, psi), propose, lambda state: _cost(*state, theta, mask, scale), num_iters
+    )
+    return a, p, psi, cost
+
+  return jax.vmap(one)(anchors, clients, theta, mask, free)
 
 
 def _initial_guess(key, theta, mask, anchor_ok):
@@ -500,6 +534,7 @@ def label_covariance(
   mask: np.ndarray,
   gauge_weights: np.ndarray,
   scale: float,
+  pinned: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Each sample's position covariance at a solution, in the gauge of the AP alignment.
 
@@ -520,6 +555,12 @@ def label_covariance(
   region's IRLS-weighted residuals over its degrees of freedom,
   ``sum w f^2 / (paths - 2K - 3N + 4)``.
 
+  With ``pinned [R, K]`` (a solution of :func:`_refine_pinned`, in metres): the pinned
+  anchors are known exactly, so they leave the anchor system (identity rows, no cross
+  terms). Where a region has any pinned anchor they fix the gauge, so nothing is
+  projected out, the noise has ``paths - 2 K_free - 3N`` degrees of freedom and the
+  expected AP residual is 0.
+
   Returns:
     ``(cov [R, N, 2, 2], cost_per_path [R, N], noise_var [R], ap_residual [R])``:
     zeros and a NaN cost for padding samples; ``ap_residual`` is the expected weighted
@@ -531,27 +572,39 @@ def label_covariance(
   with jax.enable_x64(True):
     args = (np.asarray(x, np.float64) for x in (anchors, clients, heading, theta, gauge_weights))
     a, p, h, t, w = args
-    out = _label_covariance(a, p, h, t, np.asarray(mask), w, scale=float(scale))
+    pinned = np.zeros(np.shape(mask)[:1] + np.shape(mask)[2:], bool) if pinned is None else pinned
+    out = _label_covariance(a, p, h, t, np.asarray(mask), w, np.asarray(pinned), scale=float(scale))
     return tuple(np.asarray(x) for x in out)
 
 
 @functools.partial(jax.jit, static_argnames=('scale',))
-def _label_covariance(anchors, clients, heading, theta, mask, gauge_weights, *, scale: float):
-  def one(anchors, clients, heading, theta, mask, gauge_weights):
+def _label_covariance(
+  anchors, clients, heading, theta, mask, gauge_weights, pinned, *, scale: float
+):
+  def one(anchors, clients, heading, theta, mask, gauge_weights, pinned):
     info, u_inv, cross = _reduced_system(anchors, clients, heading, theta, mask, scale)
     k2 = info.shape[0]
-    anchor_ok = mask.any(-2)
+    anchor_ok = mask.any(-2) & ~pinned
     sample_ok = mask.any(-1)
+    pins = pinned.any()
+    # Pinned anchors leave the system: no cross terms, and their rows and columns of the
+    # reduced information are zero (then padded with identity like padding anchors).
+    keep = jnp.repeat(~pinned, 2)
+    cross = cross * keep
+    info = info * keep[:, None] * keep[None, :]
     # Gauge directions of the anchors, orthonormalised; padding anchors get identity
-    # rows (they have no cross terms, so they change nothing else).
-    w = gauge_weights / jnp.maximum(gauge_weights.sum(), 1e-300)
+    # rows (they have no cross terms, so they change nothing else). Pinned anchors fix
+    # the gauge, so then there is none to project out.
+    w = jnp.where(pins, 0.0, gauge_weights / jnp.maximum(gauge_weights.sum(), 1e-300))
     centre = jnp.sum(w[:, None] * anchors, 0)
     g_a = _generators(anchors, centre) * anchor_ok[:, None, None]  # [K, 2, 4]
     q, _ = jnp.linalg.qr(g_a.reshape(k2, 4))
     level = jnp.trace(info) / jnp.maximum(2 * anchor_ok.sum(), 1)
+    level = jnp.where(level > 0, level, 1.0)  # Every anchor pinned: S is all padding.
     pad = jnp.repeat(~anchor_ok, 2).astype(info.dtype)
     # (S + c G G^T)^-1 is a generalised inverse of S, whose null space is the gauge.
-    s_inv = jnp.linalg.inv(info + level * (q @ q.T + jnp.diag(pad)))
+    gauge = jnp.where(pins, 0.0, q @ q.T)
+    s_inv = jnp.linalg.inv(info + level * (gauge + jnp.diag(pad)))
     # The linearised gauge fix: the similarity best explaining the physical anchors'
     # perturbation (weighted least squares, as fix_gauge), as a map of it, [4, 2K].
     wa = g_a * w[:, None, None]
@@ -572,7 +625,7 @@ def _label_covariance(anchors, clients, heading, theta, mask, gauge_weights, *, 
     cost = jnp.where(
       sample_ok, jnp.sum(jnp.where(mask, rho, 0.0), -1) / jnp.maximum(n_paths, 1), jnp.nan
     )
-    dof = mask.sum() - 2 * anchor_ok.sum() - 3 * sample_ok.sum() + 4
+    dof = mask.sum() - 2 * anchor_ok.sum() - 3 * sample_ok.sum() + jnp.where(pins, 0, 4)
     noise = jnp.sum(jnp.where(mask, weight * f * f, 0.0)) / jnp.maximum(dof, 1)
     cov = jnp.where(sample_ok[:, None, None], noise * cov, 0.0)
     # The expected weighted mean square of the AP alignment's residual, the same
@@ -582,7 +635,7 @@ def _label_covariance(anchors, clients, heading, theta, mask, gauge_weights, *, 
     expected = noise * jnp.sum(w * cov_a)
     return cov, cost, noise, expected
 
-  return jax.vmap(one)(anchors, clients, heading, theta, mask, gauge_weights)
+  return jax.vmap(one)(anchors, clients, heading, theta, mask, gauge_weights, pinned)
 
 
 def gauge_free_conditioning(
@@ -838,6 +891,18 @@ def run_jade(
   # Into the ap_position frame: cov' = s^2 R cov R^T.
   cov = (inflation * scale**2)[:, None, None, None] * np.einsum('rij,rnjk,rlk->rnil', rot, cov, rot)
   std = np.sqrt(np.maximum(np.trace(cov, axis1=-2, axis2=-1), 0.0))
+  pinned = np.zeros(len(solved), bool)
+  pin_p_value = np.full(len(solved), np.nan)
+  if options.pin_aps:
+    layout = {'anchors': a_g, 'clients': p_g, 'cov': cov, 'std': std, 'cost': sample_cost}
+    checks = {'noise_var': noise_var, 'gauge_aps': gauge_aps, 'solved': solved}
+    layout, pinned, pin_p_value = _pin_aps(
+      problems, sol, layout, checks, reflected, kind == 0, ap_xy, weights, options
+    )
+    a_g, p_g, cov, std, sample_cost = (
+      layout[k] for k in ('anchors', 'clients', 'cov', 'std', 'cost')
+    )
+    inflation = np.where(pinned, 1.0, inflation)
   ill = solved & (conditioning < options.min_conditioning)
   trusted = trust_labels(p_g, std, sample_cost, sample_ok & solved[:, None], options)
 
@@ -883,6 +948,8 @@ def run_jade(
         gauge_residual_expected_m=float(expected_m[i]),
         gauge_check_p_value=float(p_value[i]) if gauge_aps[i] >= 3 else None,
         variance_inflation=float(inflation[i]),
+        pinned_aps=bool(pinned[i]),
+        pin_p_value=None if np.isnan(pin_p_value[i]) else float(pin_p_value[i]),
         noise_std_deg=float(np.degrees(np.sqrt(noise_var[i]))),
         gauge_scale=float(scale[i]),
         reflected=bool(reflected[i]),
@@ -915,6 +982,72 @@ def run_jade(
     result.diagnostics[r] = diag
   result.region_ids = problems.region_ids[solved]
   return result
+
+
+def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights, options):
+  """The regions re-solved with their physical anchors held at ``ap_position``.
+
+  The free solution uses the APs' positions only for its gauge; when a region sees
+  three or more APs they also constrain its shape (measured on open_hall seed 0: the
+  free layout's anchors were 1.7 m off (median), pinned 0.18 m, labels 0.88 -> 0.37 m).
+  Starts from the gauge-fixed free solution; a mirrored alignment re-solves with negated
+  angles. The pinned solution replaces the free one where it is finite and its cost is
+  not significantly above the free one's: ``2 (cost_pinned - cost_free) / noise_var``
+  is chi-square with ``2 * APs - 4`` degrees of freedom if the mounting positions are
+  right, so a p-value under ``gauge_check_p_value`` means they disagree with the angles
+  (a wrong ``ap_position``) and the free solution is kept. With 2 APs pinning is the
+  gauge itself and always taken.
+
+  Args:
+    layout: the gauge-fixed free solution per region, ``anchors [R, K, 2]``,
+      ``clients [R, N, 2]``, the labels' ``cov [R, N, 2, 2]``, ``std [R, N]`` and
+      ``cost [R, N]`` (per path).
+    checks: ``noise_var [R]`` of the free fit, ``gauge_aps [R]`` (distinct APs) and
+      ``solved [R]``.
+
+  Returns ``(layout, pinned [R], p_value [R])``: the layout replaced where pinned.
+  """
+  noise_var, gauge_aps, solved = checks['noise_var'], checks['gauge_aps'], checks['solved']
+  anchor_ok = problems.anchor_index >= 0
+  sample_ok = problems.sample_index >= 0
+  pins = anchor_ok & physical
+  theta = np.where(reflected[:, None, None], -problems.theta, problems.theta)
+  a0 = np.where(pins[..., None], ap_xy, np.where(anchor_ok[..., None], layout['anchors'], 0.0))
+  p0 = np.where(sample_ok[..., None], layout['clients'], 0.0)
+  with np.errstate(invalid='ignore'):
+    a0, p0 = np.nan_to_num(a0), np.nan_to_num(p0)
+  a1, p1, psi1, cost1 = jax.tree.map(
+    lambda x: np.asarray(x, np.float64),
+    _refine_pinned(
+      jnp.asarray(a0, jnp.float32),
+      jnp.asarray(p0, jnp.float32),
+      jnp.asarray(theta, jnp.float32),
+      jnp.asarray(problems.mask),
+      jnp.asarray(anchor_ok & ~pins),
+      num_iters=options.num_iters,
+      scale=float(options.robust_scale),
+    ),
+  )
+  increase = 2.0 * (cost1 - sol['cost']) / np.maximum(noise_var, 1e-300)
+  dof = 2 * gauge_aps - 4
+  p_value = np.where(
+    dof > 0,
+    np.asarray(jax.scipy.stats.chi2.sf(np.maximum(increase, 0.0), np.maximum(dof, 1))),
+    1.0,
+  )
+  finite = (
+    np.isfinite(cost1) & np.all(np.isfinite(a1), (-1, -2)) & np.all(np.isfinite(p1), (-1, -2))
+  )
+  take = solved & finite & (p_value >= options.gauge_check_p_value)
+  cov1, cost1_n, _, _ = label_covariance(
+    a1, p1, psi1, theta, problems.mask, weights, options.robust_scale, pinned=pins & take[:, None]
+  )
+  std1 = np.sqrt(np.maximum(np.trace(cov1, axis1=-2, axis2=-1), 0.0))
+  new = {'anchors': a1, 'clients': p1, 'cov': cov1, 'std': std1, 'cost': cost1_n}
+  layout = {
+    k: np.where(take.reshape((-1,) + (1,) * (v.ndim - 1)), new[k], v) for k, v in layout.items()
+  }
+  return layout, take, np.where(solved, p_value, np.nan)
 
 
 # ----------------------------------------------------------------------------------------
