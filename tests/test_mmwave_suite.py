@@ -38,8 +38,8 @@ def test_suite_runs_every_variant_writes_the_table_and_resumes(tmp_path, monkeyp
   assert without['jade']['region_source'] == 'auto' and without['nets']['num_nets'] == 2
   assert 'oracle' in with_regions['methods'] and 'oracle' not in without['methods']
   table = (tmp_path / 'suite.md').read_text()
-  head = with_regions['methods']['switching_nis']
-  row = next(line for line in table.splitlines() if line.startswith('| switching tracker (online'))
+  head = with_regions['methods']['switching_fit_first']
+  row = next(line for line in table.splitlines() if line.startswith('| switching tracker, JADE'))
   assert f'{100 * head["submeter_fraction"]:.1f} %' in row and f'{head["median_m"]:.3g}' in row
   for _, label in suite.TABLE_METHODS:
     assert f'| {label} |' in table, label

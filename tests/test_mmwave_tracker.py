@@ -63,6 +63,14 @@ def test_selection_rule_on_hand_made_nis():
   eligible = jnp.array([True, False, True])
   assert int(tracker.select(0, nis, 2.0, 'nis', eligible=eligible)) == 2
   assert int(tracker.select(1, jnp.array([1.5, 0.1, 0.9]), 2.0, 'nis', eligible=eligible)) == 2
+  # 'fit_first': an eligible preferred candidate (the JADE-map fit) wins even where the
+  # current net would be kept; without one, the 'nis' rule. 'nis' ignores preferences.
+  pref = jnp.array([False, False, True])
+  assert int(tracker.select(1, nis, 2.0, 'fit_first', preferred=pref)) == 2
+  assert int(tracker.select(1, nis, 2.0, 'nis', preferred=pref)) == 1
+  no_fit = jnp.array([True, True, False])
+  assert int(tracker.select(0, nis, 2.0, 'fit_first', eligible=no_fit, preferred=pref)) == 1
+  assert int(tracker.select(2, nis, 2.0, 'fit_first', eligible=no_fit, preferred=pref)) == 1
   with pytest.raises(ValueError, match='scheme'):
     tracker.select(0, nis, 2.0, 'nearest')
 
@@ -199,21 +207,26 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=N
     maha = np.array(
       [np.sqrt((cand[j] - mean[j]) @ np.linalg.solve(cov[j], cand[j] - mean[j])) for j in range(k)]
     )
+    noise = np.full(k, r2)  # Each candidate's measurement variance.
     if extra is not None:
       present = np.isfinite(extra[t]).all(-1)
       cand = np.concatenate([cand, np.where(present[:, None], extra[t], 0.0)])
       eligible = np.concatenate([eligible, present])
       maha = np.concatenate([maha, np.zeros(len(present))])
-    s = h @ p_pred @ h.T + r2 * np.eye(2)
-    nis = np.array([nu @ np.linalg.solve(s, nu) for nu in cand - x_pred[:2]])
+      noise = np.concatenate([noise, np.full(len(present), opts.fit_noise_m**2)])
+    s_all = [h @ p_pred @ h.T + r * np.eye(2) for r in noise]
+    nis = np.array([nu @ np.linalg.solve(s, nu) for nu, s in zip(cand - x_pred[:2], s_all)])
     plausible = eligible & (nis <= nis_gate)
-    if scheme == 'nis':
+    fits = plausible & (np.arange(len(cand)) >= k)  # Plausible JADE-map fits.
+    if scheme in ('nis', 'fit_first'):
       score = nis
     else:
       score = maha + opts.euclidean_weight * np.linalg.norm(cand - prev, axis=-1)
     restart = not started or coast >= reacquire
     if restart:
       chosen = int(np.argmax(loglik))
+    elif scheme == 'fit_first' and fits.any():
+      chosen = int(np.argmin(np.where(fits, nis, np.inf)))
     elif nis[net] <= opts.threshold and plausible[net]:
       chosen = net
     else:
@@ -222,10 +235,11 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=N
     if num_paths[t] >= opts.min_paths and (restart or plausible.any()):
       z = cand[chosen]
       if not restart:
-        gain = p_pred @ h.T @ np.linalg.inv(s)
+        gain = p_pred @ h.T @ np.linalg.inv(s_all[chosen])
         x, p = x_pred + gain @ (z - x_pred[:2]), (np.eye(4) - gain @ h) @ p_pred
       else:
-        x, p, reset = np.concatenate([z, np.zeros(2)]), np.diag([r2, r2, v2, v2]), True
+        r = noise[chosen]
+        x, p, reset = np.concatenate([z, np.zeros(2)]), np.diag([r, r, v2, v2]), True
       net, prev, started, coast = chosen, z, True, 0
       out['position'][t] = z
     elif started:
@@ -281,7 +295,12 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
   extra[rng.random(steps) < 0.3] = np.nan
   settings = [
     (_options(threshold=3.0, visibility_gate_nats=2.0, nis_gate=0.0, reacquire_steps=0), None),
-    (_options(threshold=3.0, visibility_gate_nats=2.0, nis_gate=6.0, reacquire_steps=3), extra),
+    (
+      _options(
+        threshold=3.0, visibility_gate_nats=2.0, nis_gate=6.0, reacquire_steps=3, fit_noise_m=0.6
+      ),
+      extra,
+    ),
   ]
   variants = [(s, g) for s in tracker.SCHEMES for g in (2.0, 0.0)]
   gated_steps = 0
@@ -299,14 +318,15 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
       jnp.asarray([g for _, g in variants], jnp.float32),
       ext_j,
     )
-    # ... and the static defaults (scheme 'nis', gate 2).
+    # ... and the static defaults (the config's scheme, gate 2).
     static = jax.jit(track)(bank, feats, num_paths, time_s, extra=ext_j)
+    default = variants.index((opts.scheme, 2.0))
     for i, (scheme, gate) in enumerate(variants):
       ref = _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, ext)
       switches = np.sum(np.diff(ref['net'][2:]) != 0)
       assert 3 <= switches <= steps // 2, (scheme, gate, switches)  # Keeps and switches.
       outs = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), traced)]
-      if i == 0:
+      if i == default:
         outs.append(jax.tree.map(np.asarray, static))
       for out in outs:
         msg = f'{scheme}, gate {gate}, nis_gate {opts.nis_gate}'

@@ -66,7 +66,8 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
   metrics = train.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / 'metrics.json') as f:
     saved = json.load(f)
-  assert saved['trajectory']['method'] == 'switching_nis'
+  # The headline is config.tracker.scheme's variant.
+  assert saved['trajectory']['method'] == 'switching_fit_first'
   for key in (
     'submeter_fraction',
     'median_m',
@@ -94,7 +95,10 @@ def test_run_mmwave_end_to_end_on_the_quick_config(tmp_path):
   assert saved['trajectory']['num_steps'] == 388
   # Sane accuracy even with the quick settings (the full config is what is reported).
   assert saved['trajectory']['submeter_fraction'] > 0.85
-  assert saved['trajectory']['true_net_fraction'] > 0.9
+  # The published rule switches among the nets alone when it is not handed the fit: it
+  # picks the true room's net (measured: 97 % sub-metre).
+  nis = saved['methods']['switching_nis']
+  assert nis['submeter_fraction'] > 0.85 and nis['true_net_fraction'] > 0.9
   assert saved['jade']['survey']['median_m'] < 0.3
   assert saved['jade']['anchors']['physical_median_m'] < 0.1
   assert all(r['status'] == 'ok' for r in saved['jade']['regions'].values())

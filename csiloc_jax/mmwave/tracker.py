@@ -19,7 +19,8 @@ The method and why each rule is there: docs/mmwave.md ('Tracking'). Per step ``t
    trusted (two ADoAs, i.e. three paths, are the minimum for a 2-D fix), the current net
    is kept and the output is the predicted position.
 3. Otherwise each candidate k gives ``y_k``; ``nu_k = y_k - H x^-``,
-   ``S = H P^- H^T + R`` (``R = r^2 I``) and ``NIS_k = nu_k^T S^-1 nu_k``.
+   ``S_k = H P^- H^T + R_k`` and ``NIS_k = nu_k^T S_k^-1 nu_k``, with ``R_k = r_k^2 I``:
+   ``measurement_noise_m`` for a net, ``fit_noise_m`` for the JADE-map fit.
 4. Selection: keep the current net while ``NIS_current <= threshold``; otherwise switch.
    Scheme ``'nis'`` switches to ``argmin_k NIS_k``. Scheme ``'mahalanobis_euclidean'``
    switches to ``argmin_k d_M(y_k; mu_k, Sigma_k) + w_e * |y_k - y_prev|`` where
@@ -27,13 +28,15 @@ The method and why each rule is there: docs/mmwave.md ('Tracking'). Per step ``t
    estimate far from the area it was trained on is suspect) and ``y_prev`` is the last
    stitched estimate (a wrong net can still answer *inside* its own region, which only
    the distance from the previous estimate exposes).
-   Both schemes only consider *eligible* nets: those under whose training inputs the
+   Scheme ``'fit_first'`` takes the per-step JADE-map fit (an extra candidate) whenever
+   it is eligible and passes the innovation gate, and the ``'nis'`` rule otherwise.
+   Every scheme only considers *eligible* nets: those under whose training inputs the
    step's pattern of received paths is at most ``visibility_gate_nats`` less likely
    than under the best net's (independent Bernoulli paths per net). Without the gate
    (``visibility_gate_nats <= 0``, the rule of Shastri et al. as written) a wrong net that
    answers smoothly keeps a small NIS, because the filter follows it, and the tracker
    never leaves it; the gate removes nets that have never seen inputs like this step's.
-5. Kalman update with the chosen estimate.
+5. Kalman update with the chosen estimate and its own ``R_k``.
 
 Start: the first step with enough paths picks the net whose *inputs* looked most like
 this step's: the highest likelihood of the step's pattern of received paths under each
@@ -55,7 +58,7 @@ import jax.numpy as jnp
 
 from csiloc_jax.mmwave import tiny_nets
 
-SCHEMES = ('nis', 'mahalanobis_euclidean')
+SCHEMES = ('nis', 'mahalanobis_euclidean', 'fit_first')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,7 @@ class TrackerOptions:
   visibility_gate_nats: float
   nis_gate: float
   reacquire_steps: int
+  fit_noise_m: float
 
 
 def mahalanobis(points: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
@@ -121,6 +125,7 @@ def select(
   label_cov: jax.Array | None = None,
   euclidean_weight: float = 1.0,
   distance: jax.Array | None = None,
+  preferred: jax.Array | None = None,
 ) -> jax.Array:
   """The switching rule: keep ``current`` while its NIS <= threshold, else switch.
 
@@ -128,23 +133,31 @@ def select(
   whose inputs are plausible for them (see ``visibility_gate_nats``). The
   ``'mahalanobis_euclidean'`` score needs ``candidates``, ``previous`` and either
   ``label_mean`` and ``label_cov`` or their ``distance`` = :func:`mahalanobis`
-  precomputed (the tracker computes it for every step before its scan).
+  precomputed (the tracker computes it for every step before its scan). Scheme
+  ``'fit_first'`` takes an eligible ``preferred [K]`` candidate (the per-step JADE-map fit)
+  whenever there is one, and otherwise the ``'nis'`` rule among the rest.
   """
   if eligible is None:
     eligible = jnp.ones(nis.shape, bool)
   scheme_id = scheme_index(scheme)
-  if _is_nis(scheme_id):
+  if _is_nis(scheme_id) or (isinstance(scheme_id, int) and scheme_id == 2):
     score = nis
   else:
     if distance is None:
       distance = mahalanobis(candidates, label_mean, label_cov)
     me_score = distance + euclidean_weight * jnp.sqrt(jnp.sum((candidates - previous) ** 2, -1))
-    score = jnp.where(scheme_id == 0, nis, me_score)
+    score = jnp.where(scheme_id == 1, me_score, nis)
   # Keep ``current`` while its NIS <= threshold (and it is eligible), else the eligible
   # candidate with the lowest score.
   best = jnp.argmin(jnp.where(eligible, score, jnp.inf))
   keep = (nis[current] <= threshold) & eligible[current]
-  return jnp.where(keep, current, best).astype(jnp.int32)
+  chosen = jnp.where(keep, current, best)
+  if preferred is not None:
+    first = eligible & preferred
+    chosen = jnp.where(
+      (scheme_id == 2) & first.any(), jnp.argmin(jnp.where(first, nis, jnp.inf)), chosen
+    )
+  return chosen.astype(jnp.int32)
 
 
 def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions, *, smooth: bool = True) -> Callable:
@@ -209,10 +222,16 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions, *, smooth: bool = T
       None if _is_nis(scheme_id) else mahalanobis(nets, bank.label_mean, bank.label_cov)
     )  # [T, K]
     cand = nets
+    noise_var = jnp.full(eligible.shape, opts.measurement_noise_m**2, jnp.float32)
+    preferred = None
     if extra is not None:
       present = jnp.all(jnp.isfinite(extra), -1)
       cand = jnp.concatenate([nets, jnp.where(present[..., None], extra, 0.0)], 1)
       eligible = jnp.concatenate([eligible, present], 1)
+      noise_var = jnp.concatenate(
+        [noise_var, jnp.full(present.shape, opts.fit_noise_m**2, jnp.float32)], 1
+      )
+      preferred = jnp.arange(cand.shape[1]) >= nets.shape[1]
       if maha is not None:
         maha = jnp.concatenate([maha, jnp.zeros(present.shape, maha.dtype)], 1)
     out = filter_candidates(
@@ -225,6 +244,8 @@ def make_tracker(model: tiny_nets.MLP, opts: TrackerOptions, *, smooth: bool = T
       threshold=threshold,
       scheme=scheme_id,
       distance=maha,
+      noise_var=noise_var,
+      preferred=preferred,
       smooth=smooth,
     )
     return {**out, 'candidates': nets}
@@ -243,6 +264,8 @@ def filter_candidates(
   threshold: jax.Array | float | None = None,
   scheme: str | int | jax.Array | None = None,
   distance: jax.Array | None = None,
+  noise_var: jax.Array | None = None,
+  preferred: jax.Array | None = None,
   smooth: bool = True,
 ) -> dict:
   """The filter and the switching rule over any candidates: ``cand [T, C, 2]``,
@@ -268,10 +291,12 @@ def filter_candidates(
   dts = jnp.diff(time_s, prepend=time_s[:1]).astype(jnp.float32)
   if distance is None:
     distance = jnp.zeros(eligible.shape, jnp.float32)
+  if noise_var is None:
+    noise_var = jnp.full(eligible.shape, r2, jnp.float32)
 
   def step(carry, inputs):
     x, (a, b, c), net, prev, started, coast = carry
-    cand_t, maha_t, eligible_t, first_t, usable_t, dt = inputs
+    cand_t, maha_t, eligible_t, first_t, usable_t, dt, r2_t = inputs
     # 1. Predict: x^- = F x, P^- = F P F^T + Q blockwise (F = [[I, dt I], [0, I]],
     # Q = q [[dt^3/3 I, dt^2/2 I], [dt^2/2 I, dt I]]). Unused before the start.
     pos_pred = x[:2] + dt * x[2:]
@@ -279,9 +304,9 @@ def filter_candidates(
     b_pred = b + dt * c + q * dt**2 / 2
     c_pred = c + q * dt
     # 3. NIS of every candidate; S = s I.
-    s = a_pred + r2
+    s_all = a_pred + r2_t
     nu = cand_t - pos_pred
-    nis = jnp.sum(nu * nu, -1) / s
+    nis = jnp.sum(nu * nu, -1) / s_all
     plausible = eligible_t & (nis <= nis_gate)
     # 4. Selection (or the start rule on the first usable step, or after losing track).
     chosen = select(
@@ -294,11 +319,13 @@ def filter_candidates(
       previous=prev,
       distance=maha_t,
       euclidean_weight=opts.euclidean_weight,
+      preferred=preferred,
     )
     restart = ~started | (coast >= reacquire)
     chosen = jnp.where(restart, first_t, chosen)
     accept = usable_t & (restart | plausible.any())
     z = cand_t[chosen]
+    s = s_all[chosen]
     # 5. Update: K = P^- H^T S^-1 = [g_a I; g_b I], x = x^- + K (z - H x^-),
     # P = P^- - K H P^-.
     g_a, g_b = a_pred / s, b_pred / s
@@ -306,7 +333,7 @@ def filter_candidates(
     x_upd = jnp.concatenate([pos_pred + g_a * innov, x[2:] + g_b * innov])
     cov_upd = (a_pred - g_a * a_pred, b_pred - g_a * b_pred, c_pred - g_b * b_pred)
     x_init = jnp.concatenate([z, jnp.zeros(2)])
-    cov_init = (jnp.float32(r2), jnp.float32(0.0), jnp.float32(v2))
+    cov_init = (r2_t[chosen], jnp.float32(0.0), jnp.float32(v2))
     x_pred = jnp.concatenate([pos_pred, x[2:]])
     reset = accept & restart
     x_new = jnp.where(accept, jnp.where(restart, x_init, x_upd), jnp.where(started, x_pred, x))
@@ -345,7 +372,7 @@ def filter_candidates(
     jnp.asarray(False),
     jnp.asarray(0, jnp.int32),
   )
-  _, outs = jax.lax.scan(step, init, (cand, distance, eligible, first, usable, dts))
+  _, outs = jax.lax.scan(step, init, (cand, distance, eligible, first, usable, dts, noise_var))
   moments = [outs.pop(k) for k in ('state', 'cov', 'pred_state', 'pred_cov')]
   reset, started = outs.pop('reset'), outs.pop('started')
   outs['usable'] = usable

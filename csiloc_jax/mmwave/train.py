@@ -61,8 +61,10 @@ from csiloc_jax.mmwave import tracker as tracker_lib
 SWITCHING_VARIANTS = (
   ('switching_nis', 'nis', True),
   ('switching_mahalanobis_euclidean', 'mahalanobis_euclidean', True),
+  ('switching_fit_first', 'fit_first', True),
   ('switching_nis_ungated', 'nis', False),
   ('switching_mahalanobis_euclidean_ungated', 'mahalanobis_euclidean', False),
+  ('switching_fit_first_ungated', 'fit_first', False),
 )
 
 
@@ -407,6 +409,7 @@ def track_trajectory(
       jnp.asarray(present) & (num_paths >= opts.min_paths),
       time_s,
       opts,
+      noise_var=jnp.full((len(present), 1), opts.fit_noise_m**2, jnp.float32),
     ),
   )
   # A Kalman filter's output is its state (the tracker's headline is discussed in
