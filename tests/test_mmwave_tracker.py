@@ -223,7 +223,9 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=N
     else:
       score = maha + opts.euclidean_weight * np.linalg.norm(cand - prev, axis=-1)
     restart = not started or coast >= reacquire
-    if restart:
+    if restart and scheme == 'fit_first' and (eligible & (np.arange(len(cand)) >= k)).any():
+      chosen = int(np.argmax(eligible & (np.arange(len(cand)) >= k)))
+    elif restart:
       chosen = int(np.argmax(loglik))
     elif scheme == 'fit_first' and fits.any():
       chosen = int(np.argmin(np.where(fits, nis, np.inf)))

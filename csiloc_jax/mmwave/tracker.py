@@ -322,6 +322,10 @@ def filter_candidates(
       preferred=preferred,
     )
     restart = ~started | (coast >= reacquire)
+    if preferred is not None:
+      # 'fit_first' also (re)starts on the JADE-map fit where there is one.
+      fit_t = eligible_t & preferred
+      first_t = jnp.where((scheme_id == 2) & fit_t.any(), jnp.argmax(fit_t), first_t)
     chosen = jnp.where(restart, first_t, chosen)
     accept = usable_t & (restart | plausible.any())
     z = cand_t[chosen]
