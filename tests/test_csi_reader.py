@@ -360,6 +360,21 @@ def test_snr_of_wrong_shape(tmp_path):
     _build(folder, tmp_path)
 
 
+@pytest.mark.parametrize(
+  'key, expected',
+  [('SNR', r'dataset SNR has shape None, expected \(4, 8, 3\)'), ('Pos', r'Pos has shape None')],
+)
+def test_snr_or_pos_stored_as_a_group_is_named_as_such(tmp_path, key, expected):
+  # An optional dataset that is a group (another tool's layout): the error says what
+  # the reader found under that name, in its own words, not h5py's or a generic one.
+  folder = _folder(tmp_path)
+  ctw_files.write_file(folder / 'file_1.hdf5', 4, drop=(key,))
+  with h5py.File(folder / 'file_1.hdf5', 'a') as f:
+    f.create_group(key)
+  with pytest.raises(reader.CTWFormatError, match=expected):
+    _build(folder, tmp_path)
+
+
 def test_unlabelled_and_labelled_shapes_must_match(tmp_path):
   root = tmp_path / 'root'
   _folder(root, LAB)
@@ -419,8 +434,46 @@ def test_validation_summary_counts_and_warns_about_suspect_samples(caplog):
   }
   assert (
     'DIR: 3 suspect sample(s) of 16 (CSI with one part of a value exactly zero: 2; '
-    'position with two or more coordinates exactly zero: 1)'
+    'position with two or more coordinates exactly zero: 1), as damaged (zeroed) blocks of '
+    "a file leave them; used as read. Per file: {'a.hdf5': 3}"
   ) in caplog.text
+
+
+def test_magnitude_errors_name_the_part_the_index_and_the_samples_affected():
+  # A slice of 4 samples starting at sample 10 of its file; two samples of H_Im hold a
+  # damaged value (the real part is fine).
+  h_re = np.zeros((4, 2, 3, 2), np.float32)
+  h_im = h_re.copy()
+  h_im[1, 0, 2, 1] = 3e20
+  h_im[3, 1, 0, 0] = -5e21
+  reader._check_magnitude(h_re, h_re, 'f.hdf5', 10)  # Nothing damaged: no error.
+  with pytest.raises(
+    reader.CTWFormatError,
+    match=r"f\.hdf5: dataset 'H_Im' holds 3e\+20 at index \(11, 0, 2, 1\) \(2 sample\(s\) "
+    r'of samples 10\.\.13 affected\); expected channel estimates below 1e\+1\d in magnitude',
+  ):
+    reader._check_magnitude(h_re, h_im, 'f.hdf5', 10)
+
+
+def test_a_sample_is_suspect_from_exactly_the_threshold_of_half_zero_entries():
+  n = reader.SUSPECT_HALF_ZEROS
+  h_re = np.ones((3, 4, 2 * n, 1), np.float32)
+  h_im = h_re.copy()
+  h_re[0, 0, : n - 1] = 0.0  # One under the threshold.
+  h_re[1, 0, :n] = 0.0  # Exactly at it.
+  h_re[2, 0, :n] = h_im[2, 0, :n] = 0.0  # Failed estimates: zero in both parts.
+  np.testing.assert_array_equal(reader._half_zero_samples(h_re, h_im), [False, True, False])
+
+
+def test_the_rest_of_a_chunk_names_what_it_expected_to_read(tmp_path):
+  path = tmp_path / 'file_1.hdf5'
+  with h5py.File(path, 'w') as f:
+    f.create_group('H_Re')
+  sf = reader.SourceFile(str(path), 4, 2, 3, 2, False, False)
+  with pytest.raises(
+    reader.CTWFormatError, match=r"'H_Re' is a group, not a dataset; expected readable float CSI$"
+  ):
+    reader._check_rest_of_chunk(sf, 0, 4)
 
 
 def test_layout_errors_name_the_dataset_and_what_was_expected(tmp_path):
