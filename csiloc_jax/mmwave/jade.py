@@ -890,19 +890,17 @@ def run_jade(
   )
   # Into the ap_position frame: cov' = s^2 R cov R^T.
   cov = (inflation * scale**2)[:, None, None, None] * np.einsum('rij,rnjk,rlk->rnil', rot, cov, rot)
-  std = np.sqrt(np.maximum(np.trace(cov, axis1=-2, axis2=-1), 0.0))
   pinned = np.zeros(len(solved), bool)
   pin_p_value = np.full(len(solved), np.nan)
   if options.pin_aps:
-    layout = {'anchors': a_g, 'clients': p_g, 'cov': cov, 'std': std, 'cost': sample_cost}
+    layout = {'anchors': a_g, 'clients': p_g, 'cov': cov, 'cost': sample_cost}
     checks = {'noise_var': noise_var, 'gauge_aps': gauge_aps, 'solved': solved}
     layout, pinned, pin_p_value = _pin_aps(
       problems, sol, layout, checks, reflected, kind == 0, ap_xy, weights, options
     )
-    a_g, p_g, cov, std, sample_cost = (
-      layout[k] for k in ('anchors', 'clients', 'cov', 'std', 'cost')
-    )
+    a_g, p_g, cov, sample_cost = (layout[k] for k in ('anchors', 'clients', 'cov', 'cost'))
     inflation = np.where(pinned, 1.0, inflation)
+  std = np.sqrt(np.maximum(np.trace(cov, axis1=-2, axis2=-1), 0.0))
   ill = solved & (conditioning < options.min_conditioning)
   trusted = trust_labels(p_g, std, sample_cost, sample_ok & solved[:, None], options)
 
@@ -1000,8 +998,8 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
 
   Args:
     layout: the gauge-fixed free solution per region, ``anchors [R, K, 2]``,
-      ``clients [R, N, 2]``, the labels' ``cov [R, N, 2, 2]``, ``std [R, N]`` and
-      ``cost [R, N]`` (per path).
+      ``clients [R, N, 2]``, the labels' ``cov [R, N, 2, 2]`` and ``cost [R, N]`` (per
+      path).
     checks: ``noise_var [R]`` of the free fit, ``gauge_aps [R]`` (distinct APs) and
       ``solved [R]``.
 
@@ -1014,8 +1012,7 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
   theta = np.where(reflected[:, None, None], -problems.theta, problems.theta)
   a0 = np.where(pins[..., None], ap_xy, np.where(anchor_ok[..., None], layout['anchors'], 0.0))
   p0 = np.where(sample_ok[..., None], layout['clients'], 0.0)
-  with np.errstate(invalid='ignore'):
-    a0, p0 = np.nan_to_num(a0), np.nan_to_num(p0)
+  a0, p0 = np.nan_to_num(a0), np.nan_to_num(p0)
   a1, p1, psi1, cost1 = jax.tree.map(
     lambda x: np.asarray(x, np.float64),
     _refine_pinned(
@@ -1042,8 +1039,7 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
   cov1, cost1_n, _, _ = label_covariance(
     a1, p1, psi1, theta, problems.mask, weights, options.robust_scale, pinned=pins & take[:, None]
   )
-  std1 = np.sqrt(np.maximum(np.trace(cov1, axis1=-2, axis2=-1), 0.0))
-  new = {'anchors': a1, 'clients': p1, 'cov': cov1, 'std': std1, 'cost': cost1_n}
+  new = {'anchors': a1, 'clients': p1, 'cov': cov1, 'cost': cost1_n}
   layout = {
     k: np.where(take.reshape((-1,) + (1,) * (v.ndim - 1)), new[k], v) for k, v in layout.items()
   }

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 from csiloc_jax.mmwave import tiny_nets
 
 SCHEMES = ('nis', 'mahalanobis_euclidean', 'fit_first')
+NIS, MAHALANOBIS_EUCLIDEAN, FIT_FIRST = range(len(SCHEMES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +109,9 @@ def scheme_index(scheme: str | int | jax.Array) -> int | jax.Array:
 
 
 def _is_nis(scheme_id: int | jax.Array) -> bool:
-  """Whether the scheme is statically 'nis' (then the other score is never computed)."""
-  return isinstance(scheme_id, int) and scheme_id == 0
+  """Whether the scheme statically scores by NIS alone ('nis' or 'fit_first'; then the
+  Mahalanobis score is never computed)."""
+  return isinstance(scheme_id, int) and scheme_id in (NIS, FIT_FIRST)
 
 
 def select(
@@ -140,13 +142,13 @@ def select(
   if eligible is None:
     eligible = jnp.ones(nis.shape, bool)
   scheme_id = scheme_index(scheme)
-  if _is_nis(scheme_id) or (isinstance(scheme_id, int) and scheme_id == 2):
+  if _is_nis(scheme_id):
     score = nis
   else:
     if distance is None:
       distance = mahalanobis(candidates, label_mean, label_cov)
     me_score = distance + euclidean_weight * jnp.sqrt(jnp.sum((candidates - previous) ** 2, -1))
-    score = jnp.where(scheme_id == 1, me_score, nis)
+    score = jnp.where(scheme_id == MAHALANOBIS_EUCLIDEAN, me_score, nis)
   # Keep ``current`` while its NIS <= threshold (and it is eligible), else the eligible
   # candidate with the lowest score.
   best = jnp.argmin(jnp.where(eligible, score, jnp.inf))
@@ -155,7 +157,7 @@ def select(
   if preferred is not None:
     first = eligible & preferred
     chosen = jnp.where(
-      (scheme_id == 2) & first.any(), jnp.argmin(jnp.where(first, nis, jnp.inf)), chosen
+      (scheme_id == FIT_FIRST) & first.any(), jnp.argmin(jnp.where(first, nis, jnp.inf)), chosen
     )
   return chosen.astype(jnp.int32)
 
@@ -325,7 +327,7 @@ def filter_candidates(
     if preferred is not None:
       # 'fit_first' also (re)starts on the JADE-map fit where there is one.
       fit_t = eligible_t & preferred
-      first_t = jnp.where((scheme_id == 2) & fit_t.any(), jnp.argmax(fit_t), first_t)
+      first_t = jnp.where((scheme_id == FIT_FIRST) & fit_t.any(), jnp.argmax(fit_t), first_t)
     chosen = jnp.where(restart, first_t, chosen)
     accept = usable_t & (restart | plausible.any())
     z = cand_t[chosen]
