@@ -98,8 +98,16 @@ def test_deterministic_and_chunk_independent(traced, tmp_path):
   for folder in (reader.LABELLED_DIR, reader.UNLABELLED_DIR):
     _, a = _read(out / folder)
     _, b = _read(tmp_path / folder)
+    assert a.keys() == b.keys()
     for k in a:
-      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+      if k == 'Pos':
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        continue
+      # The solver's paths are fixed, but Dr.Jit's threads may sum their float32 terms
+      # in another order under load (seen once: 8e-5 relative, 1e-11 absolute). A chunk-
+      # dependent noise stream or ray batch would differ by the noise's size.
+      scale = float(np.abs(a[k]).max())
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=1e-6 * scale, err_msg=k)
 
 
 def test_tracks_are_centimetres_apart(tmp_path):
