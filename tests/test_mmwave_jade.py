@@ -480,6 +480,8 @@ def test_collinear_anchor_sets_are_found_set_by_set():
   np.testing.assert_array_equal(jade._collinear(points, weights), expected)
   for i in range(len(points)):
     assert jade._collinear(points[i], weights[i]) == expected[i]
+  # Only the weights' ratios count: small weights still centre the points on their mean.
+  np.testing.assert_array_equal(jade._collinear(points, 0.01 * weights), expected)
 
 
 def _similarity_gauge(anchors):

@@ -184,7 +184,12 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=N
   h = np.eye(2, 4)
   x, p, net, prev, started, coast = np.zeros(4), np.eye(4), -1, np.zeros(2), False, 0
   n = len(feats)
-  out = {'position': np.full((n, 2), np.nan), 'net': np.full(n, -1)}
+  num_cand = k + (0 if extra is None else extra.shape[1])
+  out = {
+    'position': np.full((n, 2), np.nan),
+    'net': np.full(n, -1),
+    'nis': np.full((n, num_cand), np.nan),
+  }
   filt = [None] * n  # (x, P, x^-, P^-, F, reset) per step, for the smoother.
   for t in range(n):
     dt = float(time_s[t] - time_s[max(t - 1, 0)])
@@ -216,6 +221,7 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=N
       noise = np.concatenate([noise, np.full(len(present), opts.fit_noise_m**2)])
     s_all = [h @ p_pred @ h.T + r * np.eye(2) for r in noise]
     nis = np.array([nu @ np.linalg.solve(s, nu) for nu, s in zip(cand - x_pred[:2], s_all)])
+    out['nis'][t] = nis
     plausible = eligible & (nis <= nis_gate)
     fits = plausible & (np.arange(len(cand)) >= k)  # Plausible JADE-map fits.
     if scheme in ('nis', 'fit_first'):
@@ -335,6 +341,8 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
         np.testing.assert_array_equal(out['net'], ref['net'], err_msg=msg)
         np.testing.assert_allclose(out['position'], ref['position'], atol=1e-4, err_msg=msg)
         np.testing.assert_allclose(out['smoothed'], ref['smoothed'], atol=2e-3, err_msg=msg)
+        # Every candidate's NIS, the extra one's column included (0 where it is missing).
+        np.testing.assert_allclose(out['nis'], ref['nis'], rtol=1e-3, atol=1e-3, err_msg=msg)
         gated_steps += int(np.sum(out['usable'] & ~out['updated']))
       if ext is not None:
         assert np.any(ref['net'] == k), 'the extra candidate is never chosen'
