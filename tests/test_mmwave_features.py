@@ -61,6 +61,12 @@ def test_no_paths_gives_zeros_and_the_anchor_reference_is_exact():
   # Anchor 1 has the highest priority among the received paths: it is the reference.
   assert abs(cos[0, 1] - 1.0) < 1e-6 and abs(sin[0, 1]) < 1e-7
   np.testing.assert_allclose(sin[0, 0], np.sin(0.5 - 2.0), atol=1e-6)
+  # The highest priority overall missing: the best received path (anchor 2) takes over.
+  aoa = np.array([[0.5, np.nan, 2.0, -1.0]], np.float32)
+  f = np.asarray(features.encode(aoa, reference='anchor', priority=np.array([0, 9, 5, 1.0])))
+  cos, sin, vis = _blocks(f, 4)
+  assert abs(cos[0, 2] - 1.0) < 1e-6 and abs(sin[0, 2]) < 1e-7
+  np.testing.assert_allclose(sin[0, 3], np.sin(-1.0 - 2.0), atol=1e-6)
 
 
 def test_encode_runs_under_jit_and_vmap():
