@@ -223,14 +223,15 @@ def _reference_track(bank, feats, num_paths, time_s, opts, scheme, gate, extra=N
     nis = np.array([nu @ np.linalg.solve(s, nu) for nu, s in zip(cand - x_pred[:2], s_all)])
     out['nis'][t] = nis
     plausible = eligible & (nis <= nis_gate)
-    fits = plausible & (np.arange(len(cand)) >= k)  # Plausible JADE-map fits.
+    is_fit = np.arange(len(cand)) >= k  # The JADE-map fit's column(s).
+    fits = plausible & is_fit  # Plausible JADE-map fits.
     if scheme in ('nis', 'fit_first'):
       score = nis
     else:
       score = maha + opts.euclidean_weight * np.linalg.norm(cand - prev, axis=-1)
     restart = not started or coast >= reacquire
-    if restart and scheme == 'fit_first' and (eligible & (np.arange(len(cand)) >= k)).any():
-      chosen = int(np.argmax(eligible & (np.arange(len(cand)) >= k)))
+    if restart and scheme == 'fit_first' and (eligible & is_fit).any():
+      chosen = int(np.argmax(eligible & is_fit))
     elif restart:
       chosen = int(np.argmax(loglik))
     elif scheme == 'fit_first' and fits.any():
@@ -341,7 +342,8 @@ def test_tracker_matches_a_plain_numpy_kalman_loop():
         np.testing.assert_array_equal(out['net'], ref['net'], err_msg=msg)
         np.testing.assert_allclose(out['position'], ref['position'], atol=1e-4, err_msg=msg)
         np.testing.assert_allclose(out['smoothed'], ref['smoothed'], atol=2e-3, err_msg=msg)
-        # Every candidate's NIS, the extra one's column included (0 where it is missing).
+        # Every candidate's NIS, the extra one's column included (where it is missing, the
+        # NIS of its placeholder at the origin, as both sides compute it).
         np.testing.assert_allclose(out['nis'], ref['nis'], rtol=1e-3, atol=1e-3, err_msg=msg)
         gated_steps += int(np.sum(out['usable'] & ~out['updated']))
       if ext is not None:
