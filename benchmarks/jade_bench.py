@@ -23,6 +23,7 @@ the row reports both per-region costs and their largest relative gap.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import statistics
@@ -129,18 +130,40 @@ SETTINGS = {
 POOLED = 'hybrid_pool'
 
 
-def _solve_one(problem: ScipyJade, start: tuple, scale: float, setting: str):
-  """One start of one region: (cost, x, nfev) of ``least_squares``."""
+def _least_squares_has_callback() -> bool:
+  try:
+    from scipy.optimize import least_squares  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return 'callback' in inspect.signature(least_squares).parameters
+
+
+_HAS_CALLBACK = _least_squares_has_callback()
+
+
+def _solve_one(
+  problem: ScipyJade, start: tuple, scale: float, setting: str, deadline: float = math.inf
+):
+  """One start of one region: (cost, x, nfev) of ``least_squares``; cost None when the
+  solve was stopped at ``deadline`` (a ``time.monotonic()`` instant, the same clock in
+  the pool's worker processes)."""
   from scipy.optimize import least_squares  # pylint: disable=g-import-not-at-top
+
+  def stop_at_deadline(intermediate_result):
+    del intermediate_result
+    if time.monotonic() > deadline:
+      raise StopIteration  # least_squares returns with status -2.
 
   res = least_squares(
     problem.residuals,
     problem.pack(*start),
     loss='cauchy' if scale > 0 else 'linear',
     f_scale=scale or 1.0,
+    # SciPy < 1.16 has no callback: there the deadline is checked between solves only.
+    **({} if math.isinf(deadline) or not _HAS_CALLBACK else {'callback': stop_at_deadline}),
     **SETTINGS[setting](problem),
   )
-  return float(res.cost), res.x, int(res.nfev)
+  return (None if res.status == -2 else float(res.cost)), res.x, int(res.nfev)
 
 
 def _warm_up_job(job):
@@ -150,9 +173,9 @@ def _warm_up_job(job):
 
 
 def _solve_job(job):
-  """Process-pool entry: (theta, mask, start, scale, setting) -> (cost, x, nfev)."""
-  theta, mask, start, scale, setting = job
-  return _solve_one(ScipyJade(theta, mask), start, scale, setting)
+  """Process-pool entry: (theta, mask, start, scale, setting, deadline) -> (cost, x, nfev)."""
+  theta, mask, start, scale, setting, deadline = job
+  return _solve_one(ScipyJade(theta, mask), start, scale, setting, deadline)
 
 
 class ScipyReference:
@@ -202,8 +225,11 @@ class ScipyReference:
     # SciPy: let them go idle first (not timed).
     time.sleep(0.5)
     t0 = time.perf_counter()
+    # Each solve checks the deadline at every iteration, so a setting that cannot win is
+    # stopped within one iteration of it, not at the end of a long solve.
+    deadline = time.monotonic() + deadline_s
     jobs = [
-      (r, (theta, mask, start, self.scale, 'hybrid' if setting == POOLED else setting))
+      (r, (theta, mask, start, self.scale, 'hybrid' if setting == POOLED else setting, deadline))
       for r, (theta, mask, starts) in enumerate(self.subproblems)
       for start in starts
     ]
@@ -212,13 +238,15 @@ class ScipyReference:
     if setting == POOLED:
       results = zip((r for r, _ in jobs), self.pool.map(_solve_job, [j for _, j in jobs]))
     else:
-      results = ((r, _solve_one(self.problems[r], j[2], self.scale, setting)) for r, j in jobs)
+      results = (
+        (r, _solve_one(self.problems[r], j[2], self.scale, setting, deadline)) for r, j in jobs
+      )
     for r, (cost, x, n) in results:
       nfev += n
+      if cost is None or time.perf_counter() - t0 > deadline_s:
+        return None, None, nfev
       if cost < best[r][0]:
         best[r] = (cost, x)
-      if time.perf_counter() - t0 > deadline_s:
-        return None, None, nfev
     seconds = time.perf_counter() - t0
     return seconds, [p.unpack(x) for p, (_, x) in zip(self.problems, best)], nfev
 

@@ -92,14 +92,22 @@ _ONE_PROGRAM = [(2, 'position', False), (3, 'reconstruction', False), (4, 'recon
 _STEPS = _TRAINER_FORM if EXPECTED_DEVICES == 8 else _ONE_PROGRAM + _TRAINER_FORM[:1]
 
 
+@functools.cache
+def _one_device_reference(k, loss):
+  """Model k's three steps as one program on 1 device: (model, initial params, batches,
+  losses, final params), shared by both backends' tests of the model."""
+  shape = (8, 12, 1)
+  model, params = _model(k, loss, shape)
+  batches = _batches(3, shape, loss == 'position', pad_last=True)
+  losses, final = _run('pmap', jax.devices()[:1], model, params, batches, loss)
+  return model, params, batches, losses, final
+
+
 @pytest.mark.parametrize('k, loss, split', _STEPS)
 @pytest.mark.parametrize('backend', ['pmap', 'shard_map'])
 def test_all_devices_match_one_device(k, loss, split, backend):
   assert jax.device_count() == EXPECTED_DEVICES, f'expected {EXPECTED_DEVICES} fake CPU devices'
-  shape = (8, 12, 1)
-  model, params = _model(k, loss, shape)
-  batches = _batches(3, shape, loss == 'position', pad_last=True)
-  ref_losses, ref_params = _run('pmap', jax.devices()[:1], model, params, batches, loss)
+  model, params, batches, ref_losses, ref_params = _one_device_reference(k, loss)
   losses, new_params = _run(backend, jax.devices(), model, params, batches, loss, split)
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   # Adam divides by the gradient's running RMS, so float re-association in the
