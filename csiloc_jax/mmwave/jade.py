@@ -892,10 +892,11 @@ def run_jade(
   cov = (inflation * scale**2)[:, None, None, None] * np.einsum('rij,rnjk,rlk->rnil', rot, cov, rot)
   pinned = np.zeros(len(solved), bool)
   pin_p_value = np.full(len(solved), np.nan)
+  pin_start = np.full(len(solved), None)
   if options.pin_aps:
     layout = {'anchors': a_g, 'clients': p_g, 'cov': cov, 'cost': sample_cost}
     checks = {'noise_var': noise_var, 'gauge_aps': gauge_aps, 'solved': solved}
-    layout, pinned, pin_p_value = _pin_aps(
+    layout, pinned, pin_p_value, pin_start = _pin_aps(
       problems, sol, layout, checks, reflected, kind == 0, ap_xy, weights, options
     )
     a_g, p_g, cov, sample_cost = (layout[k] for k in ('anchors', 'clients', 'cov', 'cost'))
@@ -948,6 +949,7 @@ def run_jade(
         variance_inflation=float(inflation[i]),
         pinned_aps=bool(pinned[i]),
         pin_p_value=None if np.isnan(pin_p_value[i]) else float(pin_p_value[i]),
+        pin_start=None if pin_start[i] is None else str(pin_start[i]),
         noise_std_deg=float(np.degrees(np.sqrt(noise_var[i]))),
         gauge_scale=float(scale[i]),
         reflected=bool(reflected[i]),
@@ -982,19 +984,25 @@ def run_jade(
   return result
 
 
+# The pinned solve's starts, in the order _pin_aps batches them (metrics.json 'pin_start').
+PIN_STARTS = ('free_layout', 'aps')
+
+
 def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights, options):
   """The regions re-solved with their physical anchors held at ``ap_position``.
 
   The free solution uses the APs' positions only for its gauge; when a region sees
   three or more APs they also constrain its shape (measured on open_hall seed 0: the
   free layout's anchors were 1.7 m off (median), pinned 0.18 m, labels 0.88 -> 0.37 m).
-  Starts from the gauge-fixed free solution; a mirrored alignment re-solves with negated
-  angles. The pinned solution replaces the free one where it is finite and its cost is
-  not significantly above the free one's: ``2 (cost_pinned - cost_free) / noise_var``
-  is chi-square with ``2 * APs - 4`` degrees of freedom if the mounting positions are
-  right, so a p-value under ``gauge_check_p_value`` means they disagree with the angles
-  (a wrong ``ap_position``) and the free solution is kept. With 2 APs pinning is the
-  gauge itself and always taken.
+  Two starts, the lower final cost kept (``PIN_STARTS``): the gauge-fixed free
+  solution, and one built from the APs alone (:func:`_start_from_aps`); a mirrored
+  alignment re-solves with negated angles. The pinned solution replaces the free one
+  where it is finite and its cost is not significantly above the free one's:
+  ``2 (cost_pinned - cost_free) / noise_var`` is chi-square with ``2 * APs - 4``
+  degrees of freedom if the mounting positions are right, so a p-value under
+  ``gauge_check_p_value`` means they disagree with the angles (a wrong ``ap_position``)
+  and the free solution is kept. With 2 APs pinning is the gauge itself and always
+  taken.
 
   Args:
     layout: the gauge-fixed free solution per region, ``anchors [R, K, 2]``,
@@ -1003,7 +1011,8 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
     checks: ``noise_var [R]`` of the free fit, ``gauge_aps [R]`` (distinct APs) and
       ``solved [R]``.
 
-  Returns ``(layout, pinned [R], p_value [R])``: the layout replaced where pinned.
+  Returns ``(layout, pinned [R], p_value [R], start [R])``: the layout replaced where
+  pinned, and which of ``PIN_STARTS`` the pinned solve kept.
   """
   noise_var, gauge_aps, solved = checks['noise_var'], checks['gauge_aps'], checks['solved']
   anchor_ok = problems.anchor_index >= 0
@@ -1013,17 +1022,42 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
   a0 = np.where(pins[..., None], ap_xy, np.where(anchor_ok[..., None], layout['anchors'], 0.0))
   p0 = np.where(sample_ok[..., None], layout['clients'], 0.0)
   a0, p0 = np.nan_to_num(a0), np.nan_to_num(p0)
+  # Two starts per region, solved in one batch, the lower final cost kept: the free
+  # layout's clients, and every client localised on its own against the pinned APs.
+  # The second does not inherit the free layout's shape: where heavy-tailed angles bend
+  # the free layout, the solve from it alone ends in a local minimum far above the
+  # free cost, and the test below would reject the APs (open_hall, 10 % of angles off
+  # by up to 30 deg: p = 5e-27).
+  a0_aps, p0_aps = _start_from_aps(theta, problems.mask, pins, ap_xy, a0, p0, options)
+
+  def two(x):
+    return np.concatenate([x, x])
+
   a1, p1, psi1, cost1 = jax.tree.map(
-    lambda x: np.asarray(x, np.float64),
+    lambda x: np.asarray(x, np.float64).reshape((2, -1) + x.shape[1:]),
     _refine_pinned(
-      jnp.asarray(a0, jnp.float32),
-      jnp.asarray(p0, jnp.float32),
-      jnp.asarray(theta, jnp.float32),
-      jnp.asarray(problems.mask),
-      jnp.asarray(anchor_ok & ~pins),
+      jnp.asarray(np.concatenate([a0, a0_aps]), jnp.float32),
+      jnp.asarray(np.concatenate([p0, p0_aps]), jnp.float32),
+      jnp.asarray(two(theta), jnp.float32),
+      jnp.asarray(two(problems.mask)),
+      jnp.asarray(two(anchor_ok & ~pins)),
       num_iters=options.num_iters,
       scale=float(options.robust_scale),
     ),
+  )
+  p1, psi1, cost1 = (
+    np.stack(x)
+    for x in zip(
+      *(
+        _refit_far_clients(theta, problems.mask, pins, ap_xy, a1[i], p1[i], psi1[i], options)
+        for i in range(len(PIN_STARTS))
+      )
+    )
+  )
+  start = np.argmin(np.where(np.isfinite(cost1), cost1, np.inf), 0)  # [R]
+  a1, p1, psi1, cost1 = (
+    np.take_along_axis(x, start.reshape((1, -1) + (1,) * (x.ndim - 2)), 0)[0]
+    for x in (a1, p1, psi1, cost1)
   )
   increase = 2.0 * (cost1 - sol['cost']) / np.maximum(noise_var, 1e-300)
   dof = 2 * gauge_aps - 4
@@ -1043,7 +1077,123 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
   layout = {
     k: np.where(take.reshape((-1,) + (1,) * (v.ndim - 1)), new[k], v) for k, v in layout.items()
   }
-  return layout, take, np.where(solved, p_value, np.nan)
+  return layout, take, np.where(solved, p_value, np.nan), np.array(PIN_STARTS)[start]
+
+
+def _ap_box(aps: np.ndarray):
+  """``inside(points [..., 2]) -> [...]``: finite and within the APs' bounding box grown
+  by half its diagonal on every side, where a region's clients can plausibly be.
+
+  A fix from exactly 3 paths has no redundancy, so an outlier among them can put it
+  anywhere (once 32 m off), and a solution can hold a client kilometres away (from a far
+  point every bearing is nearly the same, so it costs little, and the solve then sends
+  it further); such clients are started or re-fitted elsewhere.
+  """
+  low, high = aps.min(0), aps.max(0)
+  margin = 0.5 * np.linalg.norm(high - low)
+  return lambda x: np.all(np.isfinite(x) & (x >= low - margin) & (x <= high + margin), -1)
+
+
+def _headings(theta, mask, anchors, clients) -> np.ndarray:
+  """``[N]``: each client's best heading for the anchors ``[K, 2]`` it sees in ``mask``."""
+  beta = geometry.bearing(jnp.asarray(anchors)[None], jnp.asarray(clients)[:, None])
+  return np.asarray(geometry.best_heading(jnp.asarray(theta), jnp.asarray(mask), beta), np.float64)
+
+
+def _fix_each(theta, mask, anchors, aps, options) -> np.ndarray:
+  """:func:`localize` of every sample ``[N, K]`` against ``anchors [K, 2]`` (those in
+  ``mask``), started from the APs' centroid and from each AP half-way to it."""
+  centre = aps.mean(0)
+  pos, _ = localize(
+    jnp.asarray(theta, jnp.float32),
+    jnp.asarray(mask),
+    jnp.asarray(np.nan_to_num(anchors), jnp.float32),
+    jnp.asarray(np.concatenate([centre[None], 0.5 * (aps + centre)]), jnp.float32),
+    num_iters=options.num_iters,
+    scale=float(options.robust_scale),
+  )
+  return np.asarray(pos, np.float64)
+
+
+def _start_from_aps(theta, mask, pins, ap_xy, anchors, clients, options):
+  """A start for the pinned solve built from the APs alone: ``(anchors, clients)``.
+
+  Each sample is localised on its own against its region's pinned APs
+  (:func:`_fix_each`), its heading is the best one for those APs, and each other anchor
+  is placed where the rays of its angles from those clients meet (iteratively
+  reweighted least squares with the solver's Cauchy loss). ``anchors`` / ``clients``
+  (the free layout) stay where this is not possible: regions with fewer than 3 pinned
+  APs, anchors seen by fewer than 2 localised samples. A sample whose fix is missing
+  (fewer than 3 paths from the APs) or implausible (:func:`_ap_box`) keeps its free
+  position if that is plausible, else starts at the APs' centroid.
+  """
+  anchors, clients = np.array(anchors, np.float64), np.array(clients, np.float64)
+  for r in range(len(theta)):
+    if pins[r].sum() < 3:
+      continue
+    aps = ap_xy[r][pins[r]]
+    inside = _ap_box(aps)
+    ap_paths = mask[r] & pins[r][None]
+    pos = _fix_each(theta[r], ap_paths, ap_xy[r], aps, options)
+    found = inside(pos)
+    free_ok = inside(clients[r])[:, None]
+    clients[r] = np.where(found[:, None], pos, np.where(free_ok, clients[r], aps.mean(0)))
+    heading = _headings(theta[r], ap_paths, ap_xy[r], clients[r])
+    for k in np.flatnonzero(~pins[r] & mask[r].any(0)):
+      rays = found & mask[r][:, k]
+      if rays.sum() >= 2:
+        anchors[r][k] = _ray_intersection(
+          clients[r][rays], theta[r][rays, k] + heading[rays], anchors[r][k], options
+        )
+  return anchors, clients
+
+
+def _ray_intersection(origins, angles, start, options) -> np.ndarray:
+  """The point nearest in angle to every ray (``origins [T, 2]``, ``angles [T]``): least
+  squares over the perpendicular misses weighted by 1 / distance^2, reweighted 5 times
+  with the Cauchy loss of ``robust_scale``; ``start`` if the rays are near parallel."""
+  normal = np.stack([-np.sin(angles), np.cos(angles)], -1)
+  point, weight = start, np.ones(len(origins))
+  for _ in range(5):
+    nn = weight[:, None, None] * normal[:, :, None] * normal[:, None, :]
+    m = nn.sum(0)
+    if np.linalg.cond(m) > 1e8:
+      break
+    point = np.linalg.solve(m, np.einsum('tij,tj->i', nn, origins))
+    dist = np.maximum(np.linalg.norm(point - origins, axis=-1), 1e-3)
+    miss = np.einsum('ti,ti->t', normal, point - origins) / dist  # ~ the angle residual
+    weight = 1.0 / dist**2 / (1.0 + (miss / max(options.robust_scale, 1e-6)) ** 2)
+  return point
+
+
+def _refit_far_clients(theta, mask, pins, ap_xy, anchors, clients, heading, options):
+  """Clients of the pinned solution outside :func:`_ap_box`, localised again against the
+  solved anchors (:func:`_fix_each`), kept where that lowers their cost. Returns
+  ``(clients, heading, cost [R])`` with every region's cost recomputed."""
+  clients, heading = clients.copy(), heading.copy()
+  scale = float(options.robust_scale)
+
+  def sample_costs(r, p, psi):
+    f, _, _ = _parts(
+      jnp.asarray(anchors[r]), jnp.asarray(p), jnp.asarray(psi), jnp.asarray(theta[r]), mask[r]
+    )
+    return np.asarray(jnp.sum(jnp.where(mask[r], _robust(f, scale)[0], 0.0), -1), np.float64)
+
+  for r in range(len(theta)):
+    if pins[r].sum() < 3:
+      continue
+    aps = ap_xy[r][pins[r]]
+    inside = _ap_box(aps)
+    far = mask[r].any(1) & ~inside(clients[r])
+    if not far.any():
+      continue
+    fix = _fix_each(theta[r], mask[r], anchors[r], aps, options)
+    psi = _headings(theta[r], mask[r], anchors[r], np.nan_to_num(fix))
+    better = far & inside(fix)
+    better &= sample_costs(r, np.nan_to_num(fix), psi) < sample_costs(r, clients[r], heading[r])
+    clients[r][better], heading[r][better] = fix[better], psi[better]
+  cost = np.array([sample_costs(r, clients[r], heading[r]).sum() for r in range(len(theta))])
+  return clients, heading, cost
 
 
 # ----------------------------------------------------------------------------------------
