@@ -996,7 +996,9 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
   free layout's anchors were 1.7 m off (median), pinned 0.18 m, labels 0.88 -> 0.37 m).
   Two starts, the lower final cost kept (``PIN_STARTS``): the gauge-fixed free
   solution, and one built from the APs alone (:func:`_start_from_aps`); a mirrored
-  alignment re-solves with negated angles. The pinned solution replaces the free one
+  alignment re-solves with negated angles. Clients a start leaves outside the APs' box
+  are re-fitted against its solved anchors (:func:`_refit_far_clients`) before the
+  starts' costs are compared. The pinned solution replaces the free one
   where it is finite and its cost is not significantly above the free one's:
   ``2 (cost_pinned - cost_free) / noise_var`` is chi-square with ``2 * APs - 4``
   degrees of freedom if the mounting positions are right, so a p-value under
@@ -1031,10 +1033,11 @@ def _pin_aps(problems, sol, layout, checks, reflected, physical, ap_xy, weights,
   a0_aps, p0_aps = _start_from_aps(theta, problems.mask, pins, ap_xy, a0, p0, options)
 
   def two(x):
-    return np.concatenate([x, x])
+    return np.concatenate([x] * len(PIN_STARTS))
 
-  a1, p1, psi1, cost1 = jax.tree.map(
-    lambda x: np.asarray(x, np.float64).reshape((2, -1) + x.shape[1:]),
+  # The solve's own costs are replaced by those after the far clients' re-fit.
+  a1, p1, psi1, _ = jax.tree.map(
+    lambda x: np.asarray(x, np.float64).reshape((len(PIN_STARTS), -1) + x.shape[1:]),
     _refine_pinned(
       jnp.asarray(np.concatenate([a0, a0_aps]), jnp.float32),
       jnp.asarray(np.concatenate([p0, p0_aps]), jnp.float32),
