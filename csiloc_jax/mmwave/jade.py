@@ -230,10 +230,15 @@ def _robust(f, scale: float):
   return 0.5 * f**2, jnp.ones_like(f)
 
 
-def _cost(anchors, clients, heading, theta, mask, scale):
+def _sample_costs(anchors, clients, heading, theta, mask, scale):
+  """``[N]``: each sample's robust cost, summed over the paths in ``mask``."""
   f, _, _ = _parts(anchors, clients, heading, theta, mask)
   rho, _ = _robust(f, scale)
-  return jnp.sum(jnp.where(mask, rho, 0.0))
+  return jnp.sum(jnp.where(mask, rho, 0.0), -1)
+
+
+def _cost(anchors, clients, heading, theta, mask, scale):
+  return jnp.sum(_sample_costs(anchors, clients, heading, theta, mask, scale))
 
 
 def _normal_equations(anchors, clients, heading, theta, mask, scale, min_sq_dist=1e-12):
@@ -1177,10 +1182,8 @@ def _refit_far_clients(theta, mask, pins, ap_xy, anchors, clients, heading, opti
   scale = float(options.robust_scale)
 
   def sample_costs(r, p, psi):
-    f, _, _ = _parts(
-      jnp.asarray(anchors[r]), jnp.asarray(p), jnp.asarray(psi), jnp.asarray(theta[r]), mask[r]
-    )
-    return np.asarray(jnp.sum(jnp.where(mask[r], _robust(f, scale)[0], 0.0), -1), np.float64)
+    args = (anchors[r], p, psi, theta[r], mask[r])
+    return np.asarray(_sample_costs(*map(jnp.asarray, args), scale), np.float64)
 
   for r in range(len(theta)):
     if pins[r].sum() < 3:
